@@ -1,0 +1,3 @@
+"""WebSocket routes, gathered from the apps that serve them."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from config import health, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("health", health.health, name="health"),
+    path("admin/", admin.site.urls),
+]

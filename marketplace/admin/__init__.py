@@ -1,0 +1,1 @@
+"""Admin screens for the marketplace, one module per concern."""

@@ -1,0 +1,107 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import database_config, env_bool, env_int, env_secret, env_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _boot(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Start Django with the given environment, as a fresh process would."""
+    full = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    full.update({"SECRET_KEY": "x" * 60, "DJANGO_SETTINGS_MODULE": "config.settings.base"})
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT, env=full, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_it_refuses_to_start_with_a_malformed_database_url():
+    result = _boot({"DATABASE_URL": "mysql//nobody@nowhere"})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "DATABASE_URL" in result.stderr
+
+
+def test_it_starts_with_a_well_formed_database_url():
+    result = _boot({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/inkmarket"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_database_url_with_a_bad_port_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db:notaport/app")
+    with pytest.raises(ImproperlyConfigured, match="malformed port"):
+        env_url("DATABASE_URL", {"postgres"})
+
+
+def test_a_database_url_without_a_database_name_is_rejected():
+    with pytest.raises(ImproperlyConfigured, match="names no database"):
+        database_config("postgres://u@db:5432/", sqlite_path=Path("/tmp/x.db"))
+
+
+def test_no_database_url_means_a_sqlite_file(tmp_path):
+    config = database_config(None, sqlite_path=tmp_path / "db.sqlite3")
+    assert config["ENGINE"] == "django.db.backends.sqlite3"
+    assert config["NAME"] == str(tmp_path / "db.sqlite3")
+
+
+def test_a_postgres_url_becomes_a_postgres_config():
+    config = database_config("postgres://alice:pw@db.example:6543/app", sqlite_path=Path("x"))
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["HOST"], config["PORT"], config["NAME"]) == ("db.example", 6543, "app")
+
+
+def test_a_boolean_that_is_not_a_boolean_is_rejected(monkeypatch):
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="DEBUG must be a boolean"):
+        env_bool("DEBUG")
+
+
+def test_an_integer_that_is_not_an_integer_is_rejected(monkeypatch):
+    monkeypatch.setenv("WORKERS", "four")
+    with pytest.raises(ImproperlyConfigured, match="WORKERS must be an integer"):
+        env_int("WORKERS", 1)
+
+
+def test_a_secret_can_come_from_a_file(tmp_path, monkeypatch):
+    secret = tmp_path / "key"
+    secret.write_text("s3cret\n")
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setenv("API_TOKEN_FILE", str(secret))
+    assert env_secret("API_TOKEN") == "s3cret"
+
+
+def test_a_secret_file_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setenv("API_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ImproperlyConfigured, match="API_TOKEN_FILE"):
+        env_secret("API_TOKEN")
+
+
+def test_a_redis_url_with_the_wrong_scheme_is_rejected():
+    result = _boot({"REDIS_URL": "http://127.0.0.1:6379"})
+    assert result.returncode != 0
+    assert "REDIS_URL has scheme 'http'" in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "k7#Qz!v9@pX2$wR5^mL8&nB3*cF6(hJ1)tY4_gD0+eS7-aU2=iO9",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/inkmarket",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "ALLOWED_HOSTS": "inkmarket.example",
+    }
+    full = {**os.environ, **env}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=full, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
