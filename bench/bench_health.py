@@ -8,14 +8,11 @@ query cost per request.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, free_port, percentile, report, uvicorn, wait_http  # noqa: E402
+from bench.common import ROOT, free_port, percentile, report, uvicorn, wait_http
 
 DURATION = 5.0
 CONCURRENCY = 16

@@ -1,7 +1,8 @@
 """Runs every benchmark in bench/ (or those named on the command line) and reports.
 
-Each benchmark is a script `bench_<name>.py` that prints `name: value unit` lines and
-measures its own baseline in the same run, so figures compare like with like.
+Each benchmark is a module `bench/bench_<name>.py` (run as `python -m bench.bench_<name>`)
+that prints `name: value unit` lines and measures its own baseline in the same run, so
+figures compare like with like.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         print(f"== {script.stem.removeprefix('bench_')}", flush=True)
         started = time.monotonic()
-        result = subprocess.run([sys.executable, str(script)], cwd=ROOT)
+        result = subprocess.run([sys.executable, "-m", f"bench.{script.stem}"], cwd=ROOT)
         print(f"   ({time.monotonic() - started:.1f} s)", flush=True)
         if result.returncode != 0:
             failed.append(script.stem)
