@@ -1,1 +1,10 @@
 """Marketplace models, one module per concern."""
+
+from marketplace.models.jobs import (  # noqa: F401
+    TERMINAL_STATES,
+    TRANSITIONS,
+    AttemptState,
+    Job,
+    JobAttempt,
+    JobState,
+)
