@@ -1,0 +1,1 @@
+"""The client side of the marketplace: discover, rank, negotiate, pay, stream, verify."""

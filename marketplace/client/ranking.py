@@ -1,0 +1,68 @@
+"""Ranking hosts: filter, then score = 0.3 latency + 0.5 reputation + 0.2 price.
+
+Every input is measured: probe latency from the capability request just made, reputation
+from the chain's counters blended with this client's own record of the host, and price
+from the host's registered price. Each term is normalised against the best candidate, so
+the best host on a term scores 1 on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+W_LATENCY, W_REPUTATION, W_PRICE = 0.3, 0.5, 0.2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    address: str
+    url: str
+    model: str
+    price_per_token_wei: int
+    latency_ms: float
+    chain_completed: int = 0
+    chain_failed: int = 0
+    chain_disputed: int = 0
+    local_succeeded: int = 0
+    local_failed: int = 0
+    queue_free: bool = True
+    score: float = 0.0
+
+    @property
+    def reputation(self) -> float:
+        """Laplace-smoothed success rate over chain and local records; disputes weigh double."""
+        good = self.chain_completed + self.local_succeeded
+        bad = self.chain_failed + 2 * self.chain_disputed + self.local_failed
+        return (good + 1) / (good + bad + 2)
+
+
+def rank(
+    candidates: list[Candidate],
+    *,
+    model: str,
+    max_latency_ms: float | None = None,
+    max_price_per_token_wei: int | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
+) -> list[Candidate]:
+    """The usable candidates for `model`, best first, each with its score."""
+    usable = [
+        c for c in candidates
+        if c.model == model
+        and c.queue_free
+        and c.address.lower() not in {e.lower() for e in exclude}
+        and (max_latency_ms is None or c.latency_ms <= max_latency_ms)
+        and (max_price_per_token_wei is None or c.price_per_token_wei <= max_price_per_token_wei)
+    ]
+    if not usable:
+        return []
+    best_latency = max(min(c.latency_ms for c in usable), 0.1)
+    best_price = max(min(c.price_per_token_wei for c in usable), 1)
+    best_reputation = max(c.reputation for c in usable)
+    scored = []
+    for c in usable:
+        latency = best_latency / max(c.latency_ms, 0.1)
+        price = best_price / max(c.price_per_token_wei, 1)
+        reputation = c.reputation / best_reputation
+        score = W_LATENCY * latency + W_REPUTATION * reputation + W_PRICE * price
+        scored.append(replace(c, score=round(score, 6)))
+    return sorted(scored, key=lambda c: (-c.score, c.price_per_token_wei, c.address))

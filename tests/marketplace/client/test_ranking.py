@@ -1,0 +1,56 @@
+import pytest
+
+from marketplace.client.ranking import Candidate, rank
+
+
+def host(address, *, price=100, latency=10.0, completed=0, failed=0, disputed=0,
+         model="m", queue_free=True):
+    return Candidate(address=address, url=f"http://{address}", model=model,
+                     price_per_token_wei=price, latency_ms=latency, chain_completed=completed,
+                     chain_failed=failed, chain_disputed=disputed, queue_free=queue_free)
+
+
+def test_the_weights_are_latency_reputation_and_price():
+    (only,) = rank([host("a")], model="m")
+    assert only.score == 1.0  # the best on every term scores 0.3 + 0.5 + 0.2
+
+
+def test_a_reliable_host_outranks_a_cheaper_one_with_failures():
+    reliable = host("reliable", price=200, completed=50)
+    flaky = host("flaky", price=100, completed=5, failed=20)
+    ranked = rank([flaky, reliable], model="m")
+    assert [c.address for c in ranked] == ["reliable", "flaky"]
+
+
+def test_between_equals_the_cheaper_host_wins():
+    ranked = rank([host("dear", price=300), host("cheap", price=100)], model="m")
+    assert ranked[0].address == "cheap"
+    assert ranked[0].score - ranked[1].score == pytest.approx(0.2 * (1 - 100 / 300), abs=1e-5)
+
+
+def test_latency_counts_for_three_tenths():
+    ranked = rank([host("slow", latency=40.0), host("fast", latency=10.0)], model="m")
+    assert ranked[0].address == "fast"
+    assert ranked[0].score - ranked[1].score == pytest.approx(0.3 * (1 - 10 / 40), abs=1e-5)
+
+
+def test_filters_drop_wrong_model_slow_dear_busy_and_excluded_hosts():
+    hosts = [
+        host("ok"),
+        host("other-model", model="x"),
+        host("too-slow", latency=900.0),
+        host("too-dear", price=10_000),
+        host("busy", queue_free=False),
+        host("excluded"),
+    ]
+    ranked = rank(hosts, model="m", max_latency_ms=500, max_price_per_token_wei=1000,
+                  exclude={"EXCLUDED"})
+    assert [c.address for c in ranked] == ["ok"]
+
+
+def test_no_usable_host_gives_an_empty_ranking():
+    assert rank([host("a", model="x")], model="m") == []
+
+
+def test_disputes_hurt_reputation_more_than_failures():
+    assert host("d", disputed=3).reputation < host("f", failed=3).reputation
