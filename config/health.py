@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 
 
 def _check_database() -> None:
@@ -47,6 +47,13 @@ def run_checks() -> tuple[bool, dict[str, dict]]:
             results[name] = {"ok": True}
         results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return healthy, results
+
+
+def metrics(request):
+    from config.metrics import render
+
+    body, content_type = render()
+    return HttpResponse(body, content_type=content_type)
 
 
 def health(request):
