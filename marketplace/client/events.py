@@ -64,8 +64,8 @@ class EventBus:
 bus = EventBus()
 
 
-async def wait_for_state(job_id: str, states: set[str], timeout: float) -> StateEvent:
-    """Wait until `job_id` reaches one of `states` (used by tests and pollers)."""
+async def wait_for_state(job_id: str, states: set[str]) -> StateEvent:
+    """Wait until `job_id` reaches one of `states`; bound it with `asyncio.timeout`."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[StateEvent] = loop.create_future()
 
@@ -75,6 +75,6 @@ async def wait_for_state(job_id: str, states: set[str], timeout: float) -> State
 
     unsubscribe = bus.subscribe(handler, job_id)
     try:
-        return await asyncio.wait_for(done, timeout)
+        return await done
     finally:
         unsubscribe()
