@@ -8,3 +8,9 @@ from marketplace.models.jobs import (  # noqa: F401
     JobAttempt,
     JobState,
 )
+from marketplace.models.ops import (  # noqa: F401
+    DeadLetter,
+    DeliveryState,
+    WebhookAttempt,
+    WebhookDelivery,
+)
