@@ -156,3 +156,7 @@ LOGGING = {
         "inkmarket.request": {"level": "WARNING" if LOG_LEVEL == "INFO" and DEBUG else LOG_LEVEL},
     },
 }
+
+CELERY_BEAT_SCHEDULE = {
+    "retry-due-webhooks": {"task": "marketplace.tasks.retry_due_webhooks", "schedule": 60.0},
+}

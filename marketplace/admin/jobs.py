@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from marketplace.models import Job, JobAttempt
+
+
+class JobAttemptInline(admin.TabularInline):
+    model = JobAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "state", "host_address", "chain_job_id", "price_per_token_wei",
+              "start_index", "tokens", "paid_wei", "refund_wei", "quality", "ttft_ms",
+              "error_code")
+    readonly_fields = fields
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "model", "state", "owner", "tokens", "max_tokens", "paid_wei",
+                    "quality", "created")
+    list_filter = ("state", "model", "created")
+    search_fields = ("id", "prompt", "owner__username")
+    date_hierarchy = "created"
+    inlines = [JobAttemptInline]
+    readonly_fields = ("id", "prompt_hash", "created", "updated", "first_token_at",
+                       "finished_at")
+
+    def has_add_permission(self, request):
+        return False  # jobs are made by the marketplace client, never by hand
+
+
+@admin.register(JobAttempt)
+class JobAttemptAdmin(admin.ModelAdmin):
+    list_display = ("job", "number", "state", "host_address", "chain_job_id", "tokens",
+                    "paid_wei", "quality", "created")
+    list_filter = ("state",)
+    search_fields = ("job__id", "host_address", "result_hash")
+    readonly_fields = [f.name for f in JobAttempt._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
