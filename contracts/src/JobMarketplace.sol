@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {NodeRegistry} from "./NodeRegistry.sol";
+import {PaymentEscrow} from "./PaymentEscrow.sol";
+
+/// @title JobMarketplace
+/// @notice A client posts a job with its worst-case payment (max tokens x max price per
+/// token) escrowed; a registered host claims it at its registered price, submits the hash
+/// of the result and the tokens used; the client accepts, or anyone finalizes after the
+/// dispute window; the host is paid for the tokens used, less the protocol fee, and the
+/// client gets the rest back. Jobs that run past their deadline are refunded in full.
+contract JobMarketplace is AccessControl {
+    bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
+    uint16 public constant MAX_FEE_BPS = 2000;
+
+    enum State {
+        None,
+        Posted,
+        Claimed,
+        Submitted,
+        Completed,
+        Disputed,
+        Resolved,
+        Refunded
+    }
+
+    // Packed into four storage slots; the prompt hash lives only in the JobPosted event.
+    struct Job {
+        address client; //      slot 0: 20 bytes
+        uint32 maxTokens; //             4
+        uint40 deadline; //              5
+        State state; //                  1
+        address host; //        slot 1: 20
+        uint32 tokensUsed; //            4
+        uint40 submittedAt; //           5
+        uint96 maxPricePerToken; // slot 2: 12
+        uint96 price; //                 12
+        bytes32 modelKey; //    slot 3
+        bytes32 resultHash; //  slot 4
+    }
+
+    NodeRegistry public immutable registry;
+    PaymentEscrow public immutable escrow;
+    uint16 public feeBps;
+    uint40 public disputeWindow;
+    uint256 public nextJobId = 1;
+    mapping(uint256 => Job) private _jobs;
+
+    event JobPosted(
+        uint256 indexed jobId,
+        address indexed client,
+        bytes32 indexed modelKey,
+        string modelId,
+        bytes32 promptHash,
+        uint32 maxTokens,
+        uint96 maxPricePerToken,
+        uint40 deadline,
+        address assignedHost
+    );
+    event JobClaimed(uint256 indexed jobId, address indexed host, uint96 price);
+    event ResultSubmitted(uint256 indexed jobId, address indexed host, bytes32 resultHash, string cid, uint32 tokensUsed);
+    event JobCompleted(uint256 indexed jobId, address indexed host, uint256 hostAmount, uint256 fee, uint256 refund);
+    event JobDisputed(uint256 indexed jobId, address indexed client, string reason);
+    event DisputeResolved(uint256 indexed jobId, uint16 hostShareBps, uint256 hostAmount, uint256 fee, uint256 refund);
+    event JobRefunded(uint256 indexed jobId, address indexed client, uint256 amount, bool hostFailed);
+    event FeeChanged(uint16 feeBps);
+    event DisputeWindowChanged(uint40 disputeWindow);
+
+    error AccountBlocked(address account);
+    error WrongPayment(uint256 sent, uint256 expected);
+    error BadTerms();
+    error WrongState(uint256 jobId, State state);
+    error NotClient(uint256 jobId);
+    error NotHost(uint256 jobId);
+    error NotServing(uint256 jobId, address host);
+    error PriceTooHigh(uint256 price, uint256 maxPrice);
+    error DeadlinePassed(uint256 jobId);
+    error DeadlineNotPassed(uint256 jobId);
+    error TooManyTokens(uint32 used, uint32 maxTokens);
+    error DisputeWindowOpen(uint256 jobId);
+    error DisputeWindowClosed(uint256 jobId);
+    error FeeTooHigh(uint16 feeBps);
+    error BadShare(uint16 shareBps);
+
+    constructor(address admin, NodeRegistry registry_, PaymentEscrow escrow_, uint16 feeBps_, uint40 disputeWindow_) {
+        if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(ARBITRATOR_ROLE, admin);
+        registry = registry_;
+        escrow = escrow_;
+        feeBps = feeBps_;
+        disputeWindow = disputeWindow_;
+    }
+
+    // ---- client ---------------------------------------------------------------------
+
+    function postJob(
+        string calldata modelId,
+        bytes32 promptHash,
+        uint32 maxTokens,
+        uint96 maxPricePerToken,
+        uint40 deadline,
+        address assignedHost
+    ) external payable returns (uint256 jobId) {
+        if (registry.blocked(msg.sender)) revert AccountBlocked(msg.sender);
+        if (maxTokens == 0 || maxPricePerToken == 0 || deadline <= block.timestamp) revert BadTerms();
+        uint256 expected = uint256(maxTokens) * maxPricePerToken;
+        if (msg.value != expected) revert WrongPayment(msg.value, expected);
+        jobId = nextJobId++;
+        bytes32 modelKey = keccak256(bytes(modelId));
+        Job storage j = _jobs[jobId];
+        j.client = msg.sender;
+        j.maxTokens = maxTokens;
+        j.deadline = deadline;
+        j.state = State.Posted;
+        if (assignedHost != address(0)) j.host = assignedHost;
+        j.maxPricePerToken = maxPricePerToken;
+        j.modelKey = modelKey;
+        escrow.deposit{value: msg.value}(jobId);
+        emit JobPosted(jobId, msg.sender, modelKey, modelId, promptHash, maxTokens, maxPricePerToken, deadline, assignedHost);
+    }
+
+    function acceptResult(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Submitted) revert WrongState(jobId, j.state);
+        if (msg.sender != j.client) revert NotClient(jobId);
+        _complete(jobId, j);
+    }
+
+    function disputeJob(uint256 jobId, string calldata reason) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Submitted) revert WrongState(jobId, j.state);
+        if (msg.sender != j.client) revert NotClient(jobId);
+        if (block.timestamp > uint256(j.submittedAt) + disputeWindow) revert DisputeWindowClosed(jobId);
+        j.state = State.Disputed;
+        registry.recordDisputed(j.host);
+        emit JobDisputed(jobId, msg.sender, reason);
+    }
+
+    // ---- host -----------------------------------------------------------------------
+
+    function claimJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Posted) revert WrongState(jobId, j.state);
+        if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
+        if (j.host != address(0) && j.host != msg.sender) revert NotHost(jobId);
+        uint256 price = registry.activePrice(msg.sender, j.modelKey);
+        if (price == 0) revert NotServing(jobId, msg.sender);
+        if (price > j.maxPricePerToken) revert PriceTooHigh(price, j.maxPricePerToken);
+        j.host = msg.sender;
+        j.price = uint96(price);
+        j.state = State.Claimed;
+        escrow.lock(jobId);
+        emit JobClaimed(jobId, msg.sender, uint96(price));
+    }
+
+    function submitResult(uint256 jobId, bytes32 resultHash, string calldata cid, uint32 tokensUsed) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Claimed) revert WrongState(jobId, j.state);
+        if (msg.sender != j.host) revert NotHost(jobId);
+        if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
+        if (tokensUsed > j.maxTokens) revert TooManyTokens(tokensUsed, j.maxTokens);
+        j.resultHash = resultHash;
+        j.tokensUsed = tokensUsed;
+        j.submittedAt = uint40(block.timestamp);
+        j.state = State.Submitted;
+        emit ResultSubmitted(jobId, msg.sender, resultHash, cid, tokensUsed);
+    }
+
+    // ---- anyone ---------------------------------------------------------------------
+
+    /// @notice Complete a submitted job whose dispute window has closed.
+    function finalize(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Submitted) revert WrongState(jobId, j.state);
+        if (block.timestamp <= uint256(j.submittedAt) + disputeWindow) revert DisputeWindowOpen(jobId);
+        _complete(jobId, j);
+    }
+
+    /// @notice Refund a job that nobody claimed, or whose host delivered no result, by its
+    /// deadline. A host that claimed and went silent is counted as failed.
+    function refundExpired(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        State s = j.state;
+        if (s != State.Posted && s != State.Claimed) revert WrongState(jobId, s);
+        if (block.timestamp <= j.deadline) revert DeadlineNotPassed(jobId);
+        j.state = State.Refunded;
+        bool hostFailed = s == State.Claimed;
+        if (hostFailed) registry.recordFailed(j.host);
+        uint256 amount = uint256(j.maxTokens) * j.maxPricePerToken;
+        escrow.refund(jobId, j.client);
+        emit JobRefunded(jobId, j.client, amount, hostFailed);
+    }
+
+    // ---- arbitrator -----------------------------------------------------------------
+
+    /// @notice Settle a dispute: the host gets `hostShareBps` of what the result would have
+    /// earned (10000 pays in full, 0 refunds the client in full), less the protocol fee.
+    function resolveDispute(uint256 jobId, uint16 hostShareBps) external onlyRole(ARBITRATOR_ROLE) {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Disputed) revert WrongState(jobId, j.state);
+        if (hostShareBps > 10000) revert BadShare(hostShareBps);
+        uint256 payment = (uint256(j.tokensUsed) * j.price * hostShareBps) / 10000;
+        uint256 fee = (payment * feeBps) / 10000;
+        uint256 held = uint256(j.maxTokens) * j.maxPricePerToken;
+        j.state = State.Resolved;
+        escrow.release(jobId, j.host, payment - fee, fee, j.client);
+        emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, held - payment);
+    }
+
+    function setFeeBps(uint16 feeBps_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
+        feeBps = feeBps_;
+        emit FeeChanged(feeBps_);
+    }
+
+    function setDisputeWindow(uint40 disputeWindow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        disputeWindow = disputeWindow_;
+        emit DisputeWindowChanged(disputeWindow_);
+    }
+
+    // ---- reads ----------------------------------------------------------------------
+
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        return _jobs[jobId];
+    }
+
+    function _complete(uint256 jobId, Job storage j) private {
+        uint256 payment = uint256(j.tokensUsed) * j.price;
+        uint256 fee = (payment * feeBps) / 10000;
+        uint256 held = uint256(j.maxTokens) * j.maxPricePerToken;
+        j.state = State.Completed;
+        escrow.release(jobId, j.host, payment - fee, fee, j.client);
+        registry.recordCompleted(j.host);
+        emit JobCompleted(jobId, j.host, payment - fee, fee, held - payment);
+    }
+}

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+/// @title NodeRegistry
+/// @notice Host nodes stake to be listed with their API URL, metadata, models and a price
+/// per token for each model. Reputation counters are written only by the marketplace;
+/// the arbitrator may slash a stake; the owner keeps a blocklist.
+contract NodeRegistry is AccessControl, ReentrancyGuard {
+    bytes32 public constant MARKETPLACE_ROLE = keccak256("MARKETPLACE_ROLE");
+    bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
+
+    struct Node {
+        uint128 stake;
+        uint40 registeredAt;
+        uint40 unregisterRequestedAt;
+        bool active;
+        uint32 completed;
+        uint32 failed;
+        uint32 disputed;
+        string apiUrl;
+        string metadata;
+    }
+
+    uint256 public minStake;
+    uint256 public cooldown;
+    address public treasury;
+    uint256 public slashedBalance;
+
+    mapping(address => Node) private _nodes;
+    mapping(address => bytes32[]) private _nodeModels;
+    mapping(address => mapping(bytes32 => uint256)) public priceOf;
+    mapping(bytes32 => address[]) private _modelNodes;
+    mapping(bytes32 => mapping(address => uint256)) private _modelIndex; // position + 1
+    mapping(address => bool) public blocked;
+
+    event NodeRegistered(address indexed node, string apiUrl, string metadata, uint256 stake);
+    event NodeUpdated(address indexed node, string apiUrl, string metadata);
+    event ModelPriced(address indexed node, bytes32 indexed modelKey, string modelId, uint256 pricePerToken);
+    event ModelRemoved(address indexed node, bytes32 indexed modelKey);
+    event StakeAdded(address indexed node, uint256 amount, uint256 stake);
+    event UnregisterRequested(address indexed node, uint256 availableAt);
+    event StakeWithdrawn(address indexed node, uint256 amount);
+    event ReputationChanged(address indexed node, uint32 completed, uint32 failed, uint32 disputed);
+    event Slashed(address indexed node, uint256 amount, string reason);
+    event BlockedChanged(address indexed account, bool blocked);
+    event MinStakeChanged(uint256 minStake);
+
+    error StakeTooLow(uint256 sent, uint256 minimum);
+    error AlreadyRegistered();
+    error NotRegistered();
+    error AccountBlocked(address account);
+    error LengthMismatch();
+    error NoModels();
+    error ZeroPrice();
+    error CooldownNotOver(uint256 availableAt);
+    error UnregisterNotRequested();
+    error TransferFailed();
+    error SlashTooLarge(uint256 amount, uint256 stake);
+
+    constructor(address admin, address treasury_, uint256 minStake_, uint256 cooldown_) {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(ARBITRATOR_ROLE, admin);
+        treasury = treasury_;
+        minStake = minStake_;
+        cooldown = cooldown_;
+    }
+
+    // ---- registration ---------------------------------------------------------------
+
+    function register(
+        string calldata apiUrl,
+        string calldata metadata,
+        string[] calldata modelIds,
+        uint256[] calldata prices
+    ) external payable {
+        if (blocked[msg.sender]) revert AccountBlocked(msg.sender);
+        Node storage n = _nodes[msg.sender];
+        if (n.registeredAt != 0) revert AlreadyRegistered();
+        if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
+        n.stake = uint128(msg.value);
+        n.registeredAt = uint40(block.timestamp);
+        n.active = true;
+        n.apiUrl = apiUrl;
+        n.metadata = metadata;
+        emit NodeRegistered(msg.sender, apiUrl, metadata, msg.value);
+        _setModels(msg.sender, modelIds, prices);
+    }
+
+    /// @notice Change the URL, metadata, models and prices; the stake may be topped up.
+    /// Re-activates a node that had asked to leave.
+    function update(
+        string calldata apiUrl,
+        string calldata metadata,
+        string[] calldata modelIds,
+        uint256[] calldata prices
+    ) external payable {
+        if (blocked[msg.sender]) revert AccountBlocked(msg.sender);
+        Node storage n = _nodes[msg.sender];
+        if (n.registeredAt == 0) revert NotRegistered();
+        if (msg.value != 0) {
+            n.stake += uint128(msg.value);
+            emit StakeAdded(msg.sender, msg.value, n.stake);
+        }
+        if (n.stake < minStake) revert StakeTooLow(n.stake, minStake);
+        n.apiUrl = apiUrl;
+        n.metadata = metadata;
+        n.active = true;
+        n.unregisterRequestedAt = 0;
+        emit NodeUpdated(msg.sender, apiUrl, metadata);
+        _clearModels(msg.sender);
+        _setModels(msg.sender, modelIds, prices);
+    }
+
+    function requestUnregister() external {
+        Node storage n = _nodes[msg.sender];
+        if (n.registeredAt == 0) revert NotRegistered();
+        n.active = false;
+        n.unregisterRequestedAt = uint40(block.timestamp);
+        _clearModels(msg.sender);
+        emit UnregisterRequested(msg.sender, block.timestamp + cooldown);
+    }
+
+    function withdrawStake() external nonReentrant {
+        Node storage n = _nodes[msg.sender];
+        if (n.registeredAt == 0) revert NotRegistered();
+        if (n.unregisterRequestedAt == 0) revert UnregisterNotRequested();
+        uint256 availableAt = uint256(n.unregisterRequestedAt) + cooldown;
+        if (block.timestamp < availableAt) revert CooldownNotOver(availableAt);
+        uint256 amount = n.stake;
+        delete _nodes[msg.sender];
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+        emit StakeWithdrawn(msg.sender, amount);
+    }
+
+    function _setModels(address node, string[] calldata modelIds, uint256[] calldata prices) private {
+        if (modelIds.length != prices.length) revert LengthMismatch();
+        if (modelIds.length == 0) revert NoModels();
+        for (uint256 i = 0; i < modelIds.length; i++) {
+            if (prices[i] == 0) revert ZeroPrice();
+            bytes32 key = keccak256(bytes(modelIds[i]));
+            if (priceOf[node][key] == 0) {
+                _nodeModels[node].push(key);
+                _modelNodes[key].push(node);
+                _modelIndex[key][node] = _modelNodes[key].length;
+            }
+            priceOf[node][key] = prices[i];
+            emit ModelPriced(node, key, modelIds[i], prices[i]);
+        }
+    }
+
+    function _clearModels(address node) private {
+        bytes32[] storage keys = _nodeModels[node];
+        for (uint256 i = 0; i < keys.length; i++) {
+            bytes32 key = keys[i];
+            delete priceOf[node][key];
+            uint256 pos = _modelIndex[key][node];
+            address[] storage list = _modelNodes[key];
+            address last = list[list.length - 1];
+            list[pos - 1] = last;
+            _modelIndex[key][last] = pos;
+            list.pop();
+            delete _modelIndex[key][node];
+            emit ModelRemoved(node, key);
+        }
+        delete _nodeModels[node];
+    }
+
+    // ---- reads ----------------------------------------------------------------------
+
+    function getNode(address node) external view returns (Node memory) {
+        return _nodes[node];
+    }
+
+    function modelsOf(address node) external view returns (bytes32[] memory) {
+        return _nodeModels[node];
+    }
+
+    function isActive(address node) public view returns (bool) {
+        return _nodes[node].active && !blocked[node];
+    }
+
+    /// @notice The node's price for a model, or 0 when it is not active or does not serve it.
+    function activePrice(address node, bytes32 modelKey) external view returns (uint256) {
+        if (!isActive(node)) return 0;
+        return priceOf[node][modelKey];
+    }
+
+    function activeNodesForModel(string calldata modelId) external view returns (address[] memory) {
+        address[] storage all = _modelNodes[keccak256(bytes(modelId))];
+        uint256 count;
+        for (uint256 i = 0; i < all.length; i++) {
+            if (!blocked[all[i]]) count++;
+        }
+        address[] memory out = new address[](count);
+        uint256 j;
+        for (uint256 i = 0; i < all.length; i++) {
+            if (!blocked[all[i]]) out[j++] = all[i];
+        }
+        return out;
+    }
+
+    // ---- reputation (marketplace only) and slashing (arbitrator) ------------------------
+
+    function recordCompleted(address node) external onlyRole(MARKETPLACE_ROLE) {
+        Node storage n = _nodes[node];
+        n.completed += 1;
+        emit ReputationChanged(node, n.completed, n.failed, n.disputed);
+    }
+
+    function recordFailed(address node) external onlyRole(MARKETPLACE_ROLE) {
+        Node storage n = _nodes[node];
+        n.failed += 1;
+        emit ReputationChanged(node, n.completed, n.failed, n.disputed);
+    }
+
+    function recordDisputed(address node) external onlyRole(MARKETPLACE_ROLE) {
+        Node storage n = _nodes[node];
+        n.disputed += 1;
+        emit ReputationChanged(node, n.completed, n.failed, n.disputed);
+    }
+
+    function slash(address node, uint256 amount, string calldata reason) external onlyRole(ARBITRATOR_ROLE) {
+        Node storage n = _nodes[node];
+        if (n.registeredAt == 0) revert NotRegistered();
+        if (amount > n.stake) revert SlashTooLarge(amount, n.stake);
+        n.stake -= uint128(amount);
+        slashedBalance += amount;
+        if (n.stake < minStake) {
+            n.active = false;
+            _clearModels(node);
+        }
+        emit Slashed(node, amount, reason);
+    }
+
+    /// @notice Slashed stakes go to the treasury, which withdraws them (pull payment).
+    function withdrawSlashed() external nonReentrant {
+        uint256 amount = slashedBalance;
+        slashedBalance = 0;
+        (bool ok,) = treasury.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+
+    // ---- administration -----------------------------------------------------------------
+
+    function setBlocked(address account, bool isBlocked) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        blocked[account] = isBlocked;
+        emit BlockedChanged(account, isBlocked);
+    }
+
+    function setMinStake(uint256 minStake_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        minStake = minStake_;
+        emit MinStakeChanged(minStake_);
+    }
+}
