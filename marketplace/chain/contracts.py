@@ -1,0 +1,286 @@
+"""Typed async wrappers over NodeRegistry, JobMarketplace and PaymentEscrow.
+
+Amounts are ints in wei. Model ids are strings on our side and keccak256 keys on chain.
+Reads need no account; writes go through a Sender (nonces, gas, fees, audit).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import keccak, to_checksum_address
+from web3 import AsyncWeb3
+from web3.logs import DISCARD
+
+from marketplace.chain import artifacts
+from marketplace.chain.errors import ChainError
+from marketplace.chain.tx import Sender
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+def model_key(model_id: str) -> bytes:
+    return keccak(text=model_id)
+
+
+class JobStatus(enum.IntEnum):
+    NONE = 0
+    POSTED = 1
+    CLAIMED = 2
+    SUBMITTED = 3
+    COMPLETED = 4
+    DISPUTED = 5
+    RESOLVED = 6
+    REFUNDED = 7
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    registry: str
+    marketplace: str
+    escrow: str
+    block: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    address: str
+    url: str
+    metadata: dict[str, Any]
+    stake: int
+    active: bool
+    completed: int
+    failed: int
+    disputed: int
+    price_per_token_wei: int = 0
+    unregister_requested_at: int = 0
+
+
+@dataclass(frozen=True)
+class ChainJob:
+    job_id: int
+    client: str
+    host: str
+    status: JobStatus
+    max_tokens: int
+    deadline: int
+    max_price_per_token_wei: int
+    price_per_token_wei: int
+    tokens_used: int
+    submitted_at: int
+    model_key: bytes
+    result_hash: str
+
+    @property
+    def escrow_wei(self) -> int:
+        return self.max_tokens * self.max_price_per_token_wei
+
+
+@dataclass(frozen=True)
+class Posted:
+    job_id: int
+    tx_hash: str
+    escrow_wei: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    tx_hash: str
+    host_amount: int
+    fee: int
+    refund: int
+
+    @property
+    def paid_wei(self) -> int:
+        return self.host_amount + self.fee
+
+
+class Chain:
+    """The three contracts of one deployment, read by anyone, written by `sender`."""
+
+    def __init__(self, w3: AsyncWeb3, deployment: Deployment, sender: Sender | None = None):
+        self.w3 = w3
+        self.deployment = deployment
+        self.sender = sender
+        self.registry = w3.eth.contract(address=deployment.registry,
+                                        abi=artifacts.abi("NodeRegistry"))
+        self.market = w3.eth.contract(address=deployment.marketplace,
+                                      abi=artifacts.abi("JobMarketplace"))
+        self.escrow = w3.eth.contract(address=deployment.escrow,
+                                      abi=artifacts.abi("PaymentEscrow"))
+
+    @property
+    def address(self) -> str:
+        if self.sender is None:
+            raise ChainError("NO_ACCOUNT", "this chain handle has no account", permanent=True)
+        return self.sender.address
+
+    async def _send(self, name: str, fn, *args: Any, value: int = 0) -> dict:
+        if self.sender is None:
+            raise ChainError("NO_ACCOUNT", "this chain handle cannot send", permanent=True)
+        return await self.sender.transact(name, fn, *args, value=value)
+
+    @staticmethod
+    def _hash(receipt: dict) -> str:
+        value = receipt["transactionHash"]
+        return value.to_0x_hex() if hasattr(value, "to_0x_hex") else str(value)
+
+    async def block_time(self) -> int:
+        return int((await self.w3.eth.get_block("latest"))["timestamp"])
+
+    # ---- NodeRegistry ---------------------------------------------------------------
+
+    async def register(self, *, api_url: str, metadata: dict, prices: dict[str, int],
+                       stake: int) -> str:
+        receipt = await self._send(
+            "NodeRegistry", self.registry.functions.register, api_url,
+            json.dumps(metadata, sort_keys=True), list(prices), list(prices.values()),
+            value=stake)
+        return self._hash(receipt)
+
+    async def update_node(self, *, api_url: str, metadata: dict, prices: dict[str, int],
+                          add_stake: int = 0) -> str:
+        receipt = await self._send(
+            "NodeRegistry", self.registry.functions.update, api_url,
+            json.dumps(metadata, sort_keys=True), list(prices), list(prices.values()),
+            value=add_stake)
+        return self._hash(receipt)
+
+    async def request_unregister(self) -> str:
+        return self._hash(await self._send("NodeRegistry",
+                                           self.registry.functions.requestUnregister))
+
+    async def withdraw_stake(self) -> str:
+        return self._hash(await self._send("NodeRegistry", self.registry.functions.withdrawStake))
+
+    async def slash(self, node: str, amount: int, reason: str) -> str:
+        return self._hash(await self._send("NodeRegistry", self.registry.functions.slash,
+                                           node, amount, reason))
+
+    async def set_blocked(self, account: str, blocked: bool) -> str:
+        return self._hash(await self._send("NodeRegistry", self.registry.functions.setBlocked,
+                                           account, blocked))
+
+    async def min_stake(self) -> int:
+        return int(await self.registry.functions.minStake().call())
+
+    async def get_node(self, address: str, model: str | None = None) -> NodeInfo:
+        address = to_checksum_address(address)
+        n = await self.registry.functions.getNode(address).call()
+        price = 0
+        if model is not None:
+            price = int(await self.registry.functions.activePrice(address, model_key(model)).call())
+        try:
+            metadata = json.loads(n[8]) if n[8] else {}
+        except ValueError:
+            metadata = {}
+        return NodeInfo(address=address, url=n[7], metadata=metadata, stake=int(n[0]),
+                        active=bool(n[3]), completed=int(n[4]), failed=int(n[5]),
+                        disputed=int(n[6]), price_per_token_wei=price,
+                        unregister_requested_at=int(n[2]))
+
+    async def active_nodes(self, model: str) -> list[NodeInfo]:
+        addresses = await self.registry.functions.activeNodesForModel(model).call()
+        nodes = [await self.get_node(a, model) for a in addresses]
+        return [n for n in nodes if n.active and n.price_per_token_wei > 0]
+
+    # ---- JobMarketplace -------------------------------------------------------------
+
+    async def post_job(self, *, model: str, prompt_hash: bytes, max_tokens: int,
+                       max_price_per_token_wei: int, deadline: int,
+                       host: str | None = None) -> Posted:
+        escrow = max_tokens * max_price_per_token_wei
+        receipt = await self._send(
+            "JobMarketplace", self.market.functions.postJob, model, prompt_hash, max_tokens,
+            max_price_per_token_wei, deadline, host or ZERO_ADDRESS, value=escrow)
+        (event,) = self.market.events.JobPosted().process_receipt(receipt, errors=DISCARD)
+        return Posted(job_id=int(event["args"]["jobId"]), tx_hash=self._hash(receipt),
+                      escrow_wei=escrow)
+
+    async def claim_job(self, job_id: int) -> str:
+        return self._hash(await self._send("JobMarketplace", self.market.functions.claimJob,
+                                           job_id))
+
+    async def submit_result(self, job_id: int, *, result_hash: bytes, cid: str,
+                            tokens_used: int) -> str:
+        return self._hash(await self._send("JobMarketplace", self.market.functions.submitResult,
+                                           job_id, result_hash, cid, tokens_used))
+
+    def _settled(self, receipt: dict, event_name: str) -> Settled:
+        (event,) = getattr(self.market.events, event_name)().process_receipt(receipt,
+                                                                            errors=DISCARD)
+        args = event["args"]
+        return Settled(tx_hash=self._hash(receipt), host_amount=int(args["hostAmount"]),
+                       fee=int(args["fee"]), refund=int(args["refund"]))
+
+    async def accept_result(self, job_id: int) -> Settled:
+        receipt = await self._send("JobMarketplace", self.market.functions.acceptResult, job_id)
+        return self._settled(receipt, "JobCompleted")
+
+    async def finalize(self, job_id: int) -> Settled:
+        receipt = await self._send("JobMarketplace", self.market.functions.finalize, job_id)
+        return self._settled(receipt, "JobCompleted")
+
+    async def dispute(self, job_id: int, reason: str) -> str:
+        return self._hash(await self._send("JobMarketplace", self.market.functions.disputeJob,
+                                           job_id, reason))
+
+    async def resolve_dispute(self, job_id: int, host_share_bps: int) -> Settled:
+        receipt = await self._send("JobMarketplace", self.market.functions.resolveDispute,
+                                   job_id, host_share_bps)
+        return self._settled(receipt, "DisputeResolved")
+
+    async def refund_expired(self, job_id: int) -> str:
+        return self._hash(await self._send("JobMarketplace",
+                                           self.market.functions.refundExpired, job_id))
+
+    async def get_job(self, job_id: int) -> ChainJob:
+        j = await self.market.functions.getJob(job_id).call()
+        return ChainJob(
+            job_id=job_id, client=j[0], host=j[4], status=JobStatus(j[3]), max_tokens=int(j[1]),
+            deadline=int(j[2]), tokens_used=int(j[5]), submitted_at=int(j[6]),
+            max_price_per_token_wei=int(j[7]), price_per_token_wei=int(j[8]),
+            model_key=bytes(j[9]), result_hash="0x" + bytes(j[10]).hex(),
+        )
+
+    async def fee_bps(self) -> int:
+        return int(await self.market.functions.feeBps().call())
+
+    async def dispute_window(self) -> int:
+        return int(await self.market.functions.disputeWindow().call())
+
+    async def job_posted_event(self, job_id: int, from_block: int = 0) -> dict | None:
+        logs = await self.market.events.JobPosted().get_logs(
+            from_block=from_block, argument_filters={"jobId": job_id})
+        return dict(logs[0]["args"]) if logs else None
+
+    async def result_cid(self, job_id: int, from_block: int = 0) -> str | None:
+        logs = await self.market.events.ResultSubmitted().get_logs(
+            from_block=from_block, argument_filters={"jobId": job_id})
+        return logs[-1]["args"]["cid"] if logs else None
+
+    # ---- PaymentEscrow --------------------------------------------------------------
+
+    async def withdrawable(self, address: str) -> int:
+        return int(await self.escrow.functions.withdrawable(to_checksum_address(address)).call())
+
+    async def withdraw(self) -> str:
+        return self._hash(await self._send("PaymentEscrow", self.escrow.functions.withdraw))
+
+    async def escrow_totals(self) -> tuple[int, int, int]:
+        """(contract balance, total escrowed, total withdrawable)."""
+        balance = await self.w3.eth.get_balance(self.deployment.escrow)
+        escrowed = await self.escrow.functions.totalEscrowed().call()
+        owed = await self.escrow.functions.totalWithdrawable().call()
+        return int(balance), int(escrowed), int(owed)

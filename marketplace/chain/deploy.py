@@ -1,0 +1,73 @@
+"""Deploying the three contracts and wiring them together; a deployments file per chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_utils import keccak
+from web3 import AsyncWeb3
+
+from marketplace.chain import artifacts
+from marketplace.chain.contracts import Chain, Deployment
+from marketplace.chain.tx import Sender
+
+
+@dataclass(frozen=True)
+class Terms:
+    treasury: str
+    min_stake_wei: int = 10**16
+    cooldown_s: int = 3600
+    fee_bps: int = 250
+    dispute_window_s: int = 600
+
+
+async def _deploy(w3: AsyncWeb3, sender: Sender, name: str, *args) -> tuple[str, int]:
+    factory = w3.eth.contract(abi=artifacts.abi(name), bytecode=artifacts.bytecode(name))
+    receipt = await sender.transact(name, factory.constructor, *args)
+    return receipt["contractAddress"], int(receipt["blockNumber"])
+
+
+async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
+    admin = sender.address
+    escrow, first_block = await _deploy(w3, sender, "PaymentEscrow", admin, terms.treasury)
+    registry, _ = await _deploy(w3, sender, "NodeRegistry", admin, terms.treasury,
+                                terms.min_stake_wei, terms.cooldown_s)
+    market, _ = await _deploy(w3, sender, "JobMarketplace", admin, registry, escrow,
+                              terms.fee_bps, terms.dispute_window_s)
+    deployment = Deployment(chain_id=await w3.eth.chain_id, registry=registry,
+                            marketplace=market, escrow=escrow, block=first_block)
+    chain = Chain(w3, deployment, sender)
+    await sender.transact("PaymentEscrow", chain.escrow.functions.setMarketplace, market)
+    await sender.transact("NodeRegistry", chain.registry.functions.grantRole,
+                          keccak(text="MARKETPLACE_ROLE"), market)
+    return deployment
+
+
+def deployment_path(directory: Path, chain_id: int) -> Path:
+    return directory / f"{chain_id}.json"
+
+
+async def load_deployment(w3: AsyncWeb3, directory: Path) -> Deployment | None:
+    """The recorded deployment for this chain, if its contracts are really there."""
+    path = deployment_path(directory, await w3.eth.chain_id)
+    if not path.exists():
+        return None
+    deployment = Deployment.from_json(path.read_text())
+    for address in (deployment.registry, deployment.marketplace, deployment.escrow):
+        if len(await w3.eth.get_code(address)) == 0:
+            return None
+    return deployment
+
+
+async def ensure_deployed(w3: AsyncWeb3, sender: Sender, terms: Terms,
+                          directory: Path) -> Deployment:
+    """Reuse the recorded deployment, or deploy once and record it."""
+    found = await load_deployment(w3, directory)
+    if found is not None:
+        return found
+    deployment = await deploy(w3, sender, terms)
+    path = deployment_path(directory, deployment.chain_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(deployment.to_json())
+    return deployment
