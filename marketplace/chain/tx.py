@@ -167,7 +167,7 @@ class Sender:
         except REVERTS as exc:
             code, message = decode_revert(exc)
             raise ChainError(code, message, permanent=True) from None
-        except (OSError, asyncio.TimeoutError, Web3Exception) as exc:
+        except (TimeoutError, OSError, Web3Exception) as exc:
             raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False) from None
         chain_id = await self.chain_id()
         lock = _FileLock(self.lock_dir / f"{chain_id}-{self.address.lower()}.lock")
@@ -181,7 +181,7 @@ class Sender:
                         "gas": int(gas * GAS_MARGIN), "chainId": chain_id,
                         **await self._fees(),
                     })
-                except (OSError, asyncio.TimeoutError, Web3Exception) as exc:
+                except (TimeoutError, OSError, Web3Exception) as exc:
                     raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False) from None
                 signed = self.account.sign_transaction(tx)
                 tx_hash = "0x" + signed.hash.hex().removeprefix("0x")
@@ -192,7 +192,7 @@ class Sender:
                 await self.audit(record)  # intent first: a retry can find it
                 try:
                     await self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                except (OSError, asyncio.TimeoutError, Web3Exception) as exc:
+                except (TimeoutError, OSError, Web3Exception) as exc:
                     record.status = "failed"
                     record.extra = {"error": str(exc)[:300]}
                     await self.audit(record)
@@ -211,7 +211,7 @@ class Sender:
             raise ChainError("RECEIPT_TIMEOUT",
                              f"no receipt after {time.monotonic() - started:.0f} s",
                              permanent=False, tx_hash=record.tx_hash) from None
-        except (OSError, asyncio.TimeoutError, Web3Exception) as exc:
+        except (TimeoutError, OSError, Web3Exception) as exc:
             raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False,
                              tx_hash=record.tx_hash) from None
         record.gas_used = int(receipt["gasUsed"])
