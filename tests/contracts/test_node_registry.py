@@ -1,0 +1,93 @@
+import pytest
+
+from marketplace.chain.errors import ChainError
+from tests.contracts.conftest import ETHER, MODEL, PRICE
+
+
+async def reverts(code, awaitable):
+    with pytest.raises(ChainError) as info:
+        await awaitable
+    assert info.value.code == code, info.value
+
+
+async def test_a_registered_host_is_listed_for_its_models_with_its_price(registered):
+    alice = registered.chain("alice")
+    nodes = await alice.active_nodes(MODEL)
+    assert {(n.url, n.price_per_token_wei) for n in nodes} == {
+        ("http://h1", PRICE), ("http://h2", 2 * PRICE)}
+    h1 = next(n for n in nodes if n.url == "http://h1")
+    assert h1.metadata == {"region": "eu"}
+    assert h1.stake == ETHER
+    assert await alice.active_nodes("another-model") == []
+
+
+async def test_a_stake_below_the_minimum_is_refused(net):
+    await reverts("StakeTooLow", net.chain("mallory").register(
+        api_url="http://m", metadata={}, prices={MODEL: PRICE}, stake=ETHER // 100))
+
+
+async def test_a_host_registers_once_and_needs_a_price_for_each_model(net):
+    host = net.chain("host1")
+    await reverts("NoModels", host.register(api_url="u", metadata={}, prices={}, stake=ETHER))
+    await reverts("ZeroPrice", host.register(api_url="u", metadata={}, prices={MODEL: 0},
+                                             stake=ETHER))
+    await host.register(api_url="u", metadata={}, prices={MODEL: PRICE}, stake=ETHER)
+    await reverts("AlreadyRegistered", host.register(api_url="u", metadata={},
+                                                     prices={MODEL: PRICE}, stake=ETHER))
+
+
+async def test_an_update_changes_url_models_and_prices(registered):
+    host = registered.chain("host1")
+    await host.update_node(api_url="http://h1-new", metadata={"region": "ap"},
+                           prices={"other": 5 * PRICE})
+    assert [n.url for n in await host.active_nodes(MODEL)] == ["http://h2"]
+    (other,) = await host.active_nodes("other")
+    assert (other.url, other.price_per_token_wei, other.metadata) == (
+        "http://h1-new", 5 * PRICE, {"region": "ap"})
+
+
+async def test_unregistering_waits_for_the_cooldown_then_returns_the_stake(registered):
+    net = registered
+    host = net.chain("host1")
+    await reverts("UnregisterNotRequested", host.withdraw_stake())
+    await host.request_unregister()
+    assert [n.url for n in await host.active_nodes(MODEL)] == ["http://h2"]
+    await reverts("CooldownNotOver", host.withdraw_stake())
+    await net.time_travel(3601)
+    before = await net.w3.eth.get_balance(host.address)
+    tx = await host.withdraw_stake()
+    receipt = await net.w3.eth.get_transaction_receipt(tx)
+    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await net.w3.eth.get_balance(host.address) == before + ETHER - gas
+    assert (await host.get_node(host.address)).stake == 0
+
+
+async def test_only_the_marketplace_writes_reputation(registered):
+    host = registered.chain("host1")
+    fn = host.registry.functions.recordCompleted
+    await reverts("AccessControlUnauthorizedAccount",
+                  host.sender.transact("NodeRegistry", fn, host.address))
+
+
+async def test_the_arbitrator_slashes_and_a_host_below_the_minimum_is_delisted(registered):
+    net = registered
+    h1 = net.chain("host1").address
+    await reverts("AccessControlUnauthorizedAccount",
+                  net.chain("alice").slash(h1, ETHER // 2, "fraud"))
+    await reverts("SlashTooLarge", net.chain("owner").slash(h1, 2 * ETHER, "fraud"))
+    await net.chain("owner").slash(h1, ETHER - ETHER // 20, "served junk")
+    node = await net.chain("alice").get_node(h1)
+    assert node.stake == ETHER // 20
+    assert not node.active
+    assert [n.url for n in await net.chain("alice").active_nodes(MODEL)] == ["http://h2"]
+    treasury_before = await net.w3.eth.get_balance(net.treasury)
+    owner = net.chain("owner")
+    await owner.sender.transact("NodeRegistry", owner.registry.functions.withdrawSlashed)
+    assert await net.w3.eth.get_balance(net.treasury) == (
+        treasury_before + ETHER - ETHER // 20)
+
+
+async def test_a_blocked_account_cannot_register(net):
+    await net.chain("owner").set_blocked(net.chain("mallory").address, True)
+    await reverts("AccountBlocked", net.chain("mallory").register(
+        api_url="u", metadata={}, prices={MODEL: PRICE}, stake=ETHER))
