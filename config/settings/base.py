@@ -160,3 +160,16 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "retry-due-webhooks": {"task": "marketplace.tasks.retry_due_webhooks", "schedule": 60.0},
 }
+
+# ---- Marketplace -------------------------------------------------------------------
+DEVNET_PORT = env_int("DEVNET_PORT", 8545)
+DEVNET_DIR = VAR_DIR / "devnet"
+CHAIN_DEPLOYMENTS_DIR = VAR_DIR / "deployments"
+CHAIN_RPC = CHAIN_RPC_URL or f"http://127.0.0.1:{DEVNET_PORT}"
+# The platform wallet pays escrow for every job: an encrypted keystore and its passphrase,
+# both files. Unset, the devnet's platform key is used.
+WALLET_KEYSTORE_FILE = env_str("WALLET_KEYSTORE_FILE") or None
+WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
+if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
+    raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
+MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)

@@ -120,6 +120,12 @@ class Chain:
         self.escrow = w3.eth.contract(address=deployment.escrow,
                                       abi=artifacts.abi("PaymentEscrow"))
 
+    async def close(self) -> None:
+        """Release the provider's HTTP session (aiohttp warns about unclosed ones)."""
+        disconnect = getattr(self.w3.provider, "disconnect", None)
+        if disconnect is not None:
+            await disconnect()
+
     @property
     def address(self) -> str:
         if self.sender is None:

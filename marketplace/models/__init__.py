@@ -1,5 +1,6 @@
 """Marketplace models, one module per concern."""
 
+from marketplace.models.chain import ChainTransaction  # noqa: F401
 from marketplace.models.jobs import (  # noqa: F401
     TERMINAL_STATES,
     TRANSITIONS,

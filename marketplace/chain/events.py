@@ -1,0 +1,75 @@
+"""Reading contract events: catch up from a stored block, then follow new blocks.
+
+The cursor (the last block fully read) is stored by the caller through `save_cursor`, so a
+restarted reader neither misses nor repeats a block's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from web3.contract.async_contract import AsyncContract
+
+from marketplace.chain.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+MAX_RANGE = 2000  # blocks per eth_getLogs request
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    block: int
+    log_index: int
+    tx_hash: str
+    args: dict[str, Any]
+
+
+async def read_range(contract: AsyncContract, names: list[str], start: int,
+                     end: int) -> list[Event]:
+    found: list[Event] = []
+    for name in names:
+        logs = await getattr(contract.events, name)().get_logs(from_block=start, to_block=end)
+        for item in logs:
+            found.append(Event(name=name, block=int(item["blockNumber"]),
+                               log_index=int(item["logIndex"]),
+                               tx_hash=item["transactionHash"].to_0x_hex(),
+                               args=dict(item["args"])))
+    found.sort(key=lambda e: (e.block, e.log_index))
+    return found
+
+
+async def follow(
+    contract: AsyncContract, names: list[str], *, from_block: int,
+    save_cursor: Callable[[int], Awaitable[None]] | None = None,
+    poll_s: float = 0.5, stop: asyncio.Event | None = None,
+) -> AsyncIterator[Event]:
+    """Yield events in chain order from `from_block` on, forever (or until `stop`)."""
+    w3 = contract.w3
+    next_block = from_block
+    while stop is None or not stop.is_set():
+        try:
+            head = await w3.eth.block_number
+            while next_block <= head:
+                end = min(head, next_block + MAX_RANGE - 1)
+                for event in await read_range(contract, names, next_block, end):
+                    yield event
+                next_block = end + 1
+                if save_cursor is not None:
+                    await save_cursor(end)
+        except (OSError, TimeoutError) as exc:
+            # The node is away: keep the cursor and try again; nothing is skipped.
+            log.warning("event reader waiting for the chain: %s", ChainError(
+                "RPC_UNAVAILABLE", str(exc), permanent=False))
+        if stop is not None:
+            try:
+                await asyncio.wait_for(stop.wait(), poll_s)
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(poll_s)

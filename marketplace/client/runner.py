@@ -1,0 +1,292 @@
+"""Carries one job through the marketplace: rank, negotiate, post with escrow, wait for
+the claim, stream, verify, accept — and on a dead, stalled or junk host, go on with the
+next-ranked host from the text delivered so far.
+
+Each host's part is its own on-chain job ("attempt"). A host that dies or stalls is paid
+nothing: its escrow comes back through the contract's timeout path. A host whose result
+fails verification is disputed and its text is taken back from the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+
+from config.logging import job_id_var
+from marketplace import jobs as job_services
+from marketplace.client import discovery, negotiation, stream
+from marketplace.client.chainops import ClientChain, client_chain
+from marketplace.client.errors import ClientError
+from marketplace.client.events import StateEvent, TokenEvent, bus
+from marketplace.client.ranking import Candidate, rank
+from marketplace.client.retry import with_retries
+from marketplace.client.verify import verify_result
+from marketplace.models import AttemptState, JobState
+
+log = logging.getLogger(__name__)
+
+MAX_HOSTS = 4
+CLAIM_TIMEOUT_S = 15.0
+RESULT_TIMEOUT_S = 30.0
+
+TokenCallback = Callable[[int, str], Awaitable[None]]
+StateCallback = Callable[[str, dict], Awaitable[None]]
+
+
+@dataclass
+class JobSpec:
+    model: str
+    prompt: str
+    max_tokens: int
+    temperature: float = 0.7
+    content_type: str | None = None
+    max_price_per_token_wei: int | None = None
+    max_latency_ms: float | None = None
+    owner_id: int | None = None
+
+
+@dataclass
+class JobOutcome:
+    job_id: uuid.UUID
+    text: str
+    tokens: int
+    model: str
+    host: str
+    cost_wei: int
+    quality: float
+    attempts: int
+    ttft_ms: float | None
+    tx_hashes: list[str] = field(default_factory=list)
+
+
+class _Progress:
+    """The text delivered so far, as the reader sees it, and who to tell."""
+
+    def __init__(self, job_id: uuid.UUID, on_token: TokenCallback | None,
+                 on_state: StateCallback | None):
+        self.job_id = job_id
+        self.pieces: list[str] = []
+        self.on_token = on_token
+        self.on_state = on_state
+        self.started = time.perf_counter()
+        self.first_token_s: float | None = None
+        self._last_saved = 0.0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    async def token(self, piece: str) -> None:
+        index = len(self.pieces)
+        self.pieces.append(piece)
+        if self.first_token_s is None:
+            self.first_token_s = time.perf_counter() - self.started
+        if self.on_token is not None:
+            await self.on_token(index, piece)
+        await bus.publish(TokenEvent(str(self.job_id), index, piece))
+        # Persist the text so far at most a few times a second; the end writes it all.
+        now = time.monotonic()
+        if now - self._last_saved > 0.25:
+            self._last_saved = now
+            await sync_to_async(job_services.job_record_progress)(
+                job_id=self.job_id, text=self.text, tokens=len(self.pieces))
+
+    async def rewind(self, to_index: int) -> None:
+        del self.pieces[to_index:]
+        await sync_to_async(job_services.job_record_progress)(
+            job_id=self.job_id, text=self.text, tokens=len(self.pieces))
+        await self.state("REWOUND", {"index": to_index, "text": self.text})
+
+    async def state(self, state: str, detail: dict | None = None) -> None:
+        detail = detail or {}
+        if self.on_state is not None:
+            await self.on_state(state, detail)
+        await bus.publish(StateEvent(str(self.job_id), state, detail))
+
+
+async def _transition(progress: _Progress, to: str, **fields) -> None:
+    await sync_to_async(job_services.job_transition)(job_id=progress.job_id, to=to, **fields)
+    await progress.state(to, {k: str(v) for k, v in fields.items()})
+
+
+async def run_job(
+    spec: JobSpec, *, job_id: uuid.UUID | None = None, on_token: TokenCallback | None = None,
+    on_state: StateCallback | None = None, cancel: asyncio.Event | None = None,
+    chain: ClientChain | None = None,
+) -> JobOutcome:
+    """Run a job to the end; raises ClientError with a code when it cannot be done."""
+    job = await sync_to_async(job_services.job_create)(
+        model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens,
+        temperature=spec.temperature, owner_id=spec.owner_id,
+        max_price_per_token_wei=spec.max_price_per_token_wei, job_id=job_id,
+    )
+    token = job_id_var.set(str(job.id))
+    progress = _Progress(job.id, on_token, on_state)
+    cancel = cancel or asyncio.Event()
+    try:
+        chain = chain or await client_chain()
+        return await _run(spec, job.id, progress, chain, cancel)
+    except ClientError as exc:
+        await _fail(progress, exc)
+        raise
+    except asyncio.CancelledError:
+        await _fail(progress, ClientError("CANCELLED", "the job was cancelled"))
+        raise
+    finally:
+        job_id_var.reset(token)
+
+
+async def _fail(progress: _Progress, exc: ClientError) -> None:
+    try:
+        await _transition(progress, JobState.FAILED, error_code=exc.code,
+                          error_message=exc.message, text=progress.text,
+                          tokens=len(progress.pieces))
+    except job_services.IllegalTransition:
+        pass
+
+
+async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: ClientChain,
+               cancel: asyncio.Event) -> JobOutcome:
+    excluded: set[str] = set()
+    paid = 0
+    tx_hashes: list[str] = []
+    last_error: ClientError | None = None
+    for number in range(1, MAX_HOSTS + 1):
+        remaining = spec.max_tokens - len(progress.pieces)
+        candidates = await discovery.candidates(spec.model)
+        ranked = rank(candidates, model=spec.model, max_latency_ms=spec.max_latency_ms,
+                      max_price_per_token_wei=spec.max_price_per_token_wei, exclude=excluded)
+        if not ranked:
+            if last_error is not None:
+                raise ClientError(last_error.code, f"no host left to try: {last_error.message}",
+                                  permanent=True)
+            raise ClientError("NO_HOSTS_AVAILABLE",
+                              f"no host on the network serves {spec.model} within the limits")
+        host = ranked[0]
+        try:
+            result = await _attempt(spec, job_id, number, host, remaining, progress, chain,
+                                    cancel)
+        except ClientError as exc:
+            if exc.permanent:
+                raise
+            log.warning("host %s failed: %s", host.address, exc)
+            excluded.add(host.address)
+            last_error = exc
+            await sync_to_async(job_services.job_transition)(
+                job_id=job_id, to=JobState.NEGOTIATING)
+            await progress.state("FAILOVER", {"host": host.address, "code": exc.code,
+                                              "index": len(progress.pieces)})
+            continue
+        paid += result.paid_wei
+        tx_hashes.extend(result.tx_hashes)
+        if result.accepted:
+            text = progress.text
+            tokens = len(progress.pieces)
+            await _transition(progress, JobState.COMPLETED, text=text, tokens=tokens,
+                              paid_wei=paid, quality=result.quality)
+            return JobOutcome(
+                job_id=job_id, text=text, tokens=tokens, model=spec.model, host=host.address,
+                cost_wei=paid, quality=result.quality, attempts=number,
+                ttft_ms=None if progress.first_token_s is None
+                else round(progress.first_token_s * 1000, 1),
+                tx_hashes=tx_hashes,
+            )
+        excluded.add(host.address)
+        last_error = ClientError("QUALITY_TOO_LOW",
+                                 f"the result scored {result.quality:.2f}", permanent=False)
+        await sync_to_async(job_services.job_transition)(job_id=job_id, to=JobState.NEGOTIATING)
+    raise ClientError(last_error.code if last_error else "NO_HOSTS_AVAILABLE",
+                      f"gave up after {MAX_HOSTS} hosts", permanent=True)
+
+
+@dataclass
+class _AttemptResult:
+    accepted: bool
+    quality: float
+    paid_wei: int
+    tx_hashes: list[str]
+
+
+async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidate,
+                   remaining: int, progress: _Progress, chain: ClientChain,
+                   cancel: asyncio.Event) -> _AttemptResult:
+    start_index = len(progress.pieces)
+    prefix = progress.text
+    request = stream.GenerationRequest(model=spec.model, prompt=spec.prompt, prefix=prefix,
+                                       max_tokens=remaining, temperature=spec.temperature)
+    price = await negotiation.negotiate(host, request,
+                                        max_price_per_token_wei=spec.max_price_per_token_wei)
+    attempt = await sync_to_async(job_services.attempt_create)(
+        job_id=job_id, host_address=host.address, host_url=host.url,
+        price_per_token_wei=price, start_index=start_index)
+
+    async def note(**fields) -> None:
+        await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
+
+    posted = await with_retries(lambda: chain.post_job(
+        model=spec.model, prompt_hash=request.digest(), max_tokens=remaining,
+        price_per_token_wei=price, host=host.address))
+    await note(chain_job_id=posted.chain_job_id, escrow_wei=posted.escrow_wei,
+               tx={"post": posted.tx_hash})
+    await _transition(progress, JobState.POSTED)
+    tx_hashes = [posted.tx_hash]
+
+    try:
+        await chain.wait_claimed(posted.chain_job_id, timeout_s=CLAIM_TIMEOUT_S)
+        await note(state=AttemptState.CLAIMED)
+        await _transition(progress, JobState.CLAIMED)
+        await _transition(progress, JobState.PROCESSING)
+
+        streaming = False
+
+        async def on_piece(piece: str) -> None:
+            nonlocal streaming
+            if not streaming:
+                streaming = True
+                await note(state=AttemptState.STREAMING,
+                           ttft_ms=round((time.perf_counter() - progress.started) * 1000, 1))
+                await _transition(progress, JobState.STREAMING)
+            await progress.token(piece)
+
+        started = time.perf_counter()
+        end = await stream.stream_job(host.url, chain_job_id=posted.chain_job_id,
+                                      request=request, signer=chain.sign, on_token=on_piece,
+                                      cancel=cancel)
+        elapsed = time.perf_counter() - started
+        delivered = len(progress.pieces) - start_index
+        await note(tokens=delivered, tokens_per_s=round(delivered / max(elapsed, 1e-6), 2))
+    except ClientError as exc:
+        await note(state=AttemptState.ABANDONED, error_code=exc.code,
+                   tokens=len(progress.pieces) - start_index)
+        raise
+
+    submitted = await chain.wait_result(posted.chain_job_id, timeout_s=RESULT_TIMEOUT_S)
+    attempt_text = progress.text[len(prefix):]
+    verdict = verify_result(text=attempt_text, result_hash=submitted.result_hash,
+                            tokens=submitted.tokens_used, max_tokens=remaining,
+                            content_type=spec.content_type)
+    if end.text != attempt_text:
+        # What the stream delivered must be what the host says it produced.
+        verdict = verify_result(text=attempt_text, result_hash=None, tokens=0,
+                                max_tokens=remaining)
+    await note(state=AttemptState.SUBMITTED, tokens_billed=submitted.tokens_used,
+               result_hash=submitted.result_hash, result_cid=submitted.cid,
+               quality=verdict.score)
+    if verdict.accepted:
+        settled = await with_retries(lambda: chain.accept(posted.chain_job_id))
+        tx_hashes.append(settled.tx_hash)
+        await note(state=AttemptState.ACCEPTED, paid_wei=settled.paid_wei,
+                   refund_wei=settled.refund_wei, tx={"accept": settled.tx_hash})
+        return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes)
+    disputed = await with_retries(lambda: chain.dispute(posted.chain_job_id))
+    tx_hashes.append(disputed)
+    await note(state=AttemptState.DISPUTED, tx={"dispute": disputed})
+    await _transition(progress, JobState.DISPUTED, quality=verdict.score)
+    await progress.rewind(start_index)
+    return _AttemptResult(False, verdict.score, 0, tx_hashes)

@@ -1,0 +1,81 @@
+"""The product's own account on the chain: a chain handle that records every transaction
+it sends in the audit trail (ChainTransaction)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from marketplace.chain.contracts import Chain
+from marketplace.chain.deploy import load_deployment
+from marketplace.chain.devnet import dev_keys
+from marketplace.chain.errors import ChainError
+from marketplace.chain.keystore import load_account
+from marketplace.chain.tx import Sender, TxRecord
+
+_handles: dict[int, Chain] = {}
+
+
+def _record(record: TxRecord, chain_id: int) -> None:
+    from marketplace.models import ChainTransaction
+
+    ChainTransaction.objects.update_or_create(
+        tx_hash=record.tx_hash,
+        defaults={
+            "chain_id": chain_id, "account": record.account, "contract": record.contract,
+            "function": record.function, "args": record.args, "nonce": record.nonce,
+            "value_wei": Decimal(record.value), "status": record.status,
+            "gas_used": record.gas_used, "block": record.block,
+            "error": str(record.extra.get("error", "")),
+        },
+    )
+
+
+def audit_recorder(chain_id: int):
+    record_sync = sync_to_async(_record)
+
+    async def audit(record: TxRecord) -> None:
+        await record_sync(record, chain_id)
+
+    return audit
+
+
+def wallet_files() -> tuple[Path, Path]:
+    if settings.WALLET_KEYSTORE_FILE:
+        return Path(settings.WALLET_KEYSTORE_FILE), Path(settings.WALLET_PASSPHRASE_FILE)
+    key = dev_keys(settings.DEVNET_DIR / "keys")["platform"]
+    return key.keystore, key.passphrase_file
+
+
+def web3(rpc_url: str | None = None) -> AsyncWeb3:
+    return AsyncWeb3(AsyncHTTPProvider(rpc_url or settings.CHAIN_RPC,
+                                       request_kwargs={"timeout": 10}))
+
+
+async def platform_chain() -> Chain:
+    """The platform wallet's chain handle for this event loop (made once, then reused)."""
+    loop_id = id(asyncio.get_running_loop())
+    handle = _handles.get(loop_id)
+    if handle is not None:
+        return handle
+    w3 = web3()
+    try:
+        deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
+        chain_id = await w3.eth.chain_id
+    except (OSError, TimeoutError) as exc:
+        raise ChainError("RPC_UNAVAILABLE", f"{settings.CHAIN_RPC}: {exc}",
+                         permanent=False) from None
+    if deployment is None:
+        raise ChainError("NOT_DEPLOYED", "no contracts recorded for this chain: run "
+                         "`python manage.py devnet up` or `deploy_contracts`", permanent=True)
+    keystore, passphrase = wallet_files()
+    account = await asyncio.to_thread(load_account, keystore, passphrase)
+    sender = Sender(w3, account, lock_dir=settings.VAR_DIR / "locks",
+                    audit=audit_recorder(chain_id))
+    handle = _handles[loop_id] = Chain(w3, deployment, sender)
+    return handle

@@ -1,0 +1,138 @@
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+from marketplace.chain.contracts import JobStatus
+from marketplace.chain.tx import TxRecord
+
+ROOT = Path(__file__).resolve().parents[3]
+MODEL = "smollm2-135m-instruct"
+PRICE = 10**9
+
+
+async def test_a_full_job_lifecycle_through_the_client(on_anvil):
+    platform = on_anvil.chain("platform")
+    host = on_anvil.chain("host-1")
+    await host.register(api_url="http://127.0.0.1:9", metadata={"region": "local"},
+                        prices={MODEL: PRICE}, stake=10**17)
+    (node,) = await platform.active_nodes(MODEL)
+    assert node.address == host.address
+    posted = await platform.post_job(model=MODEL, prompt_hash=b"\x07" * 32, max_tokens=64,
+                                     max_price_per_token_wei=2 * PRICE,
+                                     deadline=await platform.block_time() + 300,
+                                     host=host.address)
+    event = await platform.job_posted_event(posted.job_id)
+    assert event["promptHash"] == b"\x07" * 32
+    await host.claim_job(posted.job_id)
+    await host.submit_result(posted.job_id, result_hash=b"\x08" * 32, cid="bafkreitest",
+                             tokens_used=20)
+    assert await platform.result_cid(posted.job_id) == "bafkreitest"
+    settled = await platform.accept_result(posted.job_id)
+    assert settled.paid_wei == 20 * PRICE
+    assert settled.refund == 64 * 2 * PRICE - 20 * PRICE
+    job = await platform.get_job(posted.job_id)
+    assert job.status == JobStatus.COMPLETED
+    owed = await host.withdrawable(host.address)
+    assert owed == settled.host_amount
+    await host.withdraw()
+    assert await host.withdrawable(host.address) == 0
+
+
+async def test_concurrent_sends_from_one_account_never_clash_on_a_nonce(on_anvil, tmp_path):
+    """30 coroutines here and 10 sends from a second process, all from one account."""
+    records: list[TxRecord] = []
+
+    async def audit(record: TxRecord) -> None:
+        if record.status == "mined":
+            records.append(record)
+
+    sender = on_anvil.sender("host-2", audit=audit)
+    escrow = on_anvil.chain("platform").escrow
+    key = on_anvil.keys["host-2"]
+    other = await asyncio.create_subprocess_exec(sys.executable, "-c", textwrap.dedent(f"""
+        import asyncio
+        from pathlib import Path
+        from web3 import AsyncHTTPProvider, AsyncWeb3
+        from marketplace.chain.keystore import load_account
+        from marketplace.chain.tx import Sender
+        async def main():
+            w3 = AsyncWeb3(AsyncHTTPProvider({on_anvil.url!r}))
+            s = Sender(w3, load_account({str(key.keystore)!r}, {str(key.passphrase_file)!r}),
+                       lock_dir=Path({str(on_anvil.lock_dir)!r}))
+            for _ in range(10):
+                await s.transact("ETH", lambda: _Transfer(w3))
+        class _Transfer:
+            fn_name = "transfer"
+            def __init__(self, w3):
+                self.w3 = w3
+            async def estimate_gas(self, tx):
+                return 21000
+            async def build_transaction(self, tx):
+                return {{**tx, "to": "0x000000000000000000000000000000000000dEaD"}}
+        asyncio.run(main())
+    """), cwd=ROOT)
+    fn = escrow.functions.totalEscrowed
+
+    class Touch:
+        """A zero-value call to the escrow's getter, sent as a transaction."""
+
+        fn_name = "touch"
+
+        def __init__(self):
+            self.call = fn()
+
+        async def estimate_gas(self, tx):
+            return await self.call.estimate_gas(tx)
+
+        async def build_transaction(self, tx):
+            return await self.call.build_transaction(tx)
+
+    start_nonce = await sender.w3.eth.get_transaction_count(sender.address)
+    receipts = await asyncio.gather(*(sender.transact("PaymentEscrow", Touch)
+                                      for _ in range(30)))
+    assert await asyncio.wait_for(other.wait(), 120) == 0
+    assert all(r["status"] == 1 for r in receipts)
+    assert len({r["transactionHash"] for r in receipts}) == 30
+    nonces = sorted(r.nonce for r in records)
+    assert len(set(nonces)) == 30
+    end_nonce = await sender.w3.eth.get_transaction_count(sender.address)
+    assert end_nonce - start_nonce == 40  # 30 here + 10 from the other process, none lost
+
+
+async def test_the_event_reader_catches_up_then_follows_new_blocks(on_anvil):
+    from marketplace.chain.events import follow
+
+    platform = on_anvil.chain("platform")
+    host = on_anvil.chain("host-3")
+    await host.register(api_url="http://127.0.0.1:9", metadata={}, prices={MODEL: PRICE},
+                        stake=10**17)
+    start = await platform.w3.eth.block_number
+    deadline = await platform.block_time() + 300
+    first = await platform.post_job(model=MODEL, prompt_hash=b"\x01" * 32, max_tokens=4,
+                                    max_price_per_token_wei=PRICE, deadline=deadline)
+    cursor: list[int] = []
+
+    async def save(block: int) -> None:
+        cursor.append(block)
+
+    stop = asyncio.Event()
+    seen = []
+
+    async def read():
+        async for event in follow(platform.market, ["JobPosted", "JobClaimed"],
+                                  from_block=start, save_cursor=save, poll_s=0.05, stop=stop):
+            seen.append((event.name, event.args["jobId"]))
+            if len(seen) == 3:
+                stop.set()
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.2)  # caught up with the past; now new blocks arrive
+    second = await platform.post_job(model=MODEL, prompt_hash=b"\x02" * 32, max_tokens=4,
+                                     max_price_per_token_wei=PRICE, deadline=deadline)
+    await host.claim_job(second.job_id)
+    await asyncio.wait_for(reader, 10)
+    assert seen == [("JobPosted", first.job_id), ("JobPosted", second.job_id),
+                    ("JobClaimed", second.job_id)]
+    assert cursor == sorted(cursor)
+    assert cursor[-1] >= await platform.w3.eth.block_number - 1
