@@ -26,19 +26,21 @@ contract JobMarketplace is AccessControl {
         Refunded
     }
 
-    // Packed into four storage slots; the prompt hash lives only in the JobPosted event.
+    // Packed into three storage slots. The prompt hash and the result hash are committed in
+    // the JobPosted and ResultSubmitted events (permanent, and 8 gas a byte instead of
+    // 20,000 a slot); the model is kept as the first 8 bytes of its key and the claiming
+    // host names the model, which is checked against it.
     struct Job {
-        address client; //      slot 0: 20 bytes
-        uint32 maxTokens; //             4
-        uint40 deadline; //              5
-        State state; //                  1
-        address host; //        slot 1: 20
-        uint32 tokensUsed; //            4
-        uint40 submittedAt; //           5
+        address client; //          slot 0: 20 bytes
+        uint32 maxTokens; //                 4
+        uint40 deadline; //                  5
+        State state; //                      1
+        address host; //            slot 1: 20
+        bytes8 modelTag; //                  8
+        uint32 tokensUsed; //                4
         uint96 maxPricePerToken; // slot 2: 12
-        uint96 price; //                 12
-        bytes32 modelKey; //    slot 3
-        bytes32 resultHash; //  slot 4
+        uint96 price; //                     12
+        uint40 submittedAt; //               5
     }
 
     NodeRegistry public immutable registry;
@@ -75,6 +77,7 @@ contract JobMarketplace is AccessControl {
     error NotClient(uint256 jobId);
     error NotHost(uint256 jobId);
     error NotServing(uint256 jobId, address host);
+    error WrongModel(uint256 jobId);
     error PriceTooHigh(uint256 price, uint256 maxPrice);
     error DeadlinePassed(uint256 jobId);
     error DeadlineNotPassed(uint256 jobId);
@@ -111,13 +114,13 @@ contract JobMarketplace is AccessControl {
         jobId = nextJobId++;
         bytes32 modelKey = keccak256(bytes(modelId));
         Job storage j = _jobs[jobId];
+        j.modelTag = bytes8(modelKey);
         j.client = msg.sender;
         j.maxTokens = maxTokens;
         j.deadline = deadline;
         j.state = State.Posted;
         if (assignedHost != address(0)) j.host = assignedHost;
         j.maxPricePerToken = maxPricePerToken;
-        j.modelKey = modelKey;
         escrow.deposit{value: msg.value}(jobId);
         emit JobPosted(jobId, msg.sender, modelKey, modelId, promptHash, maxTokens, maxPricePerToken, deadline, assignedHost);
     }
@@ -141,12 +144,14 @@ contract JobMarketplace is AccessControl {
 
     // ---- host -----------------------------------------------------------------------
 
-    function claimJob(uint256 jobId) external {
+    function claimJob(uint256 jobId, string calldata modelId) external {
         Job storage j = _jobs[jobId];
         if (j.state != State.Posted) revert WrongState(jobId, j.state);
         if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
         if (j.host != address(0) && j.host != msg.sender) revert NotHost(jobId);
-        uint256 price = registry.activePrice(msg.sender, j.modelKey);
+        bytes32 modelKey = keccak256(bytes(modelId));
+        if (bytes8(modelKey) != j.modelTag) revert WrongModel(jobId);
+        uint256 price = registry.activePrice(msg.sender, modelKey);
         if (price == 0) revert NotServing(jobId, msg.sender);
         if (price > j.maxPricePerToken) revert PriceTooHigh(price, j.maxPricePerToken);
         j.host = msg.sender;
@@ -162,7 +167,6 @@ contract JobMarketplace is AccessControl {
         if (msg.sender != j.host) revert NotHost(jobId);
         if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
         if (tokensUsed > j.maxTokens) revert TooManyTokens(tokensUsed, j.maxTokens);
-        j.resultHash = resultHash;
         j.tokensUsed = tokensUsed;
         j.submittedAt = uint40(block.timestamp);
         j.state = State.Submitted;

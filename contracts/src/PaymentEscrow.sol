@@ -16,8 +16,10 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
 
     address public marketplace;
     address public treasury;
-    uint256 public totalEscrowed;
-    uint256 public totalWithdrawable;
+    // Totals are stored plus one so they never return to zero: writing a zero slot back to
+    // non-zero costs 20,000 gas, and an idle marketplace would pay it on every job.
+    uint256 private _escrowedPlusOne = 1;
+    uint256 private _withdrawablePlusOne = 1;
     mapping(uint256 => Escrow) public escrows;
     mapping(address => uint256) public withdrawable;
 
@@ -42,6 +44,14 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         treasury = treasury_;
     }
 
+    function totalEscrowed() external view returns (uint256) {
+        return _escrowedPlusOne - 1;
+    }
+
+    function totalWithdrawable() external view returns (uint256) {
+        return _withdrawablePlusOne - 1;
+    }
+
     modifier onlyMarketplace() {
         if (msg.sender != marketplace) revert NotMarketplace();
         _;
@@ -63,7 +73,7 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
     function deposit(uint256 jobId) external payable onlyMarketplace {
         if (escrows[jobId].amount != 0) revert EscrowExists(jobId);
         escrows[jobId] = Escrow(uint128(msg.value), false);
-        totalEscrowed += msg.value;
+        _escrowedPlusOne += msg.value;
         emit Deposited(jobId, msg.value);
     }
 
@@ -85,8 +95,8 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         if (hostAmount + fee > held) revert OverEscrow(jobId, hostAmount + fee, held);
         uint256 refundAmount = held - hostAmount - fee;
         delete escrows[jobId];
-        totalEscrowed -= held;
-        totalWithdrawable += held;
+        _escrowedPlusOne -= held;
+        _withdrawablePlusOne += held;
         if (hostAmount != 0) withdrawable[host] += hostAmount;
         if (fee != 0) withdrawable[treasury] += fee;
         if (refundAmount != 0) withdrawable[client] += refundAmount;
@@ -97,8 +107,8 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         uint256 held = escrows[jobId].amount;
         if (held == 0) revert UnknownEscrow(jobId);
         delete escrows[jobId];
-        totalEscrowed -= held;
-        totalWithdrawable += held;
+        _escrowedPlusOne -= held;
+        _withdrawablePlusOne += held;
         withdrawable[client] += held;
         emit Refunded(jobId, client, held);
     }
@@ -107,7 +117,7 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         uint256 amount = withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw();
         withdrawable[msg.sender] = 0;
-        totalWithdrawable -= amount;
+        _withdrawablePlusOne -= amount;
         (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed();
         emit Withdrawn(msg.sender, amount);

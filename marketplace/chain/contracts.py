@@ -79,12 +79,22 @@ class ChainJob:
     price_per_token_wei: int
     tokens_used: int
     submitted_at: int
-    model_key: bytes
-    result_hash: str
+    model_tag: bytes
+
+    def serves(self, model: str) -> bool:
+        return model_key(model)[:8] == self.model_tag
 
     @property
     def escrow_wei(self) -> int:
         return self.max_tokens * self.max_price_per_token_wei
+
+
+@dataclass(frozen=True)
+class SubmittedResult:
+    result_hash: str
+    cid: str
+    tokens_used: int
+    host: str
 
 
 @dataclass(frozen=True)
@@ -214,9 +224,9 @@ class Chain:
         return Posted(job_id=int(event["args"]["jobId"]), tx_hash=self._hash(receipt),
                       escrow_wei=escrow)
 
-    async def claim_job(self, job_id: int) -> str:
+    async def claim_job(self, job_id: int, model: str) -> str:
         return self._hash(await self._send("JobMarketplace", self.market.functions.claimJob,
-                                           job_id))
+                                           job_id, model))
 
     async def submit_result(self, job_id: int, *, result_hash: bytes, cid: str,
                             tokens_used: int) -> str:
@@ -254,10 +264,10 @@ class Chain:
     async def get_job(self, job_id: int) -> ChainJob:
         j = await self.market.functions.getJob(job_id).call()
         return ChainJob(
-            job_id=job_id, client=j[0], host=j[4], status=JobStatus(j[3]), max_tokens=int(j[1]),
-            deadline=int(j[2]), tokens_used=int(j[5]), submitted_at=int(j[6]),
+            job_id=job_id, client=j[0], max_tokens=int(j[1]), deadline=int(j[2]),
+            status=JobStatus(j[3]), host=j[4], model_tag=bytes(j[5]), tokens_used=int(j[6]),
             max_price_per_token_wei=int(j[7]), price_per_token_wei=int(j[8]),
-            model_key=bytes(j[9]), result_hash="0x" + bytes(j[10]).hex(),
+            submitted_at=int(j[9]),
         )
 
     async def fee_bps(self) -> int:
@@ -271,10 +281,16 @@ class Chain:
             from_block=from_block, argument_filters={"jobId": job_id})
         return dict(logs[0]["args"]) if logs else None
 
-    async def result_cid(self, job_id: int, from_block: int = 0) -> str | None:
+    async def submitted_result(self, job_id: int, from_block: int = 0) -> SubmittedResult | None:
+        """The result hash, CID and tokens the host committed to, from its event."""
         logs = await self.market.events.ResultSubmitted().get_logs(
             from_block=from_block, argument_filters={"jobId": job_id})
-        return logs[-1]["args"]["cid"] if logs else None
+        if not logs:
+            return None
+        args = logs[-1]["args"]
+        return SubmittedResult(result_hash="0x" + bytes(args["resultHash"]).hex(),
+                               cid=args["cid"], tokens_used=int(args["tokensUsed"]),
+                               host=args["host"])
 
     # ---- PaymentEscrow --------------------------------------------------------------
 

@@ -68,7 +68,7 @@ async def test_random_operations_never_create_or_lose_wei(registered, ops):
             job = await net.chain("alice").get_job(job_id)
             client = next(p for p in people if net.chain(p).address == job.client)
             if op == "claim":
-                await net.chain(hosts[pick % 2]).claim_job(job_id)
+                await net.chain(hosts[pick % 2]).claim_job(job_id, MODEL)
             elif op == "submit":
                 host = next((h for h in hosts if net.chain(h).address == job.host), "host1")
                 await net.chain(host).submit_result(job_id, result_hash=b"\x01" * 32, cid="c",

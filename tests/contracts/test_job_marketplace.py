@@ -15,7 +15,7 @@ async def post(net, who="alice", *, max_tokens=100, max_price=2 * PRICE, host=No
 
 async def claimed(net, host="host1", **kwargs):
     posted = await post(net, **kwargs)
-    await net.chain(host).claim_job(posted.job_id)
+    await net.chain(host).claim_job(posted.job_id, MODEL)
     return posted
 
 
@@ -152,31 +152,31 @@ async def test_disputes_close_with_the_window(registered):
 
 async def test_a_job_is_claimed_only_once(registered):
     posted = await claimed(registered)
-    await reverts("WrongState", registered.chain("host2").claim_job(posted.job_id))
-    await reverts("WrongState", registered.chain("host1").claim_job(posted.job_id))
+    await reverts("WrongState", registered.chain("host2").claim_job(posted.job_id, MODEL))
+    await reverts("WrongState", registered.chain("host1").claim_job(posted.job_id, MODEL))
 
 
 async def test_only_a_registered_host_serving_the_model_may_claim(registered):
     posted = await post(registered)
-    await reverts("NotServing", registered.chain("mallory").claim_job(posted.job_id))
+    await reverts("NotServing", registered.chain("mallory").claim_job(posted.job_id, MODEL))
 
 
 async def test_a_host_dearer_than_the_clients_limit_cannot_claim(registered):
     posted = await post(registered, max_price=PRICE)
-    await reverts("PriceTooHigh", registered.chain("host2").claim_job(posted.job_id))
+    await reverts("PriceTooHigh", registered.chain("host2").claim_job(posted.job_id, MODEL))
 
 
 async def test_only_the_assigned_host_may_claim(registered):
     net = registered
     posted = await post(net, host=net.chain("host2").address)
-    await reverts("NotHost", net.chain("host1").claim_job(posted.job_id))
-    await net.chain("host2").claim_job(posted.job_id)
+    await reverts("NotHost", net.chain("host1").claim_job(posted.job_id, MODEL))
+    await net.chain("host2").claim_job(posted.job_id, MODEL)
 
 
 async def test_a_job_cannot_be_claimed_after_its_deadline(registered):
     posted = await post(registered, ttl=30)
     await registered.time_travel(31)
-    await reverts("DeadlinePassed", registered.chain("host1").claim_job(posted.job_id))
+    await reverts("DeadlinePassed", registered.chain("host1").claim_job(posted.job_id, MODEL))
 
 
 async def test_only_the_claiming_host_submits_and_before_the_deadline(registered):
@@ -233,7 +233,7 @@ async def test_a_blocked_client_cannot_post_and_a_blocked_host_cannot_claim(regi
     await reverts("AccountBlocked", post(net, "bob"))
     await net.chain("owner").set_blocked(net.chain("host1").address, True)
     posted = await post(net)
-    await reverts("NotServing", net.chain("host1").claim_job(posted.job_id))
+    await reverts("NotServing", net.chain("host1").claim_job(posted.job_id, MODEL))
 
 
 async def test_the_escrow_accepts_funds_only_from_the_marketplace(registered):
@@ -242,3 +242,15 @@ async def test_the_escrow_accepts_funds_only_from_the_marketplace(registered):
         "PaymentEscrow", alice.escrow.functions.deposit, 99, value=ETHER))
     await reverts("NotMarketplace", alice.sender.transact(
         "PaymentEscrow", alice.escrow.functions.refund, 1, alice.address))
+
+
+async def test_a_host_must_name_the_jobs_model_to_claim_it(registered):
+    posted = await post(registered)
+    await reverts("WrongModel", registered.chain("host1").claim_job(posted.job_id, "other"))
+
+
+async def test_the_result_hash_and_cid_are_committed_in_the_submission_event(registered):
+    posted = await submitted(registered, tokens=12)
+    result = await registered.chain("alice").submitted_result(posted.job_id)
+    assert (result.result_hash, result.cid, result.tokens_used) == ("0x" + "02" * 32, "bafk", 12)
+    assert result.host == registered.chain("host1").address

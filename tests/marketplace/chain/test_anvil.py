@@ -24,10 +24,12 @@ async def test_a_full_job_lifecycle_through_the_client(on_anvil):
                                      host=host.address)
     event = await platform.job_posted_event(posted.job_id)
     assert event["promptHash"] == b"\x07" * 32
-    await host.claim_job(posted.job_id)
+    await host.claim_job(posted.job_id, MODEL)
     await host.submit_result(posted.job_id, result_hash=b"\x08" * 32, cid="bafkreitest",
                              tokens_used=20)
-    assert await platform.result_cid(posted.job_id) == "bafkreitest"
+    result = await platform.submitted_result(posted.job_id)
+    assert (result.cid, result.result_hash, result.tokens_used) == (
+        "bafkreitest", "0x" + "08" * 32, 20)
     settled = await platform.accept_result(posted.job_id)
     assert settled.paid_wei == 20 * PRICE
     assert settled.refund == 64 * 2 * PRICE - 20 * PRICE
@@ -130,7 +132,7 @@ async def test_the_event_reader_catches_up_then_follows_new_blocks(on_anvil):
     await asyncio.sleep(0.2)  # caught up with the past; now new blocks arrive
     second = await platform.post_job(model=MODEL, prompt_hash=b"\x02" * 32, max_tokens=4,
                                      max_price_per_token_wei=PRICE, deadline=deadline)
-    await host.claim_job(second.job_id)
+    await host.claim_job(second.job_id, MODEL)
     await asyncio.wait_for(reader, 10)
     assert seen == [("JobPosted", first.job_id), ("JobPosted", second.job_id),
                     ("JobClaimed", second.job_id)]
