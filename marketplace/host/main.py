@@ -1,0 +1,116 @@
+"""Starting a host: load the wallet, connect to the chain, load the model, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from marketplace.chain.contracts import Chain, Deployment
+from marketplace.chain.keystore import load_account
+from marketplace.chain.tx import Sender, TxRecord
+from marketplace.host.backends import SMOLLM2_ID, LlamaCppBackend, OpenAICompatibleBackend
+from marketplace.host.cid import ResultStore
+from marketplace.host.server import HostConfig, HostNode
+
+log = logging.getLogger("marketplace.host")
+
+
+@dataclass
+class HostOptions:
+    port: int
+    price_per_token_wei: int
+    keystore: Path
+    passphrase_file: Path
+    rpc_url: str
+    deployment_file: Path
+    results_dir: Path
+    host: str = "127.0.0.1"
+    public_url: str | None = None
+    backend: str = "llama.cpp"
+    model: str = SMOLLM2_ID
+    model_path: Path | None = None
+    upstream_url: str | None = None
+    upstream_model: str | None = None
+    capacity: int = 8
+    stake_wei: int = 10**17
+    region: str = "local"
+
+
+def make_backend(options: HostOptions):
+    if options.backend == "llama.cpp":
+        return LlamaCppBackend(options.model_path, model_id=options.model)
+    if options.backend == "openai":
+        if not options.upstream_url:
+            raise ValueError("--upstream-url is required for the openai backend")
+        return OpenAICompatibleBackend(options.upstream_url, model_id=options.model,
+                                       upstream_model=options.upstream_model)
+    raise ValueError(f"unknown backend {options.backend!r}")
+
+
+def jsonl_audit(path: Path):
+    """The host has no database: its transactions are appended to a JSON-lines file."""
+    import json
+    from dataclasses import asdict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(line: str) -> None:
+        with open(path, "a") as out:
+            out.write(line)
+
+    async def audit(record: TxRecord) -> None:
+        await asyncio.to_thread(append, json.dumps(asdict(record)) + "\n")
+
+    return audit
+
+
+async def build(options: HostOptions) -> HostNode:
+    account = await asyncio.to_thread(load_account, options.keystore, options.passphrase_file)
+    w3 = AsyncWeb3(AsyncHTTPProvider(options.rpc_url, request_kwargs={"timeout": 10}))
+    deployment = Deployment.from_json(options.deployment_file.read_text())
+    sender = Sender(w3, account, lock_dir=options.results_dir / "locks",
+                    audit=jsonl_audit(options.results_dir / "transactions.jsonl"))
+    chain = Chain(w3, deployment, sender)
+    backend = await asyncio.to_thread(make_backend, options)
+    config = HostConfig(public_url=options.public_url or f"http://{options.host}:{options.port}",
+                        price_per_token_wei=options.price_per_token_wei,
+                        stake_wei=options.stake_wei, region=options.region,
+                        capacity=options.capacity)
+    return HostNode(backend=backend, chain=chain,
+                    store=ResultStore(options.results_dir / "results"), config=config)
+
+
+async def serve(options: HostOptions, *, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGTERM/SIGINT when run as a process)."""
+    node = await build(options)
+    runner = web.AppRunner(node.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, options.host, options.port)
+    await site.start()
+    log.info("host %s serving %s on %s:%s", node.address, node.backend.model_id, options.host,
+             options.port)
+    stop = stop or asyncio.Event()
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(options: HostOptions) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(options, stop=stop)
+
+    asyncio.run(main())

@@ -1,0 +1,445 @@
+"""The host's HTTP and WebSocket server (aiohttp, one port) and its chain duties:
+register, watch for jobs, claim, stream, store, submit the result, withdraw earnings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from pydantic import ValidationError
+
+from marketplace.chain.contracts import Chain, JobStatus, model_key
+from marketplace.chain.errors import ChainError
+from marketplace.chain.events import follow
+from marketplace.host.backends import Backend
+from marketplace.host.cid import ResultStore
+from marketplace.host.sessions import Session
+from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
+from marketplace.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    Code,
+    QuoteRequest,
+    StreamInit,
+    challenge_message,
+    error,
+)
+
+log = logging.getLogger(__name__)
+VERSION = "1.0.0"
+HIGH_WATERMARK = 256  # unacknowledged tokens before the host pauses sending
+LOW_WATERMARK = 64  # ... and resumes when the client is back within this many
+CHECKPOINT_EVERY = 32
+
+
+class StreamRefused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class HostConfig:
+    public_url: str
+    price_per_token_wei: int
+    stake_wei: int = 10**17
+    region: str = "local"
+    capacity: int = 8
+    watch_chain: bool = True
+    withdraw_every_s: float = 60.0
+
+
+class HostNode:
+    def __init__(self, *, backend: Backend, chain: Chain, store: ResultStore,
+                 config: HostConfig):
+        self.backend = backend
+        self.chain = chain
+        self.store = store
+        self.config = config
+        self.worker = ModelWorker(backend, capacity=config.capacity)
+        self.address = chain.address
+        self.sessions: dict[int, Session] = {}
+        self.seen_signatures: set[str] = set()
+        self.claim_locks: dict[int, asyncio.Lock] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.public_key = chain.sender.account._key_obj.public_key.to_hex()
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/v1/capabilities", self.capabilities)
+        app.router.add_post("/v1/quote", self.quote)
+        app.router.add_get("/v1/stream", self.stream)
+        app.on_startup.append(self._on_startup)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def _on_startup(self, app) -> None:
+        await self.register()
+        if self.config.watch_chain:
+            self.tasks.append(asyncio.create_task(self._watch()))
+        self.tasks.append(asyncio.create_task(self._withdraw_loop()))
+        self.tasks.append(asyncio.create_task(self._reap()))
+
+    async def _on_cleanup(self, app) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.worker.stop()
+        await self.chain.close()
+
+    def metadata(self) -> dict:
+        return {"publicKey": self.public_key, "region": self.config.region,
+                "hardware": {"cpus": os.cpu_count(), "backend": self.backend.name},
+                "version": VERSION}
+
+    async def register(self) -> None:
+        node = await self.chain.get_node(self.address)
+        prices = {self.backend.model_id: self.config.price_per_token_wei}
+        if node.stake == 0:
+            stake = max(self.config.stake_wei, await self.chain.min_stake())
+            await self.chain.register(api_url=self.config.public_url, metadata=self.metadata(),
+                                      prices=prices, stake=stake)
+            log.info("registered %s at %s", self.address, self.config.public_url)
+        else:
+            await self.chain.update_node(api_url=self.config.public_url,
+                                         metadata=self.metadata(), prices=prices)
+            log.info("updated registration of %s", self.address)
+
+    # ---- HTTP ---------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "address": self.address,
+                                  "model": self.backend.model_id, "version": VERSION})
+
+    async def capabilities(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "version": VERSION,
+            "protocol": PROTOCOL_VERSION,
+            "address": self.address,
+            "publicKey": self.public_key,
+            "backend": self.backend.name,
+            "models": [{"id": self.backend.model_id,
+                        "pricePerToken": str(self.config.price_per_token_wei)}],
+            "load": {"active": self.worker.active, "served": self.worker.served},
+            "queue": {"length": self.worker.queued, "capacity": self.worker.capacity},
+        })
+
+    async def quote(self, request: web.Request) -> web.Response:
+        try:
+            body = QuoteRequest.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return web.json_response(error(Code.MALFORMED, _first_error(exc)), status=400)
+        if body.model != self.backend.model_id:
+            return web.json_response(
+                error(Code.UNKNOWN_MODEL, f"this host serves {self.backend.model_id} only"),
+                status=404)
+        if self.worker.queued >= self.worker.capacity:
+            return web.json_response(error(Code.BUSY, "the queue is full"), status=503)
+        price = self.config.price_per_token_wei
+        offered = int(body.max_price_per_token)
+        terms = {"model": body.model, "maxTokens": body.max_tokens, "pricePerToken": str(price)}
+        if offered >= price:
+            return web.json_response({"accepted": True, "terms": terms})
+        return web.json_response({"accepted": False, "counter": terms,
+                                  "reason": f"the price is {price} wei per token"})
+
+    # ---- WebSocket ----------------------------------------------------------------
+
+    async def stream(self, request: web.Request) -> web.WebSocketResponse:
+        # aiohttp's own limit closes the socket without a word; ours answers with a code.
+        ws = web.WebSocketResponse(max_msg_size=16 * MAX_MESSAGE_BYTES, heartbeat=20)
+        await ws.prepare(request)
+        nonce = secrets.token_hex(16)
+        await ws.send_json({"type": "challenge", "nonce": nonce, "version": PROTOCOL_VERSION})
+        session = None
+        try:
+            init = await self._read_init(ws)
+            session = await self._authorize(init, nonce)
+            await self._serve(ws, init, session)
+        except StreamRefused as exc:
+            await ws.send_json(error(exc.code, exc.message))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        except Exception as exc:  # one bad stream never takes the host down
+            log.exception("stream failed")
+            with contextlib.suppress(Exception):
+                await ws.send_json(error(Code.INTERNAL, type(exc).__name__))
+        finally:
+            await ws.close()
+        return ws
+
+    async def _receive(self, ws) -> dict | None:
+        msg = await ws.receive()
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
+        data = msg.data
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise StreamRefused(Code.TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} "
+                                                "bytes")
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise StreamRefused(Code.MALFORMED, "a message is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise StreamRefused(Code.MALFORMED, "a message must be a JSON object")
+        return parsed
+
+    async def _read_init(self, ws) -> StreamInit:
+        try:
+            async with asyncio.timeout(30):
+                raw = await self._receive(ws)
+        except TimeoutError:
+            raise StreamRefused(Code.MALFORMED, "no init message within 30 s") from None
+        if raw is None:
+            raise ConnectionResetError
+        try:
+            init = StreamInit.model_validate(raw)
+        except ValidationError as exc:
+            raise StreamRefused(Code.MALFORMED, _first_error(exc)) from None
+        if init.version != PROTOCOL_VERSION:
+            raise StreamRefused(Code.UNSUPPORTED_VERSION,
+                                f"this host speaks protocol {PROTOCOL_VERSION}")
+        return init
+
+    async def _authorize(self, init: StreamInit, nonce: str) -> Session:
+        if init.node_id.lower() != self.address.lower():
+            raise StreamRefused(Code.NOT_YOUR_JOB, "the stream is addressed to another node")
+        if init.signature in self.seen_signatures:
+            raise StreamRefused(Code.REPLAYED_NONCE, "this signature was already used")
+        try:
+            job = await self.chain.get_job(init.job_id)
+        except ChainError as exc:
+            raise StreamRefused(Code.CHAIN_UNAVAILABLE, exc.message) from None
+        if job.status == JobStatus.NONE:
+            raise StreamRefused(Code.JOB_NOT_FOUND, f"job {init.job_id} is not on chain")
+        message = encode_defunct(text=challenge_message(nonce, init.job_id, init.node_id))
+        try:
+            signer = Account.recover_message(message, signature=init.signature)
+        except Exception:
+            signer = None
+        if signer is None or signer.lower() != job.client.lower():
+            raise StreamRefused(Code.BAD_SIGNATURE, "the signature is not the job's client's")
+        self.seen_signatures.add(init.signature)
+        session = self.sessions.get(init.job_id)
+        if session is None:
+            session = await self._begin(init, job)
+        if init.checkpoint is not None and init.checkpoint >= len(session.tokens) and (
+                session.done or init.checkpoint > len(session.tokens)):
+            raise StreamRefused(Code.BAD_CHECKPOINT,
+                                f"checkpoint {init.checkpoint} is beyond the "
+                                f"{len(session.tokens)} tokens generated")
+        return session
+
+    async def _begin(self, init: StreamInit, job) -> Session:
+        request = init.request
+        if request is None:
+            raise StreamRefused(Code.REQUEST_REQUIRED, "the first stream of a job must carry "
+                                                       "its request")
+        if request.model != self.backend.model_id or not job.serves(request.model):
+            raise StreamRefused(Code.UNKNOWN_MODEL,
+                                f"this host serves {self.backend.model_id}; the job is for "
+                                "another model")
+        if request.max_tokens > job.max_tokens:
+            raise StreamRefused(Code.PROMPT_MISMATCH, "the request asks for more tokens than "
+                                                      "the job pays for")
+        posted = await self.chain.job_posted_event(init.job_id, self.chain.deployment.block)
+        if posted is None or posted["promptHash"] != request.digest():
+            raise StreamRefused(Code.PROMPT_MISMATCH,
+                                "the request does not match the prompt hash on chain")
+        lock = self.claim_locks.setdefault(init.job_id, asyncio.Lock())
+        async with lock:
+            if init.job_id in self.sessions:
+                return self.sessions[init.job_id]
+            job = await self.chain.get_job(init.job_id)
+            if job.status == JobStatus.POSTED:
+                await self._claim(init.job_id, request.model)
+            elif job.host.lower() != self.address.lower() or job.status != JobStatus.CLAIMED:
+                raise StreamRefused(Code.NOT_YOUR_JOB,
+                                    f"job {init.job_id} is not claimed by this host")
+            session = Session(job_id=init.job_id, request=request)
+            self._generate(session)
+            self.sessions[init.job_id] = session
+            return session
+
+    async def _claim(self, job_id: int, model: str) -> None:
+        try:
+            await self.chain.claim_job(job_id, model)
+        except ChainError as exc:
+            raise StreamRefused(Code.NOT_YOUR_JOB, f"cannot claim job {job_id}: {exc.message}") \
+                from None
+
+    def _generate(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+
+        def done(err: str | None) -> None:
+            session.finish(err)
+            session.cid = self.store.put(session.text)
+            if session.reaped:
+                # The client left and never came back: no delivery, no claim for payment;
+                # the job is refunded through the contract's timeout path.
+                session.submitted.set()
+                return
+            self.tasks.append(asyncio.create_task(self._submit(session)))
+
+        on_token, on_done = loop_callbacks(loop, session.add, done)
+        session.work = Work(request=session.request, on_token=on_token, on_done=on_done)
+        try:
+            self.worker.submit(session.work)
+        except Busy as exc:
+            raise StreamRefused(Code.BUSY, str(exc)) from None
+
+    async def _submit(self, session: Session) -> None:
+        if not session.tokens:
+            session.submitted.set()
+            return
+        try:
+            session.submitted_tx = await self.chain.submit_result(
+                session.job_id, result_hash=bytes.fromhex(session.result_hash),
+                cid=session.cid, tokens_used=len(session.tokens))
+        except ChainError as exc:
+            log.error("could not submit job %s: %s", session.job_id, exc)
+        finally:
+            session.submitted.set()
+
+    async def _serve(self, ws, init: StreamInit, session: Session) -> None:
+        gz = init.compression == "gzip"
+        index = 0 if init.checkpoint is None else init.checkpoint + 1
+        state = {"acked": index - 1, "cancelled": False}
+        ack_event = asyncio.Event()
+
+        async def send(payload: dict) -> None:
+            if gz:
+                await ws.send_bytes(gzip.compress(json.dumps(payload).encode()))
+            else:
+                await ws.send_str(json.dumps(payload))
+
+        async def read_client() -> None:
+            while True:
+                raw = await self._receive(ws)
+                if raw is None:
+                    return
+                kind = raw.get("type")
+                try:
+                    if kind == "ack":
+                        state["acked"] = max(state["acked"], Ack.model_validate(raw).index)
+                        ack_event.set()
+                    elif kind == "cancel":
+                        Cancel.model_validate(raw)
+                        state["cancelled"] = True
+                        if session.work is not None:
+                            session.work.cancel.set()
+                    else:
+                        await send(error(Code.MALFORMED, f"unexpected message type {kind!r}"))
+                except ValidationError as exc:
+                    await send(error(Code.MALFORMED, _first_error(exc)))
+
+        session.attach()
+        reader = asyncio.create_task(read_client())
+        try:
+            await send({"type": "resume" if init.checkpoint is not None else "checkpoint",
+                        "data": {"index": index - 1, "generated": len(session.tokens)}})
+            while True:
+                while index < len(session.tokens):
+                    if index - state["acked"] > HIGH_WATERMARK:
+                        await send({"type": "pause", "data": {"index": index - 1}})
+                        while index - state["acked"] > LOW_WATERMARK and not reader.done():
+                            ack_event.clear()
+                            await asyncio.wait([reader, asyncio.ensure_future(ack_event.wait())],
+                                               return_when=asyncio.FIRST_COMPLETED, timeout=30)
+                        if reader.done():
+                            return
+                        await send({"type": "resume", "data": {"index": index - 1}})
+                    await send({"type": "token", "index": index,
+                                "content": session.tokens[index],
+                                "timestamp": session.timestamps[index]})
+                    index += 1
+                    if index % CHECKPOINT_EVERY == 0:
+                        await send({"type": "checkpoint", "data": {"index": index - 1}})
+                if session.done:
+                    await send({"type": "end", "data": {
+                        "tokens": len(session.tokens), "resultHash": session.result_hash,
+                        "cid": session.cid, "cancelled": state["cancelled"],
+                        "error": session.error}})
+                    return
+                changed = asyncio.ensure_future(session.changed.wait())
+                await asyncio.wait([reader, changed], return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    changed.cancel()
+                    reader.result()  # re-raise a refusal from the client's side
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            session.detach()
+
+    # ---- background duties ----------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Claim jobs we may take as they are posted (the stream claims too, on demand)."""
+        mine = model_key(self.backend.model_id)
+        start = await self.chain.w3.eth.block_number
+        async for event in follow(self.chain.market, ["JobPosted"], from_block=start,
+                                  poll_s=0.25):
+            args = event.args
+            assigned = args["assignedHost"]
+            if args["modelKey"] != mine or (
+                    int(assigned, 16) != 0 and assigned.lower() != self.address.lower()):
+                continue
+            if args["maxPricePerToken"] < self.config.price_per_token_wei:
+                continue
+            if args["deadline"] <= time.time():
+                continue
+            lock = self.claim_locks.setdefault(args["jobId"], asyncio.Lock())
+            async with lock:
+                job = await self.chain.get_job(args["jobId"])
+                if job.status == JobStatus.POSTED:
+                    try:
+                        await self.chain.claim_job(args["jobId"], self.backend.model_id)
+                    except ChainError as exc:
+                        log.info("did not claim job %s: %s", args["jobId"], exc.code)
+
+    async def _withdraw_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.withdraw_every_s)
+            try:
+                if await self.chain.withdrawable(self.address) > 0:
+                    await self.chain.withdraw()
+            except ChainError as exc:
+                log.warning("withdrawal failed: %s", exc)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if session.abandoned(now) and session.work is not None:
+                    log.info("job %s abandoned by its client; stopping", session.job_id)
+                    session.reaped = True
+                    session.work.cancel.set()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "message"
+    return f"{where}: {err.get('msg')}"
+
+

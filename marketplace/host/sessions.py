@@ -1,0 +1,71 @@
+"""A job's generation on this host: the tokens so far, kept for resume, and its outcome.
+
+A session outlives its WebSocket: a client that drops and reconnects with a checkpoint
+gets the rest from the buffer. If nobody is attached for GRACE_S while it still
+generates, the generation is cancelled (the client is gone; the chain's timeout path
+refunds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from marketplace.host.worker import Work
+from marketplace.protocol import GenerationRequest
+
+GRACE_S = 30.0
+
+
+@dataclass
+class Session:
+    job_id: int
+    request: GenerationRequest
+    tokens: list[str] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+    done: bool = False
+    error: str | None = None
+    result_hash: str | None = None
+    cid: str | None = None
+    submitted_tx: str | None = None
+    attached: int = 0
+    reaped: bool = False
+    detached_at: float | None = None
+    work: Work | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    def add(self, piece: str) -> None:
+        self.tokens.append(piece)
+        self.timestamps.append(time.time())
+        self._wake()
+
+    def finish(self, error: str | None) -> None:
+        self.done = True
+        self.error = error
+        self.result_hash = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def attach(self) -> None:
+        self.attached += 1
+        self.detached_at = None
+
+    def detach(self) -> None:
+        self.attached -= 1
+        if self.attached == 0:
+            self.detached_at = time.monotonic()
+
+    def abandoned(self, now: float) -> bool:
+        return (not self.done and self.attached == 0 and self.detached_at is not None
+                and now - self.detached_at > GRACE_S)

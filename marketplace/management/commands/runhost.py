@@ -1,0 +1,56 @@
+"""`manage.py runhost`: run a host node. It uses no database of the product's."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from marketplace.chain.errors import ChainError
+
+
+class Command(BaseCommand):
+    help = "Run a marketplace host: register on chain and serve a language model."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=9101)
+        parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        parser.add_argument("--public-url", help="URL clients reach this host at")
+        parser.add_argument("--price", type=int, required=True, help="wei per token")
+        parser.add_argument("--keystore", type=Path, required=True)
+        parser.add_argument("--passphrase-file", type=Path, required=True)
+        parser.add_argument("--rpc-url", default=None)
+        parser.add_argument("--deployment", type=Path, default=None,
+                            help="deployments file (default: var/deployments/<chain id>.json)")
+        parser.add_argument("--results-dir", type=Path, default=None)
+        parser.add_argument("--backend", choices=["llama.cpp", "openai"], default="llama.cpp")
+        parser.add_argument("--model", default="smollm2-135m-instruct")
+        parser.add_argument("--model-path", type=Path, default=None)
+        parser.add_argument("--upstream-url", default=None,
+                            help="OpenAI-compatible server, for --backend openai")
+        parser.add_argument("--upstream-model", default=None)
+        parser.add_argument("--capacity", type=int, default=8, help="queued generations")
+        parser.add_argument("--stake", type=int, default=10**17, help="stake in wei")
+        parser.add_argument("--region", default="local")
+
+    def handle(self, *args, **o):
+        from marketplace.chain.devnet import CHAIN_ID
+        from marketplace.host.main import HostOptions, run
+
+        deployment = o["deployment"] or settings.CHAIN_DEPLOYMENTS_DIR / f"{CHAIN_ID}.json"
+        if not deployment.exists():
+            raise CommandError(f"no deployments file at {deployment}: deploy the contracts "
+                               "first (`manage.py devnet up --hosts 0` locally)")
+        options = HostOptions(
+            port=o["port"], host=o["host"], public_url=o["public_url"],
+            price_per_token_wei=o["price"], keystore=o["keystore"],
+            passphrase_file=o["passphrase_file"], rpc_url=o["rpc_url"] or settings.CHAIN_RPC,
+            deployment_file=deployment,
+            results_dir=o["results_dir"] or settings.VAR_DIR / "host" / str(o["port"]),
+            backend=o["backend"], model=o["model"], model_path=o["model_path"],
+            upstream_url=o["upstream_url"], upstream_model=o["upstream_model"],
+            capacity=o["capacity"], stake_wei=o["stake"], region=o["region"],
+        )
+        try:
+            run(options)
+        except (ChainError, ValueError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None

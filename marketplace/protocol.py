@@ -1,0 +1,102 @@
+"""The wire protocol between clients and hosts: message shapes and error codes.
+
+Shared by the host (marketplace.host) and the client (marketplace.client); it imports
+neither, nor Django.
+
+WebSocket /v1/stream, in order:
+  host   → {"type": "challenge", "nonce": hex, "version": 1}
+  client → StreamInit {"type": "init", "version", "jobId", "nodeId", "checkpoint"?,
+            "compression"?, "signature", "request"?}
+           signature = EIP-191 personal_sign of challenge_message(nonce, jobId, nodeId) by
+           the job's client; `request` (GenerationRequest) is required the first time.
+  host   → {"type": "token", "index", "content", "timestamp", "metadata"?} ...
+           control: {"type": "pause"|"resume"|"checkpoint"|"error"|"end", "data": {...}}
+  client → {"type": "ack", "index"}  (flow control)  ·  {"type": "cancel"}
+Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_PROMPT_CHARS = 16_000
+
+
+class Code:
+    MALFORMED = "MALFORMED"
+    TOO_LARGE = "TOO_LARGE"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    UNKNOWN_MODEL = "INVALID_MODEL"
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    NOT_YOUR_JOB = "NOT_YOUR_JOB"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    REPLAYED_NONCE = "REPLAYED_NONCE"
+    PROMPT_MISMATCH = "PROMPT_MISMATCH"
+    REQUEST_REQUIRED = "REQUEST_REQUIRED"
+    BAD_CHECKPOINT = "BAD_CHECKPOINT"
+    BUSY = "BUSY"
+    CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class GenerationRequest(_Message):
+    """What to generate. Its digest is the prompt hash committed on chain with the job."""
+
+    model: str = Field(min_length=1, max_length=100)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prefix: str = Field(default="", max_length=MAX_PROMPT_CHARS,
+                        description="text already delivered by an earlier host, to continue")
+    max_tokens: int = Field(alias="maxTokens", ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.model_dump(by_alias=True), sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False).encode()
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.canonical()).digest()
+
+
+class StreamInit(_Message):
+    type: Literal["init"] = "init"
+    version: int
+    job_id: int = Field(alias="jobId", ge=1)
+    node_id: str = Field(alias="nodeId", min_length=42, max_length=42)
+    checkpoint: int | None = Field(default=None, ge=-1)
+    compression: Literal["gzip"] | None = None
+    signature: str = Field(min_length=130, max_length=140)
+    request: GenerationRequest | None = None
+
+
+class Ack(_Message):
+    type: Literal["ack"]
+    index: int = Field(ge=-1)
+
+
+class Cancel(_Message):
+    type: Literal["cancel"]
+
+
+class QuoteRequest(_Message):
+    model: str
+    max_tokens: int = Field(alias="maxTokens", ge=1, le=4096)
+    max_price_per_token: str = Field(alias="maxPricePerToken", pattern=r"^[0-9]{1,40}$")
+
+
+def challenge_message(nonce: str, job_id: int, node_id: str) -> str:
+    """The text a client signs to prove it is the job's client, bound to this host."""
+    return f"inkmarket stream auth\nnonce: {nonce}\njob: {job_id}\nnode: {node_id.lower()}"
+
+
+def error(code: str, message: str) -> dict:
+    return {"type": "error", "data": {"code": code, "message": message}}
