@@ -1,0 +1,55 @@
+"""A throwaway anvil chain with our contracts, for benchmarks."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from bench.common import free_port
+from marketplace.chain.contracts import Chain
+from marketplace.chain.deploy import Terms, deploy
+from marketplace.chain.devnet import anvil_args, dev_keys
+from marketplace.chain.keystore import load_account
+from marketplace.chain.tx import Sender
+
+
+class BenchChain:
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-chain-"))
+        self.proc = subprocess.Popen(anvil_args(self.port, None), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        body = b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}'
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    self.url, data=body, headers={"Content-Type": "application/json"}),
+                    timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.keys = dev_keys(self.dir / "keys")
+        self.deployment = None
+
+    def chain(self, role: str) -> Chain:
+        key = self.keys[role]
+        w3 = AsyncWeb3(AsyncHTTPProvider(self.url))
+        sender = Sender(w3, load_account(key.keystore, key.passphrase_file),
+                        lock_dir=self.dir / "locks")
+        return Chain(w3, self.deployment, sender) if self.deployment else sender
+
+    async def deploy(self) -> None:
+        sender = self.chain("platform")
+        self.deployment = await deploy(sender.w3, sender,
+                                       Terms(treasury=self.keys["treasury"].address))
+        await sender.w3.provider.disconnect()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
