@@ -16,8 +16,8 @@ import aiohttp
 from asgiref.sync import sync_to_async
 
 from config.metrics import hosts_available
+from marketplace.chain.contracts import Chain
 from marketplace.client import pool
-from marketplace.client.chainops import client_chain
 from marketplace.client.ranking import Candidate
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,15 @@ def _local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
     return {r["host_address"]: (r["good"], r["bad"]) for r in rows}
 
 
-async def candidates(model: str, *, fresh: bool = False) -> list[Candidate]:
+async def candidates(model: str, *, chain: Chain | None = None,
+                     fresh: bool = False) -> list[Candidate]:
     cached = _cache.get(model)
     if cached and not fresh and time.monotonic() - cached[0] < TTL_S:
         return cached[1]
-    chain = await client_chain()
+    if chain is None:
+        from marketplace.wallet import platform_chain
+
+        chain = await platform_chain()
     nodes = await chain.active_nodes(model)
     probes = await asyncio.gather(*(_probe(node.url) for node in nodes))
     local = await sync_to_async(_local_record)([n.address for n in nodes])

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 W_LATENCY, W_REPUTATION, W_PRICE = 0.3, 0.5, 0.2
+# Latency is compared on a scale where a few milliseconds of jitter do not matter but
+# tens of milliseconds do: (LATENCY_SCALE + best) / (LATENCY_SCALE + this host's).
+LATENCY_SCALE_MS = 50.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def rank(
     best_reputation = max(c.reputation for c in usable)
     scored = []
     for c in usable:
-        latency = best_latency / max(c.latency_ms, 0.1)
+        latency = (LATENCY_SCALE_MS + best_latency) / (LATENCY_SCALE_MS + c.latency_ms)
         price = best_price / max(c.price_per_token_wei, 1)
         reputation = c.reputation / best_reputation
         score = W_LATENCY * latency + W_REPUTATION * reputation + W_PRICE * price

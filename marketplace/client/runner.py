@@ -17,22 +17,26 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from eth_account.messages import encode_defunct
 
 from config.logging import job_id_var
 from marketplace import jobs as job_services
+from marketplace.chain.contracts import Chain
+from marketplace.chain.errors import ChainError
 from marketplace.client import discovery, negotiation, stream
-from marketplace.client.chainops import ClientChain, client_chain
 from marketplace.client.errors import ClientError
 from marketplace.client.events import StateEvent, TokenEvent, bus
 from marketplace.client.ranking import Candidate, rank
 from marketplace.client.retry import with_retries
 from marketplace.client.verify import verify_result
 from marketplace.models import AttemptState, JobState
+from marketplace.protocol import GenerationRequest
+from marketplace.wallet import platform_chain
 
 log = logging.getLogger(__name__)
 
 MAX_HOSTS = 4
-CLAIM_TIMEOUT_S = 15.0
 RESULT_TIMEOUT_S = 30.0
 
 TokenCallback = Callable[[int, str], Awaitable[None]]
@@ -63,6 +67,7 @@ class JobOutcome:
     attempts: int
     ttft_ms: float | None
     tx_hashes: list[str] = field(default_factory=list)
+    cancelled: bool = False
 
 
 class _Progress:
@@ -118,7 +123,7 @@ async def _transition(progress: _Progress, to: str, **fields) -> None:
 async def run_job(
     spec: JobSpec, *, job_id: uuid.UUID | None = None, on_token: TokenCallback | None = None,
     on_state: StateCallback | None = None, cancel: asyncio.Event | None = None,
-    chain: ClientChain | None = None,
+    chain: Chain | None = None,
 ) -> JobOutcome:
     """Run a job to the end; raises ClientError with a code when it cannot be done."""
     job = await sync_to_async(job_services.job_create)(
@@ -130,8 +135,12 @@ async def run_job(
     progress = _Progress(job.id, on_token, on_state)
     cancel = cancel or asyncio.Event()
     try:
-        chain = chain or await client_chain()
+        chain = chain or await platform_chain()
         return await _run(spec, job.id, progress, chain, cancel)
+    except ChainError as exc:
+        error = ClientError(exc.code, exc.message, permanent=True)
+        await _fail(progress, error)
+        raise error from exc
     except ClientError as exc:
         await _fail(progress, exc)
         raise
@@ -151,7 +160,7 @@ async def _fail(progress: _Progress, exc: ClientError) -> None:
         pass
 
 
-async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: ClientChain,
+async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Chain,
                cancel: asyncio.Event) -> JobOutcome:
     excluded: set[str] = set()
     paid = 0
@@ -159,7 +168,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cli
     last_error: ClientError | None = None
     for number in range(1, MAX_HOSTS + 1):
         remaining = spec.max_tokens - len(progress.pieces)
-        candidates = await discovery.candidates(spec.model)
+        candidates = await discovery.candidates(spec.model, chain=chain)
         ranked = rank(candidates, model=spec.model, max_latency_ms=spec.max_latency_ms,
                       max_price_per_token_wei=spec.max_price_per_token_wei, exclude=excluded)
         if not ranked:
@@ -173,7 +182,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cli
             result = await _attempt(spec, job_id, number, host, remaining, progress, chain,
                                     cancel)
         except ClientError as exc:
-            if exc.permanent:
+            if exc.permanent or cancel.is_set():
                 raise
             log.warning("host %s failed: %s", host.address, exc)
             excluded.add(host.address)
@@ -195,7 +204,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cli
                 cost_wei=paid, quality=result.quality, attempts=number,
                 ttft_ms=None if progress.first_token_s is None
                 else round(progress.first_token_s * 1000, 1),
-                tx_hashes=tx_hashes,
+                tx_hashes=tx_hashes, cancelled=cancel.is_set(),
             )
         excluded.add(host.address)
         last_error = ClientError("QUALITY_TOO_LOW",
@@ -213,13 +222,23 @@ class _AttemptResult:
     tx_hashes: list[str]
 
 
+def _signer(chain: Chain):
+    account = chain.sender.account
+
+    def sign(text: str) -> str:
+        signature = account.sign_message(encode_defunct(text=text)).signature.hex()
+        return "0x" + signature.removeprefix("0x")
+
+    return sign
+
+
 async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidate,
-                   remaining: int, progress: _Progress, chain: ClientChain,
+                   remaining: int, progress: _Progress, chain: Chain,
                    cancel: asyncio.Event) -> _AttemptResult:
     start_index = len(progress.pieces)
     prefix = progress.text
-    request = stream.GenerationRequest(model=spec.model, prompt=spec.prompt, prefix=prefix,
-                                       max_tokens=remaining, temperature=spec.temperature)
+    request = GenerationRequest(model=spec.model, prompt=spec.prompt, prefix=prefix,
+                                maxTokens=remaining, temperature=spec.temperature)
     price = await negotiation.negotiate(host, request,
                                         max_price_per_token_wei=spec.max_price_per_token_wei)
     attempt = await sync_to_async(job_services.attempt_create)(
@@ -229,64 +248,88 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     async def note(**fields) -> None:
         await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
 
+    deadline = await chain.block_time() + settings.MARKETPLACE_JOB_DEADLINE_S
     posted = await with_retries(lambda: chain.post_job(
         model=spec.model, prompt_hash=request.digest(), max_tokens=remaining,
-        price_per_token_wei=price, host=host.address))
-    await note(chain_job_id=posted.chain_job_id, escrow_wei=posted.escrow_wei,
+        max_price_per_token_wei=price, deadline=deadline, host=host.address))
+    await note(chain_job_id=posted.job_id, escrow_wei=posted.escrow_wei,
                tx={"post": posted.tx_hash})
     await _transition(progress, JobState.POSTED)
     tx_hashes = [posted.tx_hash]
+    started = time.perf_counter()
+    streaming = False
 
-    try:
-        await chain.wait_claimed(posted.chain_job_id, timeout_s=CLAIM_TIMEOUT_S)
+    async def on_ready() -> None:
+        # The host answers the stream only once it holds the claim on chain.
         await note(state=AttemptState.CLAIMED)
         await _transition(progress, JobState.CLAIMED)
         await _transition(progress, JobState.PROCESSING)
 
-        streaming = False
+    async def on_piece(piece: str) -> None:
+        nonlocal streaming
+        if not streaming:
+            streaming = True
+            await note(state=AttemptState.STREAMING,
+                       ttft_ms=round((time.perf_counter() - started) * 1000, 1))
+            await _transition(progress, JobState.STREAMING)
+        await progress.token(piece)
 
-        async def on_piece(piece: str) -> None:
-            nonlocal streaming
-            if not streaming:
-                streaming = True
-                await note(state=AttemptState.STREAMING,
-                           ttft_ms=round((time.perf_counter() - progress.started) * 1000, 1))
-                await _transition(progress, JobState.STREAMING)
-            await progress.token(piece)
-
-        started = time.perf_counter()
-        end = await stream.stream_job(host.url, chain_job_id=posted.chain_job_id,
-                                      request=request, signer=chain.sign, on_token=on_piece,
-                                      cancel=cancel)
-        elapsed = time.perf_counter() - started
-        delivered = len(progress.pieces) - start_index
-        await note(tokens=delivered, tokens_per_s=round(delivered / max(elapsed, 1e-6), 2))
+    try:
+        await stream.stream_job(host.url, chain_job_id=posted.job_id,
+                                node_id=host.address, request=request,
+                                signer=_signer(chain), on_token=on_piece,
+                                on_ready=on_ready, cancel=cancel)
     except ClientError as exc:
+        # The host died or stalled: it is paid nothing; its escrow comes back through the
+        # contract's timeout path once the deadline passes (see refunds.py).
         await note(state=AttemptState.ABANDONED, error_code=exc.code,
                    tokens=len(progress.pieces) - start_index)
+        if cancel.is_set():
+            raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
         raise
+    elapsed = time.perf_counter() - started
+    delivered = len(progress.pieces) - start_index
+    await note(tokens=delivered, tokens_per_s=round(delivered / max(elapsed, 1e-6), 2))
 
-    submitted = await chain.wait_result(posted.chain_job_id, timeout_s=RESULT_TIMEOUT_S)
+    submitted = await _wait_submitted(chain, posted.job_id)
     attempt_text = progress.text[len(prefix):]
+    if submitted is None:
+        await note(state=AttemptState.ABANDONED, error_code="NO_RESULT")
+        await progress.rewind(start_index)
+        raise ClientError("NO_RESULT", f"{host.address} never submitted its result",
+                          permanent=False)
     verdict = verify_result(text=attempt_text, result_hash=submitted.result_hash,
                             tokens=submitted.tokens_used, max_tokens=remaining,
                             content_type=spec.content_type)
-    if end.text != attempt_text:
-        # What the stream delivered must be what the host says it produced.
+    if submitted.tokens_used != delivered:
+        # The host bills for tokens we never received.
         verdict = verify_result(text=attempt_text, result_hash=None, tokens=0,
                                 max_tokens=remaining)
     await note(state=AttemptState.SUBMITTED, tokens_billed=submitted.tokens_used,
                result_hash=submitted.result_hash, result_cid=submitted.cid,
                quality=verdict.score)
-    if verdict.accepted:
-        settled = await with_retries(lambda: chain.accept(posted.chain_job_id))
+    if verdict.accepted or (cancel.is_set() and submitted.tokens_used == delivered
+                            and verdict.checks.get("hash") == 1.0):
+        settled = await with_retries(lambda: chain.accept_result(posted.job_id))
         tx_hashes.append(settled.tx_hash)
         await note(state=AttemptState.ACCEPTED, paid_wei=settled.paid_wei,
-                   refund_wei=settled.refund_wei, tx={"accept": settled.tx_hash})
+                   refund_wei=settled.refund, tx={"accept": settled.tx_hash})
         return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes)
-    disputed = await with_retries(lambda: chain.dispute(posted.chain_job_id))
+    disputed = await with_retries(lambda: chain.dispute(
+        posted.job_id, f"quality {verdict.score:.2f}: {verdict.checks}"))
     tx_hashes.append(disputed)
     await note(state=AttemptState.DISPUTED, tx={"dispute": disputed})
     await _transition(progress, JobState.DISPUTED, quality=verdict.score)
     await progress.rewind(start_index)
     return _AttemptResult(False, verdict.score, 0, tx_hashes)
+
+
+async def _wait_submitted(chain: Chain, chain_job_id: int):
+    deadline = time.monotonic() + RESULT_TIMEOUT_S
+    from_block = chain.deployment.block
+    while time.monotonic() < deadline:
+        found = await chain.submitted_result(chain_job_id, from_block)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.05)
+    return None

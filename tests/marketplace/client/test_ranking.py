@@ -29,9 +29,16 @@ def test_between_equals_the_cheaper_host_wins():
 
 
 def test_latency_counts_for_three_tenths():
-    ranked = rank([host("slow", latency=40.0), host("fast", latency=10.0)], model="m")
+    ranked = rank([host("slow", latency=200.0), host("fast", latency=10.0)], model="m")
     assert ranked[0].address == "fast"
-    assert ranked[0].score - ranked[1].score == pytest.approx(0.3 * (1 - 10 / 40), abs=1e-5)
+    expected = 0.3 * (1 - (50 + 10) / (50 + 200))
+    assert ranked[0].score - ranked[1].score == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_few_milliseconds_of_jitter_do_not_outweigh_price():
+    ranked = rank([host("dear-but-1ms-faster", latency=2.0, price=300),
+                   host("cheap", latency=3.0, price=100)], model="m")
+    assert ranked[0].address == "cheap"
 
 
 def test_filters_drop_wrong_model_slow_dear_busy_and_excluded_hosts():

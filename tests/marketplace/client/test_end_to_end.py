@@ -1,0 +1,125 @@
+"""Jobs through the whole marketplace: anvil, our contracts, real host processes running
+the bundled model, and the client's runner."""
+
+import asyncio
+import threading
+
+import pytest
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from marketplace.client.errors import ClientError
+from marketplace.client.refunds import refund_abandoned
+from marketplace.client.runner import JobSpec, run_job
+from marketplace.models import AttemptState, Job, JobState
+from marketplace.wallet import platform_chain
+from tests.marketplace.client.conftest import MODEL
+
+pytestmark = pytest.mark.django_db(transaction=True)
+FEE_BPS = 250
+
+
+async def balances(chain, *addresses):
+    return [await chain.withdrawable(a) for a in addresses]
+
+
+async def test_a_job_completes_and_every_wei_is_where_it_belongs(network):
+    (cheap, dear) = network.start_hosts({"host-1": 10**9, "host-2": 3 * 10**9})
+    chain = await platform_chain()
+    treasury = network.anvil.keys["treasury"].address
+    before = await balances(chain, cheap.address, treasury, chain.address)
+    seen = []
+
+    async def on_token(index, text):
+        seen.append((index, text))
+
+    outcome = await run_job(JobSpec(model=MODEL, prompt="Give one tip for writing clearly.",
+                                    max_tokens=32, temperature=0.0), on_token=on_token)
+    assert outcome.host == cheap.address  # same latency and record: the cheaper one
+    assert outcome.text == "".join(t for _, t in seen)
+    assert [i for i, _ in seen] == list(range(len(seen)))
+    job = await Job.objects.aget(pk=outcome.job_id)
+    assert job.state == JobState.COMPLETED
+    attempt = await job.attempts.aget()
+    payment = attempt.tokens_billed * 10**9
+    fee = payment * FEE_BPS // 10000
+    escrow = 32 * 10**9
+    after = await balances(chain, cheap.address, treasury, chain.address)
+    assert after[0] - before[0] == payment - fee
+    assert after[1] - before[1] == fee
+    assert after[2] - before[2] == escrow - payment
+    assert outcome.cost_wei == payment == int(job.paid_wei)
+    assert attempt.tokens_billed == outcome.tokens
+    assert len(outcome.tx_hashes) == 2  # post and accept; the host claims and submits
+
+
+async def test_a_host_killed_mid_stream_is_replaced_without_a_gap_or_a_repeat(network):
+    first, second = network.start_hosts({"host-1": 10**9, "host-2": 2 * 10**9})
+    chain = await platform_chain()
+    seen: list[str] = []
+    killed = threading.Event()
+
+    async def on_token(index, text):
+        assert index == len(seen)
+        seen.append(text)
+        if len(seen) == 6 and not killed.is_set():
+            killed.set()
+            first.kill()
+
+    before = await chain.withdrawable(chain.address)
+    outcome = await run_job(JobSpec(model=MODEL, prompt="Explain what a river delta is.",
+                                    max_tokens=48, temperature=0.0), on_token=on_token)
+    assert killed.is_set()
+    assert outcome.host == second.address
+    assert outcome.text == "".join(seen)
+    job = await Job.objects.aget(pk=outcome.job_id)
+    dead, alive = [a async for a in job.attempts.order_by("number")]
+    assert dead.state == AttemptState.ABANDONED and dead.host_address == first.address
+    assert dead.tokens >= 6
+    assert alive.start_index == dead.tokens  # the second host continued from there
+    assert outcome.tokens == dead.tokens + alive.tokens
+    # Charged once: only the host that finished is paid, for the tokens it delivered.
+    assert outcome.cost_wei == alive.tokens_billed * 2 * 10**9
+    # The dead host's escrow comes back through the timeout path after its deadline.
+    w3 = AsyncWeb3(AsyncHTTPProvider(network.anvil.url))
+    await w3.provider.make_request("evm_increaseTime", [121])
+    await w3.provider.make_request("evm_mine", [])
+    await w3.provider.disconnect()
+    assert await refund_abandoned(chain) == 1
+    await dead.arefresh_from_db()
+    assert dead.state == AttemptState.REFUNDED
+    after = await chain.withdrawable(chain.address)
+    second_escrow = (48 - dead.tokens) * 2 * 10**9
+    assert after - before == int(dead.escrow_wei) + second_escrow - int(outcome.cost_wei)
+    node = await chain.get_node(first.address)
+    assert node.failed == 1
+
+
+async def test_no_host_for_the_model_fails_clearly_and_spends_nothing(network):
+    network.start_hosts({"host-1": 10**9})
+    chain = await platform_chain()
+    balance = await chain.w3.eth.get_balance(chain.address)
+    with pytest.raises(ClientError) as info:
+        await run_job(JobSpec(model="no-such-model", prompt="Hello", max_tokens=8))
+    assert info.value.code == "NO_HOSTS_AVAILABLE"
+    assert await chain.w3.eth.get_balance(chain.address) == balance
+    job = await Job.objects.aget()
+    assert (job.state, job.error_code) == (JobState.FAILED, "NO_HOSTS_AVAILABLE")
+
+
+async def test_a_cancelled_job_stops_and_pays_only_for_what_arrived(network):
+    network.start_hosts({"host-1": 10**9})
+    cancel = asyncio.Event()
+    seen = []
+
+    async def on_token(index, text):
+        seen.append(text)
+        if len(seen) == 4:
+            cancel.set()
+
+    outcome = await run_job(JobSpec(model=MODEL, prompt="Write a long story about a dragon.",
+                                    max_tokens=200, temperature=0.0), on_token=on_token,
+                            cancel=cancel)
+    assert outcome.cancelled
+    assert 4 <= outcome.tokens < 200
+    assert outcome.text == "".join(seen)
+    assert outcome.cost_wei == outcome.tokens * 10**9
