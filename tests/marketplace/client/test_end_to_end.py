@@ -123,3 +123,65 @@ async def test_a_cancelled_job_stops_and_pays_only_for_what_arrived(network):
     assert 4 <= outcome.tokens < 200
     assert outcome.text == "".join(seen)
     assert outcome.cost_wei == outcome.tokens * 10**9
+
+
+class JunkBackend:
+    """A host that answers every request with the same few words over and over: a
+    failure the real model cannot be made to produce on demand, so it stands at the
+    model boundary only; the host, chain and client around it are all real."""
+
+    name = "junk"
+    model_id = MODEL
+
+    def stream(self, request, cancel):
+        for i in range(request.max_tokens):
+            if cancel.is_set():
+                return
+            yield " buy now" if i % 2 else " cheap"
+
+
+async def test_a_junk_host_is_disputed_and_the_job_succeeds_elsewhere(network):
+    from aiohttp import web
+
+    from marketplace.host.cid import ResultStore
+    from marketplace.host.server import HostConfig, HostNode
+    from tests.conftest import free_port
+
+    (honest,) = network.start_hosts({"host-2": 2 * 10**9})
+    port = free_port()
+    junk = HostNode(backend=JunkBackend(), chain=network.anvil.chain("host-3"),
+                    store=ResultStore(network.tmp / "junk"),
+                    config=HostConfig(public_url=f"http://127.0.0.1:{port}",
+                                      price_per_token_wei=10**9, withdraw_every_s=3600))
+    runner = web.AppRunner(junk.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        seen: list[str] = []
+        states = []
+
+        async def on_token(index, text):
+            del seen[index:]
+            seen.append(text)
+
+        async def on_state(state, detail):
+            states.append(state)
+            if state == "REWOUND":
+                del seen[detail["index"]:]
+
+        outcome = await run_job(JobSpec(model=MODEL, prompt="Suggest a name for a cat.",
+                                        max_tokens=24, temperature=0.0),
+                                on_token=on_token, on_state=on_state)
+        assert outcome.host == honest.address
+        assert "buy now" not in outcome.text
+        assert outcome.text == "".join(seen)
+        assert "DISPUTED" in states and "REWOUND" in states
+        job = await Job.objects.aget(pk=outcome.job_id)
+        bad, good = [a async for a in job.attempts.order_by("number")]
+        assert bad.host_address == junk.address and bad.state == AttemptState.DISPUTED
+        assert bad.quality < 0.7 <= good.quality
+        chain = await platform_chain()
+        assert (await chain.get_node(junk.address)).disputed == 1
+        assert outcome.cost_wei == good.tokens_billed * 2 * 10**9
+    finally:
+        await runner.cleanup()
