@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -23,6 +24,16 @@ def abi(name: str) -> list[dict]:
 
 def bytecode(name: str) -> str:
     return artifact(name)["bytecode"]
+
+
+@cache
+def code_version() -> str:
+    """A fingerprint of the compiled contracts, recorded with each deployment so that a
+    deployment of older code is noticed and replaced, not talked to with a newer ABI."""
+    digest = hashlib.sha256()
+    for name in CONTRACTS:
+        digest.update(bytecode(name).encode())
+    return digest.hexdigest()[:16]
 
 
 @cache

@@ -44,6 +44,7 @@ class Deployment:
     marketplace: str
     escrow: str
     block: int = 0
+    code_version: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)

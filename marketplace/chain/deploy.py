@@ -36,7 +36,8 @@ async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
     market, _ = await _deploy(w3, sender, "JobMarketplace", admin, registry, escrow,
                               terms.fee_bps, terms.dispute_window_s)
     deployment = Deployment(chain_id=await w3.eth.chain_id, registry=registry,
-                            marketplace=market, escrow=escrow, block=first_block)
+                            marketplace=market, escrow=escrow, block=first_block,
+                            code_version=artifacts.code_version())
     chain = Chain(w3, deployment, sender)
     await sender.transact("PaymentEscrow", chain.escrow.functions.setMarketplace, market)
     await sender.transact("NodeRegistry", chain.registry.functions.grantRole,
@@ -49,11 +50,14 @@ def deployment_path(directory: Path, chain_id: int) -> Path:
 
 
 async def load_deployment(w3: AsyncWeb3, directory: Path) -> Deployment | None:
-    """The recorded deployment for this chain, if its contracts are really there."""
+    """The recorded deployment for this chain, if it is of the current code and its
+    contracts are really there."""
     path = deployment_path(directory, await w3.eth.chain_id)
     if not path.exists():
         return None
     deployment = Deployment.from_json(path.read_text())
+    if deployment.code_version != artifacts.code_version():
+        return None  # deployed from other sources: deploy the current ones
     for address in (deployment.registry, deployment.marketplace, deployment.escrow):
         if len(await w3.eth.get_code(address)) == 0:
             return None

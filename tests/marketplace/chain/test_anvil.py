@@ -138,3 +138,19 @@ async def test_the_event_reader_catches_up_then_follows_new_blocks(on_anvil):
                     ("JobClaimed", second.job_id)]
     assert cursor == sorted(cursor)
     assert cursor[-1] >= await platform.w3.eth.block_number - 1
+
+
+async def test_a_recorded_deployment_is_reused_only_if_it_is_the_current_code(on_anvil,
+                                                                              tmp_path):
+    from marketplace.chain.deploy import Terms, ensure_deployed
+
+    sender = on_anvil.sender("platform")
+    terms = Terms(treasury=on_anvil.keys["treasury"].address)
+    first = await ensure_deployed(sender.w3, sender, terms, tmp_path)
+    again = await ensure_deployed(sender.w3, sender, terms, tmp_path)
+    assert again == first
+    path = tmp_path / "31337.json"
+    path.write_text(path.read_text().replace(first.code_version, "0ld"))
+    replaced = await ensure_deployed(sender.w3, sender, terms, tmp_path)
+    assert replaced.marketplace != first.marketplace
+    assert replaced.code_version == first.code_version
