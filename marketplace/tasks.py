@@ -24,3 +24,24 @@ def retry_due_webhooks() -> int:
     for delivery_id in due:
         deliver_webhook.delay(delivery_id)
     return len(due)
+
+
+@shared_task(acks_late=True, time_limit=300)
+def refund_abandoned_attempts() -> int:
+    """Beat, every minute: refund (or dispute) on-chain jobs whose host let us down."""
+    import asyncio
+
+    from marketplace.client.refunds import refund_abandoned
+    from marketplace.wallet import platform_chain
+
+    async def run() -> int:
+        chain = await platform_chain()
+        try:
+            return await refund_abandoned(chain)
+        finally:
+            await chain.close()
+
+    from marketplace import wallet
+
+    wallet._handles.clear()
+    return asyncio.run(run())

@@ -159,6 +159,8 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "retry-due-webhooks": {"task": "marketplace.tasks.retry_due_webhooks", "schedule": 60.0},
+    "refund-abandoned-attempts": {"task": "marketplace.tasks.refund_abandoned_attempts",
+                                  "schedule": 60.0},
 }
 
 # ---- Marketplace -------------------------------------------------------------------

@@ -1,6 +1,15 @@
-"""`manage.py serve`: the product's web server (ASGI: HTTP and WebSocket on one port)."""
+"""`manage.py serve`: the product's web server (ASGI: HTTP and WebSocket on one port).
 
-from django.core.management.base import BaseCommand
+With `--devnet` (the default when CHAIN_RPC_URL is unset) it first starts the local
+marketplace (anvil, our contracts, three hosts) and a Celery worker with its beat, and
+stops all of them when the server stops (Ctrl-C).
+"""
+
+import signal
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -10,17 +19,40 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument("--devnet", action="store_true", default=None,
+                            help="start the local devnet and a worker (default without "
+                                 "CHAIN_RPC_URL)")
+        parser.add_argument("--no-devnet", action="store_false", dest="devnet")
 
-    def handle(self, *args, host: str, port: int, workers: int, **options):
+    def handle(self, *args, host: str, port: int, workers: int, devnet, **options):
         import uvicorn
 
-        self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C stops)")
-        uvicorn.run(
-            "config.asgi:application",
-            host=host,
-            port=port,
-            workers=workers,
-            lifespan="off",
-            log_level="warning",
-            proxy_headers=True,
-        )
+        from marketplace import devnet as local
+        from marketplace.processes import ProcessGroup
+
+        devnet = (settings.CHAIN_RPC_URL is None) if devnet is None else devnet
+        extras = ProcessGroup(settings.DEVNET_DIR / "serve.json")
+        if devnet:
+            self.stdout.write("Starting the local marketplace (anvil, contracts, 3 hosts)…")
+            try:
+                for s in local.up(hosts=3):
+                    self.stdout.write(f"  {s.name:<8} {s.url or ''}")
+            except (TimeoutError, RuntimeError, FileNotFoundError) as exc:
+                local.down()
+                raise CommandError(f"the devnet did not start: {exc}") from None
+            extras.start("worker", [sys.executable, "-m", "celery", "-A", "config", "worker",
+                                    "-B", "--pool", "solo", "--loglevel", "warning",
+                                    "-s", str(settings.DEVNET_DIR / "celerybeat-schedule")],
+                         log=settings.DEVNET_DIR / "logs" / "worker.log", cwd=settings.BASE_DIR)
+        # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit
+        # lets the cleanup below stop the devnet too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        self.stdout.write(f"Serving on http://{host}:{port}/ (Ctrl-C stops everything)")
+        try:
+            uvicorn.run("config.asgi:application", host=host, port=port, workers=workers,
+                        lifespan="off", log_level="warning", proxy_headers=True)
+        finally:
+            if devnet:
+                extras.stop_all()
+                stopped = local.down()
+                self.stdout.write(f"Stopped: {', '.join(stopped + ['worker'])}")
