@@ -16,7 +16,12 @@ if ! redis_ready; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 for _ in $(seq 1 30); do
-  if pg_ready && redis_ready; then exit 0; fi
+  if pg_ready && redis_ready; then
+    # The settings' own database (the tests make test_<name> beside it).
+    psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'inkmarket'" \
+      | grep -q 1 || createdb -h 127.0.0.1 -U postgres inkmarket
+    exit 0
+  fi
   sleep 1
 done
 echo "PostgreSQL or Redis did not come up" >&2

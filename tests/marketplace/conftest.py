@@ -87,3 +87,19 @@ async def on_anvil(anvil, dev_keyring, tmp_path):
     await net.deploy()
     yield net
     await net.close()
+
+
+@pytest.fixture(autouse=True)
+async def close_network_sessions():
+    """aiohttp warns about sessions left open; close the pool's and the wallet's."""
+    yield
+    from marketplace import wallet
+    from marketplace.client import pool
+
+    await pool.close()
+    for handle in list(wallet._handles.values()):
+        try:
+            await handle.close()
+        except RuntimeError:
+            pass  # bound to a loop that is already closed
+    wallet._handles.clear()

@@ -100,5 +100,4 @@ def network(on_anvil, tmp_path, settings):
     net = Network(on_anvil, tmp_path)
     yield net
     net.stop()
-    wallet._handles.clear()
     discovery.invalidate()
