@@ -1,3 +1,5 @@
 """WebSocket routes, gathered from the apps that serve them."""
 
-websocket_urlpatterns: list = []
+from writer.routing import websocket_urlpatterns as writer_routes
+
+websocket_urlpatterns = [*writer_routes]

@@ -1,0 +1,95 @@
+"""Generations (what a person asked for and got) and the profiles that size them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from marketplace.prompts import CONTENT_TYPES, LENGTHS, STYLES
+
+TYPE_CHOICES = [(t, {"blog": "Blog post"}.get(t, t.capitalize())) for t in CONTENT_TYPES]
+STYLE_CHOICES = [(s, s.capitalize()) for s in STYLES]
+LENGTH_CHOICES = [(n, n.capitalize()) for n in LENGTHS]
+
+
+class GenerationProfile(models.Model):
+    """Model, token budget and temperature for each content type and length."""
+
+    content_type = models.CharField(max_length=10, choices=TYPE_CHOICES)
+    length = models.CharField(max_length=10, choices=LENGTH_CHOICES)
+    model = models.CharField(max_length=100, default="smollm2-135m-instruct")
+    max_tokens = models.PositiveIntegerField()
+    temperature = models.FloatField(default=0.7)
+
+    class Meta:
+        ordering = ["content_type", "length"]
+        constraints = [models.UniqueConstraint(fields=["content_type", "length"],
+                                               name="one_profile_per_type_and_length")]
+
+    def __str__(self) -> str:
+        return f"{self.content_type}/{self.length}: {self.model}, {self.max_tokens} tokens"
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Waiting for a host"
+    STREAMING = "streaming", "Writing"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Stopped"
+
+
+class Generation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="generations")
+    content_type = models.CharField(max_length=10, choices=TYPE_CHOICES)
+    style = models.CharField(max_length=12, choices=STYLE_CHOICES)
+    length = models.CharField(max_length=10, choices=LENGTH_CHOICES)
+    prompt = models.TextField()
+    full_prompt = models.TextField(help_text="What was sent to the model")
+    model = models.CharField(max_length=100)
+    max_tokens = models.PositiveIntegerField()
+    temperature = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    text = models.TextField(blank=True)
+    seq = models.PositiveIntegerField(default=0, help_text="Tokens in `text`")
+    edited_text = models.TextField(blank=True)
+    processed = models.JSONField(default=dict, blank=True)
+    host = models.CharField(max_length=42, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    cost_wei = models.DecimalField(max_digits=78, decimal_places=0, default=0)
+    cached = models.BooleanField(default=False)
+    cache_key = models.CharField(max_length=64, db_index=True)
+    job_id = models.UUIDField(null=True, blank=True)
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.get_content_type_display()}: {self.prompt[:40]}"
+
+    @property
+    def final_text(self) -> str:
+        return self.edited_text or self.text
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in (Status.PENDING, Status.STREAMING)
+
+    @property
+    def progress_percent(self) -> int:
+        return min(100, round(100 * self.seq / self.max_tokens)) if self.max_tokens else 0
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished is None:
+            return None
+        return round((self.finished - self.created).total_seconds(), 1)

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from writer.models import Generation
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_api_needs_a_session(client):
+    response = client.get("/api/history")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_someone_elses_job_is_a_404(alice_client, bob):
+    generation = Generation.objects.create(
+        user=bob, content_type="blog", style="casual", length="short", prompt="p",
+        full_prompt="p", model="m", max_tokens=10, temperature=0.5, cache_key="k")
+    response = alice_client.get(f"/api/result/{generation.id}")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "no such job"}}
+
+
+def test_an_own_job_shows_status_progress_and_result(alice_client, alice):
+    generation = Generation.objects.create(
+        user=alice, content_type="summary", style="casual", length="short", prompt="p",
+        full_prompt="p", model="m", max_tokens=10, temperature=0.5, cache_key="k",
+        status="streaming", text="half", seq=5)
+    body = alice_client.get(f"/api/result/{generation.id}").json()
+    assert (body["status"], body["progress"], body["result"]) == ("streaming", 0.5, "half")
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"type": "poem", "prompt": "x"}, "type"),
+    ({"type": "blog", "prompt": "x", "length": "epic"}, "length"),
+    ({"type": "blog"}, "prompt"),
+])
+def test_validation_errors_have_one_shape(alice_client, payload, fragment):
+    response = alice_client.post("/api/generate", json.dumps(payload),
+                                 content_type="application/json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_REQUEST"
+    assert fragment in error["message"]
+    assert Generation.objects.count() == 0
+
+
+def test_an_empty_prompt_is_refused(alice_client):
+    response = alice_client.post("/api/generate", json.dumps({"type": "blog", "prompt": "  "}),
+                                 content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "the prompt is empty"
+
+
+def test_history_lists_only_your_own(alice_client, alice, bob):
+    for user, prompt in ((alice, "mine"), (bob, "theirs")):
+        Generation.objects.create(user=user, content_type="blog", style="casual",
+                                  length="short", prompt=prompt, full_prompt=prompt, model="m",
+                                  max_tokens=10, temperature=0.5, cache_key="k")
+    assert [item["prompt"] for item in alice_client.get("/api/history").json()] == ["mine"]
+
+
+def test_the_openapi_docs_are_served(alice_client):
+    assert alice_client.get("/api/openapi.json").json()["info"]["title"] == (
+        "Inkmarket writer API")

@@ -1,0 +1,21 @@
+from django.contrib import admin
+
+from writer.models import Generation, GenerationProfile
+
+
+@admin.register(GenerationProfile)
+class GenerationProfileAdmin(admin.ModelAdmin):
+    list_display = ("content_type", "length", "model", "max_tokens", "temperature")
+    list_editable = ("model", "max_tokens", "temperature")
+    list_filter = ("content_type",)
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = ("created", "user", "content_type", "status", "model", "tokens", "cost_wei",
+                    "cached")
+    list_filter = ("content_type", "status", "cached", "model")
+    search_fields = ("prompt", "text", "user__username")
+    date_hierarchy = "created"
+    readonly_fields = ("id", "user", "full_prompt", "job_id", "host", "tokens", "cost_wei",
+                       "cache_key", "created", "finished", "ttft_ms")

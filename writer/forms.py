@@ -1,0 +1,26 @@
+from django import forms
+
+from writer.models import LENGTH_CHOICES, STYLE_CHOICES, TYPE_CHOICES
+from writer.services import MAX_PROMPT_CHARS
+
+
+class GenerateForm(forms.Form):
+    content_type = forms.ChoiceField(choices=TYPE_CHOICES, initial="blog", label="Type")
+    prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "placeholder": "What should it be about?"}),
+        max_length=MAX_PROMPT_CHARS, strip=True,
+        error_messages={"required": "Write a prompt first.",
+                        "max_length": f"Keep the prompt under {MAX_PROMPT_CHARS} characters "
+                                      "(it has %(show_value)d)."})
+    style = forms.ChoiceField(choices=STYLE_CHOICES, initial="professional")
+    length = forms.ChoiceField(choices=LENGTH_CHOICES, initial="medium")
+    model = forms.CharField(required=False, max_length=100,
+                            help_text="Advanced: a model id other than the profile's")
+    max_tokens = forms.IntegerField(required=False, min_value=16, max_value=2048,
+                                    help_text="Advanced: the token budget")
+    temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0,
+                                   help_text="Advanced: 0 is focused, 2 is wild")
+
+
+class EditForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 16}), strip=False)

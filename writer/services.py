@@ -1,0 +1,135 @@
+"""Writes of the writer: create a generation (or serve it from the cache), start it,
+edit it, delete it; and the cost estimate shown before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from marketplace.prompts import build_prompt
+from writer.models import Generation, GenerationProfile, Status
+from writer.postprocess import process
+
+CACHE_TTL_S = 3600
+MAX_PROMPT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    max_tokens: int
+    temperature: float
+
+
+def profile_for(content_type: str, length: str, *, model: str | None = None,
+                max_tokens: int | None = None, temperature: float | None = None) -> Settings:
+    profile = GenerationProfile.objects.filter(content_type=content_type, length=length).first()
+    base = Settings(profile.model, profile.max_tokens, profile.temperature) if profile else \
+        Settings("smollm2-135m-instruct", build_prompt(content_type, "x", length=length)
+                 .max_tokens, 0.7)
+    return Settings(model or base.model, max_tokens or base.max_tokens,
+                    base.temperature if temperature is None else temperature)
+
+
+def cache_key(*, model: str, prompt: str, max_tokens: int, temperature: float) -> str:
+    """sha256 of the normalized model, prompt and parameters."""
+    normalized = {"model": model.strip().lower(), "prompt": " ".join(prompt.split()),
+                  "max_tokens": max_tokens, "temperature": round(temperature, 3)}
+    return hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest()
+
+
+@transaction.atomic
+def generation_create(*, user, content_type: str, style: str, length: str, prompt: str,
+                      model: str | None = None, max_tokens: int | None = None,
+                      temperature: float | None = None) -> Generation:
+    chosen = profile_for(content_type, length, model=model, max_tokens=max_tokens,
+                         temperature=temperature)
+    spec = build_prompt(content_type, prompt, style=style, length=length)
+    key = cache_key(model=chosen.model, prompt=spec.text, max_tokens=chosen.max_tokens,
+                    temperature=chosen.temperature)
+    generation = Generation(
+        user=user, content_type=content_type, style=style, length=length, prompt=prompt,
+        full_prompt=spec.text, model=chosen.model, max_tokens=chosen.max_tokens,
+        temperature=chosen.temperature, cache_key=key)
+    hit = cache.get(f"writer:result:{key}")
+    if hit:
+        generation.text = hit["text"]
+        generation.seq = hit["tokens"]
+        generation.tokens = hit["tokens"]
+        generation.host = hit["host"]
+        generation.cached = True
+        generation.cost_wei = 0
+        generation.status = Status.DONE
+        generation.processed = process(content_type, hit["text"])
+        generation.finished = timezone.now()
+    generation.save()
+    return generation
+
+
+def cache_store(generation: Generation) -> None:
+    cache.set(f"writer:result:{generation.cache_key}",
+              {"text": generation.text, "tokens": generation.tokens, "host": generation.host},
+              CACHE_TTL_S)
+
+
+_running: set[asyncio.Task] = set()
+
+
+def generation_start(generation_id) -> asyncio.Task:
+    """Run the generation as a task of this (ASGI) process, outside any consumer, so that
+    closing the tab does not stop it. Must be called from the event loop."""
+    from writer.runner import run_generation
+
+    task = asyncio.get_running_loop().create_task(run_generation(generation_id))
+    _running.add(task)  # keep a reference: the loop holds tasks only weakly
+    task.add_done_callback(_running.discard)
+    return task
+
+
+def generation_save_edit(*, generation: Generation, text: str) -> Generation:
+    generation.edited_text = text
+    generation.processed = process(generation.content_type, text)
+    generation.save(update_fields=["edited_text", "processed"])
+    return generation
+
+
+def generation_delete(*, generation: Generation) -> None:
+    generation.delete()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    max_tokens: int
+    nodes: int
+    cost_wei: int | None
+    seconds: float | None
+
+    @property
+    def available(self) -> bool:
+        return self.nodes > 0
+
+
+async def estimate_generation(content_type: str, length: str, *, model: str | None = None,
+                              max_tokens: int | None = None) -> Estimate:
+    """The worst-case cost and the expected time, from the hosts' current prices and
+    their measured speed."""
+    from asgiref.sync import sync_to_async
+
+    from marketplace.client.service import price_quote
+
+    chosen = await sync_to_async(profile_for)(content_type, length, model=model,
+                                              max_tokens=max_tokens)
+    quote = await price_quote(chosen.model)
+    if quote is None:
+        return Estimate(chosen.model, chosen.max_tokens, 0, None, None)
+    tps = quote.tokens_per_s or 100.0
+    seconds = (quote.ttft_ms or 300.0) / 1000 + chosen.max_tokens / tps
+    return Estimate(chosen.model, chosen.max_tokens, quote.nodes,
+                    chosen.max_tokens * quote.median_price_wei, round(seconds, 1))

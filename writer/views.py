@@ -1,0 +1,122 @@
+"""The writer's pages. Views parse input, call a service, render."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from writer import services
+from writer.forms import EditForm, GenerateForm
+from writer.models import TYPE_CHOICES, Generation
+from writer.postprocess import process, to_markdown
+
+# Templates read request.user lazily, a database query: async views render in a thread.
+arender = sync_to_async(render)
+
+
+def home(request):
+    if not request.user.is_authenticated:
+        return render(request, "home.html")
+    initial = {}
+    if reuse := request.GET.get("reuse"):
+        source = Generation.objects.filter(pk=reuse, user=request.user).first()
+        if source:
+            initial = {"content_type": source.content_type, "style": source.style,
+                       "length": source.length, "prompt": source.prompt}
+    return render(request, "writer/generate.html", {"form": GenerateForm(initial=initial)})
+
+
+async def estimate(request):
+    form = GenerateForm(request.GET)
+    form.is_valid()  # the estimate needs only type, length and the advanced fields
+    data = form.cleaned_data
+    content_type = data.get("content_type") or "blog"
+    length = data.get("length") or "medium"
+    result = await services.estimate_generation(
+        content_type, length, model=data.get("model") or None,
+        max_tokens=data.get("max_tokens") or None)
+    return await arender(request, "writer/_estimate.html", {"estimate": result})
+
+
+async def generate(request):
+    if request.method != "POST":
+        return redirect("home")
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect("login")
+    form = GenerateForm(request.POST)
+    if not form.is_valid():
+        return await arender(request, "writer/generate.html", {"form": form}, status=400)
+    data = form.cleaned_data
+    generation = await sync_to_async(services.generation_create)(
+        user=user, content_type=data["content_type"], style=data["style"],
+        length=data["length"], prompt=data["prompt"], model=data["model"] or None,
+        max_tokens=data["max_tokens"], temperature=data["temperature"])
+    if not generation.cached:
+        services.generation_start(generation.id)
+    return redirect("generation", pk=generation.id)
+
+
+def _own(request, pk) -> Generation:
+    return get_object_or_404(Generation, pk=pk, user=request.user)
+
+
+@login_required
+def detail(request, pk):
+    generation = _own(request, pk)
+    return render(request, "writer/detail.html", {
+        "generation": generation, "form": EditForm(initial={"text": generation.final_text})})
+
+
+@login_required
+@require_POST
+def save_edit(request, pk):
+    generation = _own(request, pk)
+    form = EditForm(request.POST)
+    if form.is_valid():
+        services.generation_save_edit(generation=generation, text=form.cleaned_data["text"])
+        messages.success(request, "Saved.")
+    return redirect("generation", pk=pk)
+
+
+@login_required
+def export_markdown(request, pk):
+    generation = _own(request, pk)
+    if generation.is_live:
+        raise Http404("still being written")
+    text = generation.final_text
+    body = to_markdown(generation.content_type, text,
+                       generation.processed or process(generation.content_type, text))
+    response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{generation.content_type}-' \
+                                      f'{str(generation.id)[:8]}.md"'
+    return response
+
+
+@login_required
+@require_POST
+def delete(request, pk):
+    services.generation_delete(generation=_own(request, pk))
+    messages.success(request, "Deleted.")
+    return redirect("history")
+
+
+@login_required
+def history(request):
+    items = Generation.objects.filter(user=request.user)
+    query = request.GET.get("q", "").strip()
+    kind = request.GET.get("type", "")
+    if query:
+        items = items.filter(Q(prompt__icontains=query) | Q(text__icontains=query)
+                             | Q(edited_text__icontains=query))
+    if kind in dict(TYPE_CHOICES):
+        items = items.filter(content_type=kind)
+    page = Paginator(items, 20).get_page(request.GET.get("page"))
+    return render(request, "writer/history.html", {"page": page, "query": query, "kind": kind,
+                                                   "types": TYPE_CHOICES})
