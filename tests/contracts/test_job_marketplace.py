@@ -239,9 +239,9 @@ async def test_a_blocked_client_cannot_post_and_a_blocked_host_cannot_claim(regi
 async def test_the_escrow_accepts_funds_only_from_the_marketplace(registered):
     alice = registered.chain("alice")
     await reverts("NotMarketplace", alice.sender.transact(
-        "PaymentEscrow", alice.escrow.functions.deposit, 99, value=ETHER))
+        "PaymentEscrow", alice.escrow.functions.deposit, value=ETHER))
     await reverts("NotMarketplace", alice.sender.transact(
-        "PaymentEscrow", alice.escrow.functions.refund, 1, alice.address))
+        "PaymentEscrow", alice.escrow.functions.release, alice.address, 1, 0, alice.address, 0))
 
 
 async def test_a_host_must_name_the_jobs_model_to_claim_it(registered):

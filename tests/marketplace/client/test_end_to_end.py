@@ -12,7 +12,7 @@ from marketplace.client.refunds import refund_abandoned
 from marketplace.client.runner import JobSpec, run_job
 from marketplace.models import AttemptState, Job, JobState
 from marketplace.wallet import platform_chain
-from tests.marketplace.client.conftest import MODEL
+from tests.conftest import MODEL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FEE_BPS = 250
