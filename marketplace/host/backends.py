@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,12 +27,6 @@ def bundled_model_path() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class TokenPiece:
-    text: str
-    finish: str | None = None
-
-
 class Backend(Protocol):
     name: str
     model_id: str
@@ -44,16 +37,22 @@ class Backend(Protocol):
 
 
 class LlamaCppBackend:
-    """llama.cpp through llama-cpp-python, with the model's own chat template."""
+    """llama.cpp through llama-cpp-python, with the model's own chat template. The host
+    serves it through `open_engine` (several jobs decoded together); `stream` is the plain
+    llama-cpp-python path, one request at a time."""
 
     name = "llama.cpp"
 
     def __init__(self, model_path: Path | None = None, *, model_id: str = SMOLLM2_ID,
-                 n_ctx: int = 2048, n_threads: int | None = None, seed: int = 1234):
+                 n_ctx: int = 2048, n_threads: int | None = None, seed: int = 1234,
+                 parallel: int = 4):
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.model_id = model_id
+        self.n_ctx = n_ctx
+        self.seed = seed
+        self.parallel = parallel
         self.llm = Llama(model_path=str(model_path or bundled_model_path()), n_ctx=n_ctx,
                          n_threads=n_threads, seed=seed, verbose=False)
         metadata = self.llm.metadata
@@ -68,6 +67,13 @@ class LlamaCppBackend:
             [formatted.stop] if formatted.stop else [])
         # A continuation starts the assistant's turn with the text already delivered.
         return formatted.prompt + request.prefix, stop
+
+    def open_engine(self):
+        """The batching engine the model thread serves jobs with."""
+        from marketplace.host.engine import BatchEngine
+
+        return BatchEngine(self.llm, parallel=self.parallel, n_ctx_per_seq=self.n_ctx,
+                           seed=self.seed, formatter=lambda r: self.prompt_text(r)[0])
 
     def stream(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[str]:
         prompt, stop = self.prompt_text(request)

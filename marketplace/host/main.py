@@ -38,13 +38,15 @@ class HostOptions:
     upstream_url: str | None = None
     upstream_model: str | None = None
     capacity: int = 8
+    parallel: int = 4
     stake_wei: int = 10**17
     region: str = "local"
 
 
 def make_backend(options: HostOptions):
     if options.backend == "llama.cpp":
-        return LlamaCppBackend(options.model_path, model_id=options.model)
+        return LlamaCppBackend(options.model_path, model_id=options.model,
+                               parallel=options.parallel)
     if options.backend == "openai":
         if not options.upstream_url:
             raise ValueError("--upstream-url is required for the openai backend")

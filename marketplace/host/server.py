@@ -138,7 +138,8 @@ class HostNode:
             "backend": self.backend.name,
             "models": [{"id": self.backend.model_id,
                         "pricePerToken": str(self.config.price_per_token_wei)}],
-            "load": {"active": self.worker.active, "served": self.worker.served},
+            "load": {"active": self.worker.active, "slots": self.worker.parallel,
+                     "served": self.worker.served},
             "queue": {"length": self.worker.queued, "capacity": self.worker.capacity},
         })
 
@@ -268,6 +269,9 @@ class HostNode:
         async with lock:
             if init.job_id in self.sessions:
                 return self.sessions[init.job_id]
+            if self.worker.queued >= self.worker.capacity:
+                # Refuse before claiming, so the job stays open for another host.
+                raise StreamRefused(Code.BUSY, "the queue is full")
             job = await self.chain.get_job(init.job_id)
             if job.status == JobStatus.POSTED:
                 await self._claim(init.job_id, request.model)

@@ -29,6 +29,8 @@ class Command(BaseCommand):
                             help="OpenAI-compatible server, for --backend openai")
         parser.add_argument("--upstream-model", default=None)
         parser.add_argument("--capacity", type=int, default=8, help="queued generations")
+        parser.add_argument("--parallel", type=int, default=4,
+                            help="generations decoded together (llama.cpp backend)")
         parser.add_argument("--stake", type=int, default=10**17, help="stake in wei")
         parser.add_argument("--region", default="local")
 
@@ -48,7 +50,8 @@ class Command(BaseCommand):
             results_dir=o["results_dir"] or settings.VAR_DIR / "host" / str(o["port"]),
             backend=o["backend"], model=o["model"], model_path=o["model_path"],
             upstream_url=o["upstream_url"], upstream_model=o["upstream_model"],
-            capacity=o["capacity"], stake_wei=o["stake"], region=o["region"],
+            capacity=o["capacity"], parallel=o["parallel"], stake_wei=o["stake"],
+            region=o["region"],
         )
         try:
             run(options)

@@ -1,0 +1,214 @@
+"""Continuous batching on llama.cpp: several generations share one context and advance
+together, one `llama_decode` per step with one token from each running sequence.
+
+On a small model on CPU a decode step costs about the same for one token as for four
+(the time goes to reading the weights), so interleaving sequences multiplies throughput
+instead of serving clients one after another. Each sequence has its own id in the KV
+cache (a slot); a slot keeps its tokens after a job ends so the next prompt that shares a
+prefix with it (the chat template's system turn, a resumed continuation) skips that part
+of the prompt evaluation.
+
+Only the model thread calls into an engine (see worker.py).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+from dataclasses import dataclass, field
+
+import llama_cpp
+from llama_cpp import _internals
+
+from marketplace.host.worker import Work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this slot holds
+    work: Work | None = None
+    feed: list[int] = field(default_factory=list)  # tokens to decode in the next step
+    sampler: ctypes.c_void_p | None = None
+    decoder: codecs.IncrementalDecoder | None = None
+    generated: int = 0
+    budget: int = 0
+    logits_at: int = -1
+
+
+class BatchEngine:
+    def __init__(self, llm, *, parallel: int = 4, n_ctx_per_seq: int = 2048,
+                 seed: int = 1234, formatter=None):
+        self.llm = llm
+        self.format = formatter
+        self.parallel = parallel
+        self.n_ctx_per_seq = n_ctx_per_seq
+        self.seed = seed
+        self.vocab = llm._model.vocab
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx_per_seq * parallel
+        params.n_batch = params.n_ctx
+        params.n_ubatch = 512
+        params.n_seq_max = parallel
+        # One KV buffer shared by all slots: measured on 2 cores, four sequences decode at
+        # about 280 tokens/s against 215 with a stream per slot. It cannot overflow: no slot
+        # ever holds more than n_ctx_per_seq cells (see `start`).
+        params.kv_unified = True
+        # The same thread counts as the Llama object: one thread for single-token steps,
+        # all cores for steps with several tokens (llama.cpp picks by batch size).
+        params.n_threads = llm.context_params.n_threads
+        params.n_threads_batch = llm.context_params.n_threads_batch
+        self.ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.batch = _internals.LlamaBatch(n_tokens=params.n_ctx, embd=0, n_seq_max=1,
+                                           verbose=False)
+        self.slots = [Slot(seq_id=i) for i in range(parallel)]
+        self._piece = ctypes.create_string_buffer(256)
+        self._seeds = 0
+
+    @property
+    def running(self) -> int:
+        return sum(1 for s in self.slots if s.work is not None)
+
+    def has_room(self) -> bool:
+        return any(s.work is None for s in self.slots)
+
+    # ---- admission ------------------------------------------------------------------
+
+    def start(self, work: Work) -> None:
+        """Take a job into a free slot; its prompt is evaluated in the next step."""
+        prompt = self.format(work.request)
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        budget = min(work.request.max_tokens, self.n_ctx_per_seq - len(tokens))
+        if budget <= 0:
+            work.on_done(f"the prompt is {len(tokens)} tokens; the context holds "
+                         f"{self.n_ctx_per_seq}")
+            return
+        memory = self.ctx.memory
+        slot = max((s for s in self.slots if s.work is None),
+                   key=lambda s: _common_prefix(s.cached, tokens))
+        # At least the last prompt token is decoded again: its logits start the answer.
+        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+        donor = max(self.slots, key=lambda s: _common_prefix(s.cached, tokens))
+        shared = min(_common_prefix(donor.cached, tokens), len(tokens) - 1)
+        if shared > keep:
+            # Another slot (running or not) already holds a longer prefix, typically the
+            # chat template's system turn: in a unified cache, copying it only tags the
+            # same cells with this slot's sequence id.
+            llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, donor.seq_id, slot.seq_id, 0, shared)
+            keep = shared
+        elif not llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+            keep = 0
+        slot.cached = tokens[:keep]
+        slot.feed = tokens[keep:]
+        slot.work = work
+        slot.generated = 0
+        slot.budget = budget
+        slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        slot.sampler = self._sampler(work.request.temperature)
+
+    def _sampler(self, temperature: float):
+        chain = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        if temperature <= 0.0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:  # llama-cpp-python's defaults, so both paths sample alike
+            self._seeds += 1
+            add(chain, llama_cpp.llama_sampler_init_top_k(40))
+            add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
+            add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
+            add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+            add(chain, llama_cpp.llama_sampler_init_dist(self.seed + self._seeds))
+        return chain
+
+    # ---- decoding -------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One decode for every running sequence; each then gets its next token."""
+        for slot in self.slots:
+            if slot.work is not None and slot.work.cancel.is_set():
+                self._finish(slot, None)
+        active = [s for s in self.slots if s.work is not None]
+        if not active:
+            return
+        batch = self.batch.batch
+        n = 0
+        for slot in active:
+            pos = len(slot.cached)
+            for i, token in enumerate(slot.feed):
+                batch.token[n] = token
+                batch.pos[n] = pos + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = slot.seq_id
+                batch.logits[n] = False
+                n += 1
+            batch.logits[n - 1] = True
+            slot.logits_at = n - 1
+        batch.n_tokens = n
+        status = llama_cpp.llama_decode(self.ctx.ctx, batch)
+        if status != 0:
+            # The cache may hold part of this batch: drop every running sequence's state.
+            for slot in active:
+                llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, -1, -1)
+                slot.cached = []
+                self._finish(slot, f"llama_decode failed ({status})")
+            return
+        for slot in active:
+            slot.cached.extend(slot.feed)
+            token = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx.ctx, slot.logits_at)
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                self._finish(slot, None)
+                continue
+            slot.generated += 1
+            text = slot.decoder.decode(self._bytes(token))
+            if text:
+                slot.work.on_token(text)
+            if slot.generated >= slot.budget:
+                self._finish(slot, None)
+            else:
+                slot.feed = [token]
+
+    def _bytes(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece,
+                                           len(self._piece), 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -n, 0, False)
+            return buffer.raw[:n]
+        return self._piece.raw[:n]
+
+    def _finish(self, slot: Slot, error: str | None) -> None:
+        work, slot.work = slot.work, None
+        if slot.decoder is not None and error is None:
+            tail = slot.decoder.decode(b"", final=True)
+            if tail and not work.cancel.is_set():
+                work.on_token(tail)
+        if slot.sampler is not None:
+            llama_cpp.llama_sampler_free(slot.sampler)
+        slot.sampler = slot.decoder = None
+        slot.feed = []
+        work.on_done(error)
+
+    def fail_all(self, error: str) -> None:
+        for slot in self.slots:
+            if slot.work is not None:
+                self._finish(slot, error)
+
+    def close(self) -> None:
+        self.fail_all("the host is stopping")
+        self.batch.close()
+        self.ctx.close()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
