@@ -176,3 +176,22 @@ WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
 if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
     raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
 MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)
+
+# ---- Accounts and billing ------------------------------------------------------------
+# Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.
+ACCOUNTS_SIGNUP_CREDIT_WEI = env_int("ACCOUNTS_SIGNUP_CREDIT_WEI", 10**15)
+ACCOUNTS_PLATFORM_FEE_BPS = env_int("ACCOUNTS_PLATFORM_FEE_BPS", 2000)
+ACCOUNTS_TIERS = {
+    "free": {"requests_per_minute": env_int("ACCOUNTS_FREE_RPM", 10),
+             "multiplier_bps": env_int("ACCOUNTS_FREE_MULTIPLIER_BPS", 20000)},
+    "basic": {"requests_per_minute": env_int("ACCOUNTS_BASIC_RPM", 100),
+              "multiplier_bps": env_int("ACCOUNTS_BASIC_MULTIPLIER_BPS", 15000)},
+    "premium": {"requests_per_minute": env_int("ACCOUNTS_PREMIUM_RPM", 1000),
+                "multiplier_bps": env_int("ACCOUNTS_PREMIUM_MULTIPLIER_BPS", 12000)},
+}
+# Where request counts live: Redis so limits hold across processes, else process memory.
+ACCOUNTS_RATELIMIT_STORAGE_URL = (
+    ("redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL) if REDIS_URL
+    else "memory://")
+# An API key's last-used time is written at most this often (a write per request is waste).
+ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)

@@ -1,0 +1,158 @@
+"""Reads of accounts: authenticate an API key, list keys and ledger entries, and check
+that the ledger adds up."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections import defaultdict
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import (
+    Account,
+    ApiKey,
+    EntryKind,
+    LedgerEntry,
+    Reservation,
+    ReservationState,
+    User,
+)
+from accounts.services import api_key_hash, api_key_mark_used
+
+_KEY_FORMAT = re.compile(r"sk_[0-9a-f]{64}")
+
+
+def api_key_authenticate(raw: str | None) -> ApiKey | None:
+    """The usable key that `raw` is, or None (malformed, unknown, revoked, expired, or its
+    user is inactive). Records the use at most once a minute (api_key_mark_used)."""
+    if not raw or not _KEY_FORMAT.fullmatch(raw):
+        return None
+    digest = api_key_hash(raw)
+    found = None
+    candidates = (ApiKey.objects.filter(prefix=raw[:ApiKey.PREFIX_LENGTH])
+                  .select_related("user", "user__account"))
+    for candidate in candidates:
+        # Constant-time, and over every candidate: the time taken tells nothing about
+        # how much of a guessed hash matched.
+        if hmac.compare_digest(candidate.key_hash, digest):
+            found = candidate
+    now = timezone.now()
+    if found is None or not found.is_usable(now) or not found.user.is_active:
+        return None
+    api_key_mark_used(found, now=now)
+    return found
+
+
+def api_keys_for_user(*, user: User) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(user=user).order_by("revoked_at", "-created_at")
+
+
+def api_key_get_for_user(*, user: User, key_id: int) -> ApiKey:
+    """The key `key_id` if `user` owns it; ApiKey.DoesNotExist otherwise."""
+    return ApiKey.objects.get(user=user, pk=key_id)
+
+
+def ledger_for_account(*, account: Account, limit: int = 50) -> list[LedgerEntry]:
+    return list(account.entries.select_related("reservation").order_by("-id")[:limit])
+
+
+def ledger_invariant_violations(*, account: Account | None = None) -> list[str]:
+    """Everything wrong with the ledger of `account` (or of every account); [] when sound.
+
+    Checked per account, with its row locked so no write lands half-way through:
+      1. replaying the entries in order gives each entry's balance_after and held_after,
+         neither ever negative, and ends at the account's balance_wei and held_wei;
+      2. each settle entry's amount = host payout + protocol fee + platform fee;
+      3. each reservation has one reserve entry for its amount; a held one holds it all,
+         and the held ones add up to held_wei; a settled one has
+         amount = charged + refunded = host payout + protocol fee + platform fee + refunded;
+         a released one refunded all of it; its settle and refund entries match;
+      4. money is conserved: deposits + adjustments = balance + held + charged, and
+         reserved = charged + refunded + held, where charged is the sum of the
+         settle entries (= host payouts + protocol fees + platform fees).
+    """
+    ids = [account.pk] if account is not None else list(
+        Account.objects.order_by("pk").values_list("pk", flat=True))
+    problems: list[str] = []
+    for account_id in ids:
+        with transaction.atomic():
+            locked = Account.objects.select_for_update().get(pk=account_id)
+            problems.extend(_account_violations(locked))
+    return problems
+
+
+def _account_violations(account: Account) -> list[str]:
+    problems = []
+    where = f"account {account.pk}"
+    balance = held = 0
+    totals: dict[str, int] = defaultdict(int)
+    by_reservation: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for entry in account.entries.order_by("id").iterator():
+        amount = entry.amount_wei
+        if entry.kind != EntryKind.ADJUSTMENT and amount < 0:
+            problems.append(f"{where}: entry {entry.pk} ({entry.kind}) is negative")
+        if entry.kind == EntryKind.DEPOSIT or entry.kind == EntryKind.ADJUSTMENT:
+            balance += amount
+        elif entry.kind == EntryKind.RESERVE:
+            balance -= amount
+            held += amount
+        elif entry.kind == EntryKind.SETTLE:
+            held -= amount
+            split = (entry.host_payout_wei or 0) + (entry.protocol_fee_wei or 0) + (
+                entry.platform_fee_wei or 0)
+            if split != amount:
+                problems.append(f"{where}: settle entry {entry.pk} charges {amount} wei but "
+                                f"splits {split}")
+        elif entry.kind == EntryKind.REFUND:
+            held -= amount
+            balance += amount
+        totals[entry.kind] += amount
+        if entry.reservation_id is not None:
+            by_reservation[entry.reservation_id][entry.kind] += amount
+            counts[entry.reservation_id][entry.kind] += 1
+        if (entry.balance_after_wei, entry.held_after_wei) != (balance, held):
+            problems.append(
+                f"{where}: entry {entry.pk} records balance {entry.balance_after_wei} held "
+                f"{entry.held_after_wei}, replay gives balance {balance} held {held}")
+        if balance < 0 or held < 0:
+            problems.append(f"{where}: negative after entry {entry.pk}")
+    if (account.balance_wei, account.held_wei) != (balance, held):
+        problems.append(f"{where}: stores balance {account.balance_wei} held "
+                        f"{account.held_wei}, the ledger gives {balance} and {held}")
+
+    open_held = 0
+    for r in Reservation.objects.filter(account=account).order_by("pk").iterator():
+        name = f"{where}: reservation {r.reference}"
+        sums, n = by_reservation[r.pk], counts[r.pk]
+        if n[EntryKind.RESERVE] != 1 or sums[EntryKind.RESERVE] != r.amount_wei:
+            problems.append(f"{name} has no single reserve entry for {r.amount_wei} wei")
+        split = r.host_payout_wei + r.protocol_fee_wei + r.platform_fee_wei
+        if r.state == ReservationState.HELD:
+            open_held += r.amount_wei
+            if r.charged_wei or r.refunded_wei or n[EntryKind.SETTLE] or n[EntryKind.REFUND]:
+                problems.append(f"{name} is held but has charges or refunds")
+        elif r.state == ReservationState.SETTLED:
+            if r.amount_wei != r.charged_wei + r.refunded_wei or r.charged_wei != split:
+                problems.append(f"{name}: {r.amount_wei} reserved != {r.charged_wei} charged "
+                                f"({split} split) + {r.refunded_wei} refunded")
+            if n[EntryKind.SETTLE] != 1 or sums[EntryKind.SETTLE] != r.charged_wei:
+                problems.append(f"{name}: settle entries do not match the charge")
+        elif r.state == ReservationState.RELEASED:
+            if r.refunded_wei != r.amount_wei or r.charged_wei or n[EntryKind.SETTLE]:
+                problems.append(f"{name} is released but not refunded in full")
+        if sums[EntryKind.REFUND] != r.refunded_wei or n[EntryKind.REFUND] > 1:
+            problems.append(f"{name}: refund entries do not match {r.refunded_wei} refunded")
+    if open_held != account.held_wei:
+        problems.append(f"{where}: open reservations hold {open_held}, held_wei is "
+                        f"{account.held_wei}")
+
+    charged = totals[EntryKind.SETTLE]
+    if totals[EntryKind.DEPOSIT] + totals[EntryKind.ADJUSTMENT] != balance + held + charged:
+        problems.append(f"{where}: money in != balance + held + charged")
+    if totals[EntryKind.RESERVE] != charged + totals[EntryKind.REFUND] + held:
+        problems.append(f"{where}: reserved != charged + refunded + held")
+    return problems
