@@ -23,24 +23,29 @@ contract JobMarketplace is AccessControl {
         Completed,
         Disputed,
         Resolved,
-        Refunded
+        Refunded,
+        Cancelled
     }
 
-    // Packed into three storage slots. The prompt hash and the result hash are committed in
-    // the JobPosted and ResultSubmitted events (permanent, and 8 gas a byte instead of
-    // 20,000 a slot); the model is kept as the first 8 bytes of its key and the claiming
-    // host names the model, which is checked against it.
+    // Three storage slots, laid out by when they are written, so that posting a job
+    // creates two and claiming it the third (each new slot costs 22,100 gas). The prompt
+    // hash and the result hash are committed in the JobPosted and ResultSubmitted events
+    // (permanent, and 8 gas a byte instead of 20,000 a slot). The model is kept as the
+    // first 8 bytes of its key and the claiming host names the model, which is checked
+    // against it. The fee and the dispute window are fixed when the job is posted and
+    // when its result is submitted, so a later change of either never alters agreed terms.
     struct Job {
-        address client; //          slot 0: 20 bytes
-        uint32 maxTokens; //                 4
-        uint40 deadline; //                  5
-        State state; //                      1
-        address host; //            slot 1: 20
-        bytes8 modelTag; //                  8
-        uint32 tokensUsed; //                4
-        uint96 maxPricePerToken; // slot 2: 12
-        uint96 price; //                     12
-        uint40 submittedAt; //               5
+        address client; //          slot 0, at post: 20 bytes
+        uint32 maxTokens; //                          4
+        uint40 deadline; //                           5
+        State state; //                               1
+        uint16 feeBps; //                             2
+        uint96 maxPricePerToken; // slot 1, at post: 12
+        bytes8 modelTag; //                           8
+        uint96 price; //                   at claim: 12
+        address host; //            slot 2, at claim (at post when assigned): 20
+        uint32 tokensUsed; //              at submit: 4
+        uint40 disputeUntil; //                       5
     }
 
     NodeRegistry public immutable registry;
@@ -67,6 +72,7 @@ contract JobMarketplace is AccessControl {
     event JobDisputed(uint256 indexed jobId, address indexed client, string reason);
     event DisputeResolved(uint256 indexed jobId, uint16 hostShareBps, uint256 hostAmount, uint256 fee, uint256 refund);
     event JobRefunded(uint256 indexed jobId, address indexed client, uint256 amount, bool hostFailed);
+    event JobCancelled(uint256 indexed jobId, address indexed client, uint256 amount);
     event FeeChanged(uint16 feeBps);
     event DisputeWindowChanged(uint40 disputeWindow);
 
@@ -87,12 +93,13 @@ contract JobMarketplace is AccessControl {
     error FeeTooHigh(uint16 feeBps);
     error BadShare(uint16 shareBps);
 
-    constructor(address admin, NodeRegistry registry_, PaymentEscrow escrow_, uint16 feeBps_, uint40 disputeWindow_) {
+    /// @param treasury Receives the protocol fees, credited in the escrow this creates.
+    constructor(address admin, NodeRegistry registry_, address treasury, uint16 feeBps_, uint40 disputeWindow_) {
         if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(ARBITRATOR_ROLE, admin);
         registry = registry_;
-        escrow = escrow_;
+        escrow = new PaymentEscrow(admin, treasury);
         feeBps = feeBps_;
         disputeWindow = disputeWindow_;
     }
@@ -114,15 +121,27 @@ contract JobMarketplace is AccessControl {
         jobId = nextJobId++;
         bytes32 modelKey = keccak256(bytes(modelId));
         Job storage j = _jobs[jobId];
-        j.modelTag = bytes8(modelKey);
         j.client = msg.sender;
         j.maxTokens = maxTokens;
         j.deadline = deadline;
         j.state = State.Posted;
-        if (assignedHost != address(0)) j.host = assignedHost;
+        j.feeBps = feeBps;
         j.maxPricePerToken = maxPricePerToken;
-        escrow.deposit{value: msg.value}(jobId);
+        j.modelTag = bytes8(modelKey);
+        if (assignedHost != address(0)) j.host = assignedHost;
+        escrow.deposit{value: msg.value}();
         emit JobPosted(jobId, msg.sender, modelKey, modelId, promptHash, maxTokens, maxPricePerToken, deadline, assignedHost);
+    }
+
+    /// @notice Take back a job that no host has claimed yet.
+    function cancelJob(uint256 jobId) external {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Posted) revert WrongState(jobId, j.state);
+        if (msg.sender != j.client) revert NotClient(jobId);
+        j.state = State.Cancelled;
+        uint256 amount = _held(j);
+        escrow.release(address(0), 0, 0, msg.sender, amount);
+        emit JobCancelled(jobId, msg.sender, amount);
     }
 
     function acceptResult(uint256 jobId) external {
@@ -136,7 +155,7 @@ contract JobMarketplace is AccessControl {
         Job storage j = _jobs[jobId];
         if (j.state != State.Submitted) revert WrongState(jobId, j.state);
         if (msg.sender != j.client) revert NotClient(jobId);
-        if (block.timestamp > uint256(j.submittedAt) + disputeWindow) revert DisputeWindowClosed(jobId);
+        if (block.timestamp > j.disputeUntil) revert DisputeWindowClosed(jobId);
         j.state = State.Disputed;
         registry.recordDisputed(j.host);
         emit JobDisputed(jobId, msg.sender, reason);
@@ -148,16 +167,18 @@ contract JobMarketplace is AccessControl {
         Job storage j = _jobs[jobId];
         if (j.state != State.Posted) revert WrongState(jobId, j.state);
         if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
-        if (j.host != address(0) && j.host != msg.sender) revert NotHost(jobId);
+        address assigned = j.host;
+        if (assigned != address(0) && assigned != msg.sender) revert NotHost(jobId);
         bytes32 modelKey = keccak256(bytes(modelId));
         if (bytes8(modelKey) != j.modelTag) revert WrongModel(jobId);
         uint256 price = registry.activePrice(msg.sender, modelKey);
         if (price == 0) revert NotServing(jobId, msg.sender);
         if (price > j.maxPricePerToken) revert PriceTooHigh(price, j.maxPricePerToken);
-        j.host = msg.sender;
-        j.price = uint96(price);
+        // Claimed is the lock: from here the client can get the escrow back only through
+        // the deadline (refundExpired) or a dispute, and the host is paid only on completion.
         j.state = State.Claimed;
-        escrow.lock(jobId);
+        j.price = uint96(price);
+        if (assigned == address(0)) j.host = msg.sender;
         emit JobClaimed(jobId, msg.sender, uint96(price));
     }
 
@@ -167,9 +188,9 @@ contract JobMarketplace is AccessControl {
         if (msg.sender != j.host) revert NotHost(jobId);
         if (block.timestamp > j.deadline) revert DeadlinePassed(jobId);
         if (tokensUsed > j.maxTokens) revert TooManyTokens(tokensUsed, j.maxTokens);
-        j.tokensUsed = tokensUsed;
-        j.submittedAt = uint40(block.timestamp);
         j.state = State.Submitted;
+        j.tokensUsed = tokensUsed;
+        j.disputeUntil = uint40(block.timestamp) + disputeWindow;
         emit ResultSubmitted(jobId, msg.sender, resultHash, cid, tokensUsed);
     }
 
@@ -179,7 +200,7 @@ contract JobMarketplace is AccessControl {
     function finalize(uint256 jobId) external {
         Job storage j = _jobs[jobId];
         if (j.state != State.Submitted) revert WrongState(jobId, j.state);
-        if (block.timestamp <= uint256(j.submittedAt) + disputeWindow) revert DisputeWindowOpen(jobId);
+        if (block.timestamp <= j.disputeUntil) revert DisputeWindowOpen(jobId);
         _complete(jobId, j);
     }
 
@@ -193,8 +214,8 @@ contract JobMarketplace is AccessControl {
         j.state = State.Refunded;
         bool hostFailed = s == State.Claimed;
         if (hostFailed) registry.recordFailed(j.host);
-        uint256 amount = uint256(j.maxTokens) * j.maxPricePerToken;
-        escrow.refund(jobId, j.client);
+        uint256 amount = _held(j);
+        escrow.release(address(0), 0, 0, j.client, amount);
         emit JobRefunded(jobId, j.client, amount, hostFailed);
     }
 
@@ -207,19 +228,23 @@ contract JobMarketplace is AccessControl {
         if (j.state != State.Disputed) revert WrongState(jobId, j.state);
         if (hostShareBps > 10000) revert BadShare(hostShareBps);
         uint256 payment = (uint256(j.tokensUsed) * j.price * hostShareBps) / 10000;
-        uint256 fee = (payment * feeBps) / 10000;
-        uint256 held = uint256(j.maxTokens) * j.maxPricePerToken;
+        uint256 fee = (payment * j.feeBps) / 10000;
+        uint256 refund = _held(j) - payment;
         j.state = State.Resolved;
-        escrow.release(jobId, j.host, payment - fee, fee, j.client);
-        emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, held - payment);
+        escrow.release(j.host, payment - fee, fee, j.client, refund);
+        emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, refund);
     }
 
+    // ---- administration -------------------------------------------------------------
+
+    /// @notice The fee for jobs posted from now on; posted jobs keep theirs.
     function setFeeBps(uint16 feeBps_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
         feeBps = feeBps_;
         emit FeeChanged(feeBps_);
     }
 
+    /// @notice The dispute window for results submitted from now on.
     function setDisputeWindow(uint40 disputeWindow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         disputeWindow = disputeWindow_;
         emit DisputeWindowChanged(disputeWindow_);
@@ -231,13 +256,19 @@ contract JobMarketplace is AccessControl {
         return _jobs[jobId];
     }
 
+    function _held(Job storage j) private view returns (uint256) {
+        return uint256(j.maxTokens) * j.maxPricePerToken;
+    }
+
     function _complete(uint256 jobId, Job storage j) private {
+        // tokensUsed <= maxTokens and price <= maxPricePerToken, so payment <= the escrow.
         uint256 payment = uint256(j.tokensUsed) * j.price;
-        uint256 fee = (payment * feeBps) / 10000;
-        uint256 held = uint256(j.maxTokens) * j.maxPricePerToken;
+        uint256 fee = (payment * j.feeBps) / 10000;
+        uint256 refund = _held(j) - payment;
+        address host = j.host;
         j.state = State.Completed;
-        escrow.release(jobId, j.host, payment - fee, fee, j.client);
-        registry.recordCompleted(j.host);
-        emit JobCompleted(jobId, j.host, payment - fee, fee, held - payment);
+        escrow.release(host, payment - fee, fee, j.client, refund);
+        registry.recordCompleted(host);
+        emit JobCompleted(jobId, host, payment - fee, fee, refund);
     }
 }

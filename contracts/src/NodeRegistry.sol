@@ -2,12 +2,15 @@
 pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
 /// @title NodeRegistry
 /// @notice Host nodes stake to be listed with their API URL, metadata, models and a price
 /// per token for each model. Reputation counters are written only by the marketplace;
-/// the arbitrator may slash a stake; the owner keeps a blocklist.
+/// the arbitrator may slash a stake; the owner keeps a blocklist. A node's record, and so
+/// its reputation, outlives its stake: leaving and registering again starts from the same
+/// counters, so a bad record cannot be washed off by re-registering.
 contract NodeRegistry is AccessControl, ReentrancyGuard {
     bytes32 public constant MARKETPLACE_ROLE = keccak256("MARKETPLACE_ROLE");
     bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
@@ -47,6 +50,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     event Slashed(address indexed node, uint256 amount, string reason);
     event BlockedChanged(address indexed account, bool blocked);
     event MinStakeChanged(uint256 minStake);
+    event TreasuryChanged(address treasury);
 
     error StakeTooLow(uint256 sent, uint256 minimum);
     error AlreadyRegistered();
@@ -59,8 +63,10 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     error UnregisterNotRequested();
     error TransferFailed();
     error SlashTooLarge(uint256 amount, uint256 stake);
+    error ZeroAddress();
 
     constructor(address admin, address treasury_, uint256 minStake_, uint256 cooldown_) {
+        if (treasury_ == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(ARBITRATOR_ROLE, admin);
         treasury = treasury_;
@@ -78,10 +84,13 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     ) external payable {
         if (blocked[msg.sender]) revert AccountBlocked(msg.sender);
         Node storage n = _nodes[msg.sender];
-        if (n.registeredAt != 0) revert AlreadyRegistered();
+        // A node that is listed, or still has a stake (leaving, or slashed below the
+        // minimum), comes back through update().
+        if (n.active || n.stake != 0) revert AlreadyRegistered();
         if (msg.value < minStake) revert StakeTooLow(msg.value, minStake);
-        n.stake = uint128(msg.value);
-        n.registeredAt = uint40(block.timestamp);
+        n.stake = SafeCast.toUint128(msg.value);
+        if (n.registeredAt == 0) n.registeredAt = uint40(block.timestamp);
+        n.unregisterRequestedAt = 0;
         n.active = true;
         n.apiUrl = apiUrl;
         n.metadata = metadata;
@@ -101,7 +110,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         Node storage n = _nodes[msg.sender];
         if (n.registeredAt == 0) revert NotRegistered();
         if (msg.value != 0) {
-            n.stake += uint128(msg.value);
+            n.stake += SafeCast.toUint128(msg.value);
             emit StakeAdded(msg.sender, msg.value, n.stake);
         }
         if (n.stake < minStake) revert StakeTooLow(n.stake, minStake);
@@ -116,7 +125,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
 
     function requestUnregister() external {
         Node storage n = _nodes[msg.sender];
-        if (n.registeredAt == 0) revert NotRegistered();
+        if (n.stake == 0) revert NotRegistered();
         n.active = false;
         n.unregisterRequestedAt = uint40(block.timestamp);
         _clearModels(msg.sender);
@@ -130,7 +139,8 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         uint256 availableAt = uint256(n.unregisterRequestedAt) + cooldown;
         if (block.timestamp < availableAt) revert CooldownNotOver(availableAt);
         uint256 amount = n.stake;
-        delete _nodes[msg.sender];
+        n.stake = 0;
+        n.unregisterRequestedAt = 0;
         (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed();
         emit StakeWithdrawn(msg.sender, amount);
@@ -249,6 +259,12 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     function setBlocked(address account, bool isBlocked) external onlyRole(DEFAULT_ADMIN_ROLE) {
         blocked[account] = isBlocked;
         emit BlockedChanged(account, isBlocked);
+    }
+
+    function setTreasury(address treasury_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (treasury_ == address(0)) revert ZeroAddress();
+        treasury = treasury_;
+        emit TreasuryChanged(treasury_);
     }
 
     function setMinStake(uint256 minStake_) external onlyRole(DEFAULT_ADMIN_ROLE) {

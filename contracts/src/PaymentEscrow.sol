@@ -2,54 +2,49 @@
 pragma solidity ^0.8.24;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
 /// @title PaymentEscrow
-/// @notice Holds each job's payment until the marketplace settles it. Payouts are credited
-/// to balances that their owners withdraw themselves (pull payments), so no settlement
-/// ever sends ether to an address that could re-enter or refuse it.
+/// @notice Holds the ether of every open job until the marketplace settles it. Payouts are
+/// credited to balances that their owners withdraw themselves (pull payments), so no
+/// settlement ever sends ether to an address that could re-enter or refuse it.
+/// @dev Created by the JobMarketplace in its constructor, which makes the marketplace an
+/// immutable: the only contract that can ever deposit or settle, with no window in which
+/// another could be set, and no storage read on each call. The per-job amounts live in
+/// the marketplace's job records (max tokens x max price), the only source of what a job
+/// may release; here we keep the totals, which bound every release and make solvency
+/// checkable by anyone: balance == totalEscrowed + totalWithdrawable.
 contract PaymentEscrow is Ownable, ReentrancyGuard {
-    struct Escrow {
-        uint128 amount;
-        bool locked;
+    // One slot for both totals. The sentinel keeps the slot non-zero even when both
+    // totals are zero: writing a zero slot back to non-zero costs 20,000 gas, and an idle
+    // marketplace would pay it on the next job.
+    struct Totals {
+        uint120 escrowed;
+        uint120 withdrawable;
+        uint16 sentinel;
     }
 
-    address public marketplace;
+    address public immutable marketplace;
     address public treasury;
-    // Totals are stored plus one so they never return to zero: writing a zero slot back to
-    // non-zero costs 20,000 gas, and an idle marketplace would pay it on every job.
-    uint256 private _escrowedPlusOne = 1;
-    uint256 private _withdrawablePlusOne = 1;
-    mapping(uint256 => Escrow) public escrows;
-    mapping(address => uint256) public withdrawable;
+    Totals private _totals = Totals(0, 0, 1);
+    // Each account's credit plus one once it has had a credit, for the same reason: a
+    // host that withdraws would otherwise pay 20,000 gas more for its next job.
+    mapping(address => uint256) private _creditPlusOne;
 
-    event Deposited(uint256 indexed jobId, uint256 amount);
-    event Locked(uint256 indexed jobId);
-    event Released(uint256 indexed jobId, address indexed host, uint256 hostAmount, uint256 fee, uint256 refund);
-    event Refunded(uint256 indexed jobId, address indexed client, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
     event TreasuryChanged(address treasury);
 
     error NotMarketplace();
-    error MarketplaceAlreadySet();
-    error UnknownEscrow(uint256 jobId);
-    error EscrowExists(uint256 jobId);
-    error OverEscrow(uint256 jobId, uint256 asked, uint256 held);
+    error OverEscrow(uint256 asked, uint256 held);
     error NothingToWithdraw();
     error TransferFailed();
     error ZeroAddress();
 
     constructor(address owner_, address treasury_) Ownable(owner_) {
         if (treasury_ == address(0)) revert ZeroAddress();
+        marketplace = msg.sender;
         treasury = treasury_;
-    }
-
-    function totalEscrowed() external view returns (uint256) {
-        return _escrowedPlusOne - 1;
-    }
-
-    function totalWithdrawable() external view returns (uint256) {
-        return _withdrawablePlusOne - 1;
     }
 
     modifier onlyMarketplace() {
@@ -57,11 +52,18 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         _;
     }
 
-    /// @notice Set once, at deployment: the only contract allowed to move funds.
-    function setMarketplace(address marketplace_) external onlyOwner {
-        if (marketplace != address(0)) revert MarketplaceAlreadySet();
-        if (marketplace_ == address(0)) revert ZeroAddress();
-        marketplace = marketplace_;
+    function totalEscrowed() external view returns (uint256) {
+        return _totals.escrowed;
+    }
+
+    function totalWithdrawable() external view returns (uint256) {
+        return _totals.withdrawable;
+    }
+
+    /// @notice What `account` may withdraw now.
+    function withdrawable(address account) public view returns (uint256) {
+        uint256 stored = _creditPlusOne[account];
+        return stored == 0 ? 0 : stored - 1;
     }
 
     function setTreasury(address treasury_) external onlyOwner {
@@ -70,54 +72,38 @@ contract PaymentEscrow is Ownable, ReentrancyGuard {
         emit TreasuryChanged(treasury_);
     }
 
-    function deposit(uint256 jobId) external payable onlyMarketplace {
-        if (escrows[jobId].amount != 0) revert EscrowExists(jobId);
-        escrows[jobId] = Escrow(uint128(msg.value), false);
-        _escrowedPlusOne += msg.value;
-        emit Deposited(jobId, msg.value);
+    /// @notice A job's payment, held until it is released.
+    function deposit() external payable onlyMarketplace {
+        _totals.escrowed += SafeCast.toUint120(msg.value);
     }
 
-    function lock(uint256 jobId) external onlyMarketplace {
-        Escrow storage e = escrows[jobId];
-        if (e.amount == 0) revert UnknownEscrow(jobId);
-        e.locked = true;
-        emit Locked(jobId);
-    }
-
-    /// @notice Pay the host and the protocol fee out of a job's escrow; the rest goes back
-    /// to the client. All three are credited, to be withdrawn.
-    function release(uint256 jobId, address host, uint256 hostAmount, uint256 fee, address client)
+    /// @notice Settle held funds: credit the host, the protocol fee to the treasury and the
+    /// rest to the client, all to be withdrawn. A refund is a release with no host share.
+    function release(address host, uint256 hostAmount, uint256 fee, address client, uint256 refund)
         external
         onlyMarketplace
     {
-        uint256 held = escrows[jobId].amount;
-        if (held == 0) revert UnknownEscrow(jobId);
-        if (hostAmount + fee > held) revert OverEscrow(jobId, hostAmount + fee, held);
-        uint256 refundAmount = held - hostAmount - fee;
-        delete escrows[jobId];
-        _escrowedPlusOne -= held;
-        _withdrawablePlusOne += held;
-        if (hostAmount != 0) withdrawable[host] += hostAmount;
-        if (fee != 0) withdrawable[treasury] += fee;
-        if (refundAmount != 0) withdrawable[client] += refundAmount;
-        emit Released(jobId, host, hostAmount, fee, refundAmount);
+        uint256 total = hostAmount + fee + refund;
+        Totals memory t = _totals;
+        if (total > t.escrowed) revert OverEscrow(total, t.escrowed);
+        t.escrowed -= uint120(total);
+        t.withdrawable += uint120(total);
+        _totals = t;
+        if (hostAmount != 0) _credit(host, hostAmount);
+        if (fee != 0) _credit(treasury, fee);
+        if (refund != 0) _credit(client, refund);
     }
 
-    function refund(uint256 jobId, address client) external onlyMarketplace {
-        uint256 held = escrows[jobId].amount;
-        if (held == 0) revert UnknownEscrow(jobId);
-        delete escrows[jobId];
-        _escrowedPlusOne -= held;
-        _withdrawablePlusOne += held;
-        withdrawable[client] += held;
-        emit Refunded(jobId, client, held);
+    function _credit(address account, uint256 amount) private {
+        uint256 stored = _creditPlusOne[account];
+        _creditPlusOne[account] = stored == 0 ? amount + 1 : stored + amount;
     }
 
     function withdraw() external nonReentrant {
-        uint256 amount = withdrawable[msg.sender];
+        uint256 amount = withdrawable(msg.sender);
         if (amount == 0) revert NothingToWithdraw();
-        withdrawable[msg.sender] = 0;
-        _withdrawablePlusOne -= amount;
+        _creditPlusOne[msg.sender] = 1;
+        _totals.withdrawable -= uint120(amount);
         (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed();
         emit Withdrawn(msg.sender, amount);

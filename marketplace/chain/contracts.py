@@ -35,6 +35,14 @@ class JobStatus(enum.IntEnum):
     DISPUTED = 5
     RESOLVED = 6
     REFUNDED = 7
+    CANCELLED = 8
+
+
+def _fields(contract_name: str, function: str) -> list[str]:
+    """The field names of the struct a view function returns, from the ABI."""
+    (item,) = (i for i in artifacts.abi(contract_name)
+               if i["type"] == "function" and i["name"] == function)
+    return [c["name"] for c in item["outputs"][0]["components"]]
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,8 @@ class ChainJob:
     max_price_per_token_wei: int
     price_per_token_wei: int
     tokens_used: int
-    submitted_at: int
+    dispute_until: int
+    fee_bps: int
     model_tag: bytes
 
     def serves(self, model: str) -> bool:
@@ -194,18 +203,20 @@ class Chain:
 
     async def get_node(self, address: str, model: str | None = None) -> NodeInfo:
         address = to_checksum_address(address)
-        n = await self.registry.functions.getNode(address).call()
+        n = dict(zip(_fields("NodeRegistry", "getNode"),
+                     await self.registry.functions.getNode(address).call(), strict=True))
         price = 0
         if model is not None:
             price = int(await self.registry.functions.activePrice(address, model_key(model)).call())
         try:
-            metadata = json.loads(n[8]) if n[8] else {}
+            metadata = json.loads(n["metadata"]) if n["metadata"] else {}
         except ValueError:
             metadata = {}
-        return NodeInfo(address=address, url=n[7], metadata=metadata, stake=int(n[0]),
-                        active=bool(n[3]), completed=int(n[4]), failed=int(n[5]),
-                        disputed=int(n[6]), price_per_token_wei=price,
-                        unregister_requested_at=int(n[2]))
+        return NodeInfo(address=address, url=n["apiUrl"], metadata=metadata,
+                        stake=int(n["stake"]), active=bool(n["active"]),
+                        completed=int(n["completed"]), failed=int(n["failed"]),
+                        disputed=int(n["disputed"]), price_per_token_wei=price,
+                        unregister_requested_at=int(n["unregisterRequestedAt"]))
 
     async def active_nodes(self, model: str) -> list[NodeInfo]:
         addresses = await self.registry.functions.activeNodesForModel(model).call()
@@ -241,6 +252,11 @@ class Chain:
         return Settled(tx_hash=self._hash(receipt), host_amount=int(args["hostAmount"]),
                        fee=int(args["fee"]), refund=int(args["refund"]))
 
+    async def cancel_job(self, job_id: int) -> str:
+        """Take back a job that no host has claimed yet (the whole escrow is credited)."""
+        return self._hash(await self._send("JobMarketplace", self.market.functions.cancelJob,
+                                           job_id))
+
     async def accept_result(self, job_id: int) -> Settled:
         receipt = await self._send("JobMarketplace", self.market.functions.acceptResult, job_id)
         return self._settled(receipt, "JobCompleted")
@@ -263,12 +279,15 @@ class Chain:
                                            self.market.functions.refundExpired, job_id))
 
     async def get_job(self, job_id: int) -> ChainJob:
-        j = await self.market.functions.getJob(job_id).call()
+        j = dict(zip(_fields("JobMarketplace", "getJob"),
+                     await self.market.functions.getJob(job_id).call(), strict=True))
         return ChainJob(
-            job_id=job_id, client=j[0], max_tokens=int(j[1]), deadline=int(j[2]),
-            status=JobStatus(j[3]), host=j[4], model_tag=bytes(j[5]), tokens_used=int(j[6]),
-            max_price_per_token_wei=int(j[7]), price_per_token_wei=int(j[8]),
-            submitted_at=int(j[9]),
+            job_id=job_id, client=j["client"], host=j["host"], status=JobStatus(j["state"]),
+            max_tokens=int(j["maxTokens"]), deadline=int(j["deadline"]),
+            max_price_per_token_wei=int(j["maxPricePerToken"]),
+            price_per_token_wei=int(j["price"]), tokens_used=int(j["tokensUsed"]),
+            dispute_until=int(j["disputeUntil"]), fee_bps=int(j["feeBps"]),
+            model_tag=bytes(j["modelTag"]),
         )
 
     async def fee_bps(self) -> int:

@@ -29,17 +29,19 @@ async def _deploy(w3: AsyncWeb3, sender: Sender, name: str, *args) -> tuple[str,
 
 
 async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
+    """Deploy the registry and the marketplace (which creates its escrow), then let the
+    marketplace write reputation in the registry."""
     admin = sender.address
-    escrow, first_block = await _deploy(w3, sender, "PaymentEscrow", admin, terms.treasury)
-    registry, _ = await _deploy(w3, sender, "NodeRegistry", admin, terms.treasury,
-                                terms.min_stake_wei, terms.cooldown_s)
-    market, _ = await _deploy(w3, sender, "JobMarketplace", admin, registry, escrow,
+    registry, first_block = await _deploy(w3, sender, "NodeRegistry", admin, terms.treasury,
+                                          terms.min_stake_wei, terms.cooldown_s)
+    market, _ = await _deploy(w3, sender, "JobMarketplace", admin, registry, terms.treasury,
                               terms.fee_bps, terms.dispute_window_s)
+    market_contract = w3.eth.contract(address=market, abi=artifacts.abi("JobMarketplace"))
+    escrow = await market_contract.functions.escrow().call()
     deployment = Deployment(chain_id=await w3.eth.chain_id, registry=registry,
                             marketplace=market, escrow=escrow, block=first_block,
                             code_version=artifacts.code_version())
     chain = Chain(w3, deployment, sender)
-    await sender.transact("PaymentEscrow", chain.escrow.functions.setMarketplace, market)
     await sender.transact("NodeRegistry", chain.registry.functions.grantRole,
                           keccak(text="MARKETPLACE_ROLE"), market)
     return deployment
