@@ -4,6 +4,7 @@ edit it, delete it; and the cost estimate shown before anything is sent."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 from dataclasses import dataclass
@@ -86,7 +87,10 @@ def generation_start(generation_id) -> asyncio.Task:
     closing the tab does not stop it. Must be called from the event loop."""
     from writer.runner import run_generation
 
-    task = asyncio.get_running_loop().create_task(run_generation(generation_id))
+    # A fresh context: the request's own (its thread-sensitive executor among it) ends
+    # with the response, and the job must outlive it.
+    task = asyncio.get_running_loop().create_task(run_generation(generation_id),
+                                                  context=contextvars.Context())
     _running.add(task)  # keep a reference: the loop holds tasks only weakly
     task.add_done_callback(_running.discard)
     return task
