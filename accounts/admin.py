@@ -1,6 +1,162 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.utils import timezone
 
-from accounts.models import User
+from accounts import services
+from accounts.errors import InsufficientFunds
+from accounts.models import Account, ApiKey, LedgerEntry, Reservation, User
+from accounts.templatetags.money import eth
 
-admin.site.register(User, UserAdmin)
+
+class AccountInline(admin.StackedInline):
+    model = Account
+    can_delete = False
+    fields = ("tier", "balance_wei", "held_wei")
+    readonly_fields = fields
+    # Read-only here: saving the row from a form could write back a balance that a
+    # request changed meanwhile. Tier and balance change on the account's own page.
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(User)
+class AccountUserAdmin(UserAdmin):
+    inlines = [AccountInline]
+    list_display = ("username", "email", "tier", "balance", "is_staff", "is_active",
+                    "date_joined")
+    list_filter = ("account__tier", "is_staff", "is_active")
+    list_select_related = ("account",)
+
+    @admin.display(description="tier", ordering="account__tier")
+    def tier(self, user):
+        account = getattr(user, "account", None)
+        return account.get_tier_display() if account else "—"
+
+    @admin.display(description="available")
+    def balance(self, user):
+        account = getattr(user, "account", None)
+        return eth(account.balance_wei) if account else "—"
+
+
+class AccountAdminForm(forms.ModelForm):
+    adjust_wei = forms.IntegerField(
+        required=False, label="Adjust balance by (wei)",
+        help_text="Positive adds, negative takes away. Recorded as an adjustment entry.")
+    adjust_memo = forms.CharField(required=False, max_length=200, label="Reason")
+
+    class Meta:
+        model = Account
+        fields = ("tier",)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("adjust_wei") and not (cleaned.get("adjust_memo") or "").strip():
+            self.add_error("adjust_memo", "Say why the balance is adjusted.")
+        return cleaned
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    form = AccountAdminForm
+    list_display = ("user", "tier", "available", "held", "updated_at")
+    list_filter = ("tier",)
+    search_fields = ("user__username", "user__email")
+    list_select_related = ("user",)
+    fields = ("user", "tier", "balance_wei", "held_wei", "adjust_wei", "adjust_memo",
+              "created_at", "updated_at")
+    readonly_fields = ("user", "balance_wei", "held_wei", "created_at", "updated_at")
+
+    @admin.display(description="available")
+    def available(self, account):
+        return eth(account.balance_wei)
+
+    @admin.display(description="held")
+    def held(self, account):
+        return eth(account.held_wei)
+
+    def has_add_permission(self, request):
+        return False  # accounts are made with their user, with the sign-up credit
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if "tier" in form.changed_data:
+            services.account_set_tier(obj, tier=form.cleaned_data["tier"])
+        amount = form.cleaned_data.get("adjust_wei")
+        if amount:
+            try:
+                services.balance_adjust(obj, amount_wei=amount,
+                                        memo=form.cleaned_data["adjust_memo"], by=request.user)
+            except InsufficientFunds as exc:
+                self.message_user(request, f"Balance not adjusted: {exc.message}.",
+                                  messages.ERROR)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "scope_list", "status", "last_used_at",
+                    "expires_at", "created_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "expires_at", "created_at")
+    search_fields = ("name", "prefix", "user__username", "user__email")
+    list_select_related = ("user",)
+    # The hash is never shown or editable: keys are created by their owner, on their page.
+    fields = ("user", "name", "prefix", "scopes", "expires_at", "last_used_at", "revoked_at",
+              "created_at")
+    readonly_fields = ("user", "prefix", "last_used_at", "revoked_at", "created_at")
+    actions = ["revoke"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, key):
+        return ", ".join(key.scopes)
+
+    @admin.display(description="status")
+    def status(self, key):
+        if key.revoked_at:
+            return "revoked"
+        return "active" if key.is_usable(timezone.now()) else "expired"
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset:
+            services.api_key_revoke(key)
+        self.message_user(request, f"Revoked {queryset.count()} keys.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Reservation)
+class ReservationAdmin(ReadOnlyAdmin):
+    list_display = ("reference", "account", "state", "amount_wei", "charged_wei",
+                    "refunded_wei", "created_at", "closed_at")
+    list_filter = ("state", "created_at")
+    search_fields = ("reference", "account__user__username")
+    list_select_related = ("account__user",)
+    date_hierarchy = "created_at"
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "account", "kind", "amount_wei", "balance_after_wei",
+                    "held_after_wei", "reference", "memo")
+    list_filter = ("kind", "created_at")
+    search_fields = ("reference", "memo", "account__user__username", "account__user__email")
+    list_select_related = ("account__user",)
+    date_hierarchy = "created_at"

@@ -4,7 +4,12 @@ from django.urls import path
 from accounts import views
 
 urlpatterns = [
+    path("", views.overview, name="account"),
     path("signup/", views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html",
+                                                 redirect_authenticated_user=True),
+         name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("keys/", views.api_keys, name="api_keys"),
+    path("keys/<int:key_id>/revoke/", views.api_key_revoke, name="api_key_revoke"),
 ]

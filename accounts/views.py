@@ -1,16 +1,82 @@
+from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
-from accounts.forms import SignUpForm
+from accounts import selectors, services
+from accounts.forms import ApiKeyForm, SignUpForm
+from accounts.models import ApiKey
+from accounts.tiers import price_for, tier_policy
 
 
+@never_cache
 def signup(request):
     if request.user.is_authenticated:
         return redirect("home")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user)
+        user = services.user_create(username=form.cleaned_data["username"],
+                                    email=form.cleaned_data["email"],
+                                    password=form.cleaned_data["password1"])
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome, {user.username}. Your account has a starting "
+                                  "balance to try things out.")
         return redirect("home")
-    return render(request, "registration/signup.html", {"form": form},
+    return render(request, "accounts/signup.html", {"form": form},
                   status=400 if form.errors else 200)
+
+
+@login_required
+def overview(request):
+    account = services.account_get_or_create(request.user)
+    policy = tier_policy(account.tier)
+    return render(request, "accounts/overview.html", {
+        "account": account,
+        "policy": policy,
+        "example": price_for(account.tier, 10**9, 1000),
+        "entries": selectors.ledger_for_account(account=account, limit=50),
+        "key_count": selectors.api_keys_for_user(user=request.user)
+        .filter(revoked_at__isnull=True).count(),
+    })
+
+
+def _keys_context(request, form, new_key=None):
+    return {"form": form, "new_key": new_key,
+            "keys": selectors.api_keys_for_user(user=request.user)}
+
+
+@never_cache
+@login_required
+def api_keys(request):
+    if request.method != "POST":
+        return render(request, "accounts/keys.html", _keys_context(request, ApiKeyForm()))
+    form = ApiKeyForm(request.POST)
+    new_key = None
+    if form.is_valid():
+        new_key = services.api_key_create(user=request.user, name=form.cleaned_data["name"],
+                                          scopes=form.cleaned_data["scopes"],
+                                          expires_at=form.expires_at())
+        form = ApiKeyForm()
+    htmx = bool(request.headers.get("HX-Request"))
+    # htmx swaps only 2xx answers, so a form with errors goes back to it as a 200.
+    status = 400 if form.errors and not htmx else 200
+    # The raw key is in this response and nowhere else; never_cache keeps it out of caches.
+    return render(request, "accounts/keys.html#panel" if htmx else "accounts/keys.html",
+                  _keys_context(request, form, new_key), status=status)
+
+
+@require_POST
+@login_required
+def api_key_revoke(request, key_id: int):
+    try:
+        key = selectors.api_key_get_for_user(user=request.user, key_id=key_id)
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key") from None
+    key = services.api_key_revoke(key)
+    if request.headers.get("HX-Request"):
+        return render(request, "accounts/keys.html#row", {"key": key})
+    messages.success(request, f"Revoked “{key.name}”. Requests with it are refused from now on.")
+    return redirect("api_keys")
