@@ -74,6 +74,7 @@ class HostNode:
         self.sessions: dict[int, Session] = {}
         self.seen_signatures: set[str] = set()
         self.claim_locks: dict[int, asyncio.Lock] = {}
+        self.posted: dict[int, dict] = {}  # JobPosted arguments seen by the watcher
         self.tasks: list[asyncio.Task] = []
         self.public_key = chain.sender.account._key_obj.public_key.to_hex()
 
@@ -261,7 +262,8 @@ class HostNode:
         if request.max_tokens > job.max_tokens:
             raise StreamRefused(Code.PROMPT_MISMATCH, "the request asks for more tokens than "
                                                       "the job pays for")
-        posted = await self.chain.job_posted_event(init.job_id, self.chain.deployment.block)
+        posted = self.posted.get(init.job_id) or await self.chain.job_posted_event(
+            init.job_id, self.chain.deployment.block)
         if posted is None or posted["promptHash"] != request.digest():
             raise StreamRefused(Code.PROMPT_MISMATCH,
                                 "the request does not match the prompt hash on chain")
@@ -272,7 +274,8 @@ class HostNode:
             if self.worker.queued >= self.worker.capacity:
                 # Refuse before claiming, so the job stays open for another host.
                 raise StreamRefused(Code.BUSY, "the queue is full")
-            job = await self.chain.get_job(init.job_id)
+            if job.status == JobStatus.POSTED:
+                job = await self.chain.get_job(init.job_id)  # the watcher may have claimed it
             if job.status == JobStatus.POSTED:
                 await self._claim(init.job_id, request.model)
             elif job.host.lower() != self.address.lower() or job.status != JobStatus.CLAIMED:
@@ -412,6 +415,9 @@ class HostNode:
                 continue
             if args["deadline"] <= time.time():
                 continue
+            if self.worker.queued >= self.worker.capacity:
+                continue  # a job we could not start soon is better left to another host
+            self.posted[args["jobId"]] = dict(args)
             lock = self.claim_locks.setdefault(args["jobId"], asyncio.Lock())
             async with lock:
                 job = await self.chain.get_job(args["jobId"])
@@ -435,6 +441,12 @@ class HostNode:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for session in list(self.sessions.values()):
+                if session.expired(now):
+                    # Delivered and settled on our side: nobody can resume it any more.
+                    self.sessions.pop(session.job_id, None)
+                    self.claim_locks.pop(session.job_id, None)
+                    self.posted.pop(session.job_id, None)
+                    continue
                 if session.abandoned(now) and session.work is not None:
                     log.info("job %s abandoned by its client; stopping", session.job_id)
                     session.reaped = True

@@ -17,6 +17,7 @@ from marketplace.host.worker import Work
 from marketplace.protocol import GenerationRequest
 
 GRACE_S = 30.0
+RETAIN_S = 600.0  # a finished session stays resumable this long after its last client left
 
 
 @dataclass
@@ -69,3 +70,7 @@ class Session:
     def abandoned(self, now: float) -> bool:
         return (not self.done and self.attached == 0 and self.detached_at is not None
                 and now - self.detached_at > GRACE_S)
+
+    def expired(self, now: float) -> bool:
+        return (self.done and self.submitted.is_set() and self.attached == 0
+                and self.detached_at is not None and now - self.detached_at > RETAIN_S)

@@ -5,9 +5,10 @@ import json
 import aiohttp
 import pytest
 
+from marketplace.chain.contracts import JobStatus
 from marketplace.client.stream import ws_url
 from marketplace.protocol import MAX_MESSAGE_BYTES, challenge_message
-from tests.marketplace.host.conftest import post_for, request_for, signer_for
+from tests.marketplace.host.conftest import post_for, request_for, signer_for, start_host
 from tests.marketplace.host.test_streaming import collect
 
 
@@ -155,3 +156,22 @@ async def test_a_quote_below_the_price_gets_a_counter_offer(host):
         async with http.post(f"{host.url}/v1/quote", data=b"nope") as r:
             assert r.status == 400
             assert (await r.json())["data"]["code"] == "MALFORMED"
+
+
+async def test_a_full_host_answers_busy_and_leaves_the_job_open(on_anvil, llama, tmp_path):
+    full = await start_host(on_anvil, llama, role="host-2", capacity=0, tmp_path=tmp_path)
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{full.url}/v1/quote", json={"model": "smollm2-135m-instruct",
+                                              "maxTokens": 10,
+                                              "maxPricePerToken": "2000000000"}) as r:
+            assert r.status == 503
+            assert (await r.json())["data"]["code"] == "BUSY"
+        client = on_anvil.chain("platform")
+        request = request_for("Say hello.", max_tokens=8)
+        posted = await post_for(client, full.address, request)
+        reply = await refusal(full, init_for(full, client, posted, request))
+        assert reply["code"] == "BUSY"
+        assert (await client.get_job(posted.job_id)).status == JobStatus.POSTED
+    finally:
+        await full.runner.cleanup()

@@ -123,3 +123,32 @@ async def test_the_host_is_registered_on_chain_with_its_url_and_key(on_anvil, ho
     assert node.url == host.url
     assert node.price_per_token_wei == 10**9
     assert node.metadata["publicKey"] == host.node.public_key
+
+
+async def test_a_client_gone_past_the_grace_period_stops_the_generation(
+        on_anvil, host, monkeypatch):
+    from marketplace.host import sessions
+    from marketplace.protocol import challenge_message
+
+    monkeypatch.setattr(sessions, "GRACE_S", 0.2)
+    client = on_anvil.chain("platform")
+    request = request_for("Tell a very long story about a dragon and a knight.",
+                          max_tokens=1500)
+    posted = await post_for(client, host.address, request)
+    sign = signer_for(client)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
+        challenge = await ws.receive_json()
+        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+                            "nodeId": host.address, "request": request.model_dump(by_alias=True),
+                            "signature": sign(challenge_message(challenge["nonce"],
+                                                                posted.job_id, host.address))})
+        while (await ws.receive_json())["type"] != "token":
+            pass
+    session = host.node.sessions[posted.job_id]
+    for _ in range(100):
+        if session.done:
+            break
+        await asyncio.sleep(0.05)
+    assert session.done and session.reaped
+    assert len(session.tokens) < 1500
+    assert await client.submitted_result(posted.job_id) is None

@@ -1,0 +1,120 @@
+"""The model thread and its batching engine, on the real bundled model."""
+
+import threading
+import time
+
+import pytest
+
+from marketplace.host.worker import Busy, ModelWorker, Work
+from tests.marketplace.host.conftest import request_for
+
+
+class Job:
+    """A generation as the model thread sees it, recorded for the test."""
+
+    def __init__(self, prompt: str, max_tokens: int = 24):
+        self.pieces: list[str] = []
+        self.first_at: float | None = None
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self.work = Work(request=request_for(prompt, max_tokens=max_tokens),
+                         on_token=self._token, on_done=self._done)
+
+    def _token(self, piece: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        self.pieces.append(piece)
+
+    def _done(self, error: str | None) -> None:
+        self.error = error
+        self.finished_at = time.monotonic()
+        self.finished.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def wait(self, timeout: float = 60) -> "Job":
+        assert self.finished.wait(timeout), "the generation never finished"
+        return self
+
+
+@pytest.fixture
+def worker(llama):
+    worker = ModelWorker(llama, capacity=8)
+    yield worker
+    worker.stop()
+
+
+PROMPTS = ["Name a colour.", "Write a haiku about rain.", "What is two plus two?",
+           "Give a tip for sleeping well."]
+
+
+def test_four_generations_run_together_and_each_gets_its_own_text(worker):
+    jobs = [Job(p) for p in PROMPTS]
+    for job in jobs:
+        worker.submit(job.work)
+    for job in jobs:
+        job.wait()
+    assert [job.error for job in jobs] == [None] * 4
+    assert all(job.text.strip() for job in jobs)
+    assert len({job.text for job in jobs}) == 4
+    # Interleaved, not one after another: every job started before any of them ended.
+    assert max(job.first_at for job in jobs) < min(job.finished_at for job in jobs)
+    assert worker.served == 4
+
+
+def test_a_generation_stops_at_its_token_limit(worker):
+    job = Job("Tell a very long story about a dragon.", max_tokens=5)
+    worker.submit(job.work)
+    job.wait()
+    assert job.error is None
+    assert 1 <= len(job.pieces) <= 5
+
+
+def test_a_cancelled_generation_stops_while_the_others_go_on(worker):
+    long = Job("Tell a very long story about a dragon.", max_tokens=200)
+    other = Job("Write a haiku about rain.")
+    worker.submit(long.work)
+    worker.submit(other.work)
+    while len(long.pieces) < 3:
+        time.sleep(0.005)
+    long.work.cancel.set()
+    long.wait()
+    assert long.error is None and len(long.pieces) < 200
+    assert other.wait().error is None and other.text.strip()
+
+
+def test_a_prompt_longer_than_the_context_ends_with_an_error_and_the_model_serves_on(worker):
+    huge = Job("word " * 3000)
+    worker.submit(huge.work)
+    assert "context" in huge.wait().error
+    after = Job("Name a colour.")
+    worker.submit(after.work)
+    assert after.wait().error is None and after.text.strip()
+
+
+def test_a_full_queue_refuses_more_work_at_once(llama):
+    worker = ModelWorker(llama, capacity=1)
+    jobs = []
+    try:
+        with pytest.raises(Busy):
+            for _ in range(10):  # four slots run, one waits, the next is refused
+                job = Job("Tell a very long story about a dragon.", max_tokens=300)
+                worker.submit(job.work)
+                jobs.append(job)
+        assert 1 <= len(jobs) <= 5
+    finally:
+        for job in jobs:
+            job.work.cancel.set()
+        for job in jobs:
+            job.wait()
+        worker.stop()
+
+
+def test_work_cancelled_before_it_starts_never_reaches_the_model(worker):
+    job = Job("Name a colour.")
+    job.work.cancel.set()
+    worker.submit(job.work)
+    assert job.wait().error == "cancelled before it started"
+    assert job.pieces == []
