@@ -96,6 +96,8 @@ class Reservation(models.Model):
     reference = models.CharField(max_length=200, unique=True,
                                  help_text="The job or request this money is for.")
     amount_wei = WeiField()
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.FREE,
+                            help_text="The account's tier when reserved: the settlement's price.")
     state = models.CharField(max_length=16, choices=ReservationState.choices,
                              default=ReservationState.HELD, db_index=True)
     charged_wei = WeiField(default=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections import defaultdict
+from datetime import datetime
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -53,6 +54,12 @@ def api_keys_for_user(*, user: User) -> QuerySet[ApiKey]:
 def api_key_get_for_user(*, user: User, key_id: int) -> ApiKey:
     """The key `key_id` if `user` owns it; ApiKey.DoesNotExist otherwise."""
     return ApiKey.objects.get(user=user, pk=key_id)
+
+
+def reservations_held_before(*, cutoff: datetime) -> QuerySet[Reservation]:
+    """Reservations still held that were made before `cutoff`: jobs that never finished,
+    for a sweep to release."""
+    return Reservation.objects.filter(state=ReservationState.HELD, created_at__lt=cutoff)
 
 
 def ledger_for_account(*, account: Account, limit: int = 50) -> list[LedgerEntry]:

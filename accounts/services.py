@@ -154,7 +154,7 @@ def balance_reserve(account: Account, *, amount_wei: int, reference: str) -> Res
     locked.held_wei += amount_wei
     locked.save(update_fields=["balance_wei", "held_wei", "updated_at"])
     reservation = Reservation.objects.create(account=locked, reference=reference,
-                                             amount_wei=amount_wei)
+                                             amount_wei=amount_wei, tier=locked.tier)
     _append(locked, EntryKind.RESERVE, amount_wei, reservation=reservation, reference=reference)
     return reservation
 

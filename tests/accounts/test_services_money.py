@@ -1,10 +1,12 @@
 import pytest
+from django.utils import timezone
 
 from accounts.errors import InsufficientFunds, InvalidAmount, ReferenceInUse, ReservationClosed
-from accounts.models import Account, EntryKind, LedgerEntry, ReservationState, User
-from accounts.selectors import ledger_invariant_violations
+from accounts.models import Account, EntryKind, LedgerEntry, Reservation, ReservationState, User
+from accounts.selectors import ledger_invariant_violations, reservations_held_before
 from accounts.services import (
     account_get_or_create,
+    account_set_tier,
     balance_adjust,
     balance_deposit,
     balance_reserve,
@@ -183,3 +185,19 @@ def test_the_invariant_check_finds_a_balance_changed_behind_the_ledgers_back(ali
     problems = ledger_invariant_violations()
     assert any(f"account {alice.account.pk}" in p for p in problems)
     assert not any(f"account {bob.account.pk}:" in p for p in problems)
+
+
+def test_a_reservation_keeps_the_tier_it_was_priced_at(alice):
+    account_set_tier(alice.account, tier="premium")
+    reservation = balance_reserve(alice.account, amount_wei=10, reference="job:tier")
+    account_set_tier(alice.account, tier="free")
+    assert Reservation.objects.get(pk=reservation.pk).tier == "premium"
+
+
+def test_reservations_still_held_after_a_cutoff_are_found_for_the_sweep(alice):
+    old = balance_reserve(alice.account, amount_wei=10, reference="job:old")
+    done = balance_reserve(alice.account, amount_wei=10, reference="job:done")
+    reservation_release(done)
+    cutoff = timezone.now()
+    balance_reserve(alice.account, amount_wei=10, reference="job:new")
+    assert list(reservations_held_before(cutoff=cutoff)) == [old]
