@@ -13,15 +13,19 @@ WebSocket /v1/stream, in order:
            control: {"type": "pause"|"resume"|"checkpoint"|"error"|"end", "data": {...}}
   client → {"type": "ack", "index"}  (flow control)  ·  {"type": "cancel"}
 Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1.
+Everything the host sends parses with `HostMessage` (Challenge | TokenMessage | Control).
+
+HTTP: GET /v1/capabilities → Capabilities; POST /v1/quote QuoteRequest → QuoteResponse;
+refusals are `error(code, message)` bodies with a 4xx/5xx status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -91,6 +95,78 @@ class QuoteRequest(_Message):
     model: str
     max_tokens: int = Field(alias="maxTokens", ge=1, le=4096)
     max_price_per_token: str = Field(alias="maxPricePerToken", pattern=r"^[0-9]{1,40}$")
+
+
+class QuoteTerms(_Message):
+    model: str
+    max_tokens: int = Field(alias="maxTokens")
+    price_per_token: str = Field(alias="pricePerToken", description="wei, as a string")
+
+
+class QuoteResponse(_Message):
+    """`accepted` with the host's `terms`, or a `counter` offer at its price."""
+
+    accepted: bool
+    terms: QuoteTerms | None = None
+    counter: QuoteTerms | None = None
+    reason: str | None = None
+
+
+class ModelPrice(_Message):
+    id: str
+    price_per_token: str = Field(alias="pricePerToken", description="wei, as a string")
+
+
+class Load(_Message):
+    active: int = Field(description="generations running now")
+    slots: int = Field(description="generations the host runs at once")
+    served: int
+
+
+class Queue(_Message):
+    length: int
+    capacity: int
+
+
+class Capabilities(_Message):
+    """GET /v1/capabilities."""
+
+    version: str
+    protocol: int
+    address: str
+    public_key: str = Field(alias="publicKey")
+    backend: str
+    models: list[ModelPrice]
+    load: Load
+    queue: Queue
+
+
+# ---- what the host sends on /v1/stream ------------------------------------------------
+
+class Challenge(_Message):
+    type: Literal["challenge"]
+    nonce: str
+    version: int
+
+
+class TokenMessage(_Message):
+    type: Literal["token"]
+    index: int = Field(ge=0)
+    content: str
+    timestamp: float
+    metadata: dict[str, Any] | None = None
+
+
+class Control(_Message):
+    """pause / resume / checkpoint carry {"index": last token sent}; error carries
+    {"code", "message"}; end carries {"tokens", "resultHash", "cid", "cancelled", "error"}."""
+
+    type: Literal["pause", "resume", "checkpoint", "error", "end"]
+    data: dict[str, Any]
+
+
+HostMessage = TypeAdapter(Annotated[Challenge | TokenMessage | Control,
+                                    Field(discriminator="type")])
 
 
 def challenge_message(nonce: str, job_id: int, node_id: str) -> str:
