@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from web3 import AsyncWeb3
 
-from marketplace.chain.deploy import Terms, ensure_deployed
-from marketplace.chain.devnet import anvil_args, dev_keys
-from marketplace.chain.keystore import load_account
-from marketplace.chain.tx import Sender
+from marketplace.chain.devnet import (
+    CHAIN_ID,
+    anvil_args,
+    dev_keys,
+    ensure_devnet_deployed,
+    wait_for_rpc,
+)
 from marketplace.processes import ProcessGroup, wait_http
-from marketplace.wallet import audit_recorder, web3
+from marketplace.wallet import audit_recorder
 
 # Three local hosts at different prices (wei per token), so ranking has a real choice.
 HOST_PRICES = {"host-1": 1_000_000_000, "host-2": 1_500_000_000, "host-3": 2_000_000_000}
@@ -40,27 +41,19 @@ def rpc_url() -> str:
     return f"http://127.0.0.1:{settings.DEVNET_PORT}"
 
 
-async def _deploy() -> None:
-    w3: AsyncWeb3 = web3(rpc_url())
-    keys = dev_keys(settings.DEVNET_DIR / "keys")
-    account = await asyncio.to_thread(load_account, keys["platform"].keystore,
-                                      keys["platform"].passphrase_file)
-    sender = Sender(w3, account, lock_dir=settings.VAR_DIR / "locks",
-                    audit=audit_recorder(await w3.eth.chain_id))
-    await ensure_deployed(w3, sender, Terms(treasury=keys["treasury"].address,
-                                            min_stake_wei=10**16, cooldown_s=3600,
-                                            fee_bps=250, dispute_window_s=600),
-                          settings.CHAIN_DEPLOYMENTS_DIR)
-
-
 def chain_up() -> None:
+    """anvil with its state under var/devnet/, and our contracts deployed once and reused."""
     processes = group()
     log_dir = settings.DEVNET_DIR / "logs"
     anvil = processes.start("anvil", anvil_args(settings.DEVNET_PORT,
                                                 settings.DEVNET_DIR / "chain-state.json"),
                             log=log_dir / "anvil.log", url=rpc_url())
-    _wait_rpc(rpc_url(), anvil)
-    asyncio.run(_deploy())
+    try:
+        wait_for_rpc(rpc_url())
+    except TimeoutError:
+        raise TimeoutError(f"anvil did not answer at {rpc_url()}; see {anvil.log}") from None
+    asyncio.run(ensure_devnet_deployed(rpc_url(), settings.VAR_DIR,
+                                       audit=audit_recorder(CHAIN_ID)))
 
 
 def hosts_up(count: int = 3) -> list[str]:
@@ -85,23 +78,6 @@ def hosts_up(count: int = 3) -> list[str]:
     for record, url in starting:
         wait_http(f"{url}/health", timeout=60, process=record)
     return urls
-
-
-def _wait_rpc(url: str, record) -> None:
-    import json
-    import urllib.request
-
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            request = urllib.request.Request(url, data=body.encode(),
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"anvil did not answer at {url}; see {record.log}")
 
 
 def up(hosts: int = 3) -> list[Status]:

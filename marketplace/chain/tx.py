@@ -16,11 +16,13 @@ import fcntl
 import logging
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3
@@ -42,9 +44,22 @@ except ImportError:  # pragma: no cover - eth-tester is a test dependency only
 
 log = logging.getLogger(__name__)
 REVERTS = (ContractCustomError, ContractLogicError, _TesterRevert)
+# What a node that is down, slow or refusing looks like from here.
+RPC_FAULTS = (TimeoutError, OSError, aiohttp.ClientError, Web3Exception)
 
-GAS_MARGIN = 1.10
+GAS_MARGIN_PERCENT = 10
 RECEIPT_TIMEOUT_S = 60.0
+# Reverts that mean "not yet" rather than "never": the same call succeeds later.
+NOT_YET = frozenset({"DeadlineNotPassed", "DisputeWindowOpen", "CooldownNotOver"})
+# Node refusals recognised by their message (nodes do not agree on codes): the code we
+# give them, and whether sending again can help.
+RPC_REFUSALS = (
+    ("insufficient funds", "INSUFFICIENT_FUNDS", True),
+    ("nonce too low", "NONCE_CONFLICT", False),
+    ("already known", "NONCE_CONFLICT", False),
+    ("replacement transaction underpriced", "NONCE_CONFLICT", False),
+    ("max fee per gas less than block base fee", "FEE_TOO_LOW", False),
+)
 DEFAULT_PRIORITY_FEE = 1_000_000_000  # 1 gwei, when the node cannot suggest one
 
 
@@ -76,6 +91,22 @@ def summarize(args: tuple) -> str:
         text = arg.hex() if isinstance(arg, bytes) else repr(arg)
         parts.append(text if len(text) <= 80 else text[:77] + "...")
     return ", ".join(parts)[:500]
+
+
+def revert_error(exc: Exception, tx_hash: str | None = None) -> ChainError:
+    code, message = decode_revert(exc)
+    return ChainError(code, message, permanent=code not in NOT_YET, tx_hash=tx_hash)
+
+
+def rpc_error(exc: BaseException, tx_hash: str | None = None) -> ChainError:
+    """A node's refusal or an unreachable node, as one ChainError."""
+    text = str(exc)
+    lowered = text.lower()
+    for needle, code, permanent in RPC_REFUSALS:
+        if needle in lowered:
+            return ChainError(code, text, permanent=permanent, tx_hash=tx_hash)
+    return ChainError("RPC_UNAVAILABLE", text or type(exc).__name__, permanent=False,
+                      tx_hash=tx_hash)
 
 
 def decode_revert(exc: Exception) -> tuple[str, str]:
@@ -120,15 +151,17 @@ class _FileLock:
             self.fd = None
 
 
-_process_locks: dict[str, asyncio.Lock] = {}
+_loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]
+_loop_locks = weakref.WeakKeyDictionary()
 
 
 def _process_lock(key: str) -> asyncio.Lock:
-    # One lock per account and event loop; asyncio locks cannot cross loops.
-    loop_key = f"{key}:{id(asyncio.get_running_loop())}"
-    lock = _process_locks.get(loop_key)
+    # One lock per account and event loop (asyncio locks cannot cross loops); keyed on the
+    # loop itself, so a closed loop's locks go with it and are never handed to a new one.
+    locks = _loop_locks.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.get(key)
     if lock is None:
-        lock = _process_locks[loop_key] = asyncio.Lock()
+        lock = locks[key] = asyncio.Lock()
     return lock
 
 
@@ -165,10 +198,9 @@ class Sender:
         try:
             gas = await call.estimate_gas({"from": self.address, "value": value})
         except REVERTS as exc:
-            code, message = decode_revert(exc)
-            raise ChainError(code, message, permanent=True) from None
-        except (TimeoutError, OSError, Web3Exception) as exc:
-            raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False) from None
+            raise revert_error(exc) from None
+        except RPC_FAULTS as exc:
+            raise rpc_error(exc) from None
         chain_id = await self.chain_id()
         lock = _FileLock(self.lock_dir / f"{chain_id}-{self.address.lower()}.lock")
         async with _process_lock(self.address):
@@ -178,11 +210,11 @@ class Sender:
                     nonce = await self.w3.eth.get_transaction_count(self.address, "pending")
                     tx = await call.build_transaction({
                         "from": self.address, "value": value, "nonce": nonce,
-                        "gas": int(gas * GAS_MARGIN), "chainId": chain_id,
-                        **await self._fees(),
+                        "gas": gas + (gas * GAS_MARGIN_PERCENT + 99) // 100,
+                        "chainId": chain_id, **await self._fees(),
                     })
-                except (TimeoutError, OSError, Web3Exception) as exc:
-                    raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False) from None
+                except RPC_FAULTS as exc:
+                    raise rpc_error(exc) from None
                 signed = self.account.sign_transaction(tx)
                 tx_hash = "0x" + signed.hash.hex().removeprefix("0x")
                 record = TxRecord(account=self.address, contract=contract_name,
@@ -192,17 +224,17 @@ class Sender:
                 await self.audit(record)  # intent first: a retry can find it
                 try:
                     await self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                except (TimeoutError, OSError, Web3Exception) as exc:
+                except RPC_FAULTS as exc:
                     record.status = "failed"
                     record.extra = {"error": str(exc)[:300]}
                     await self.audit(record)
-                    raise ChainError("SEND_FAILED", str(exc), permanent=False,
-                                     tx_hash=tx_hash) from None
+                    raise rpc_error(exc, tx_hash) from None
             finally:
                 lock.release()
-        return await self.wait(record)
+        return await self.wait(record, tx)
 
-    async def wait(self, record: TxRecord) -> dict:
+    async def wait(self, record: TxRecord, tx: dict | None = None) -> dict:
+        """Await the receipt; a transaction that reverted on chain raises its decoded error."""
         started = time.monotonic()
         try:
             receipt = await self.w3.eth.wait_for_transaction_receipt(
@@ -211,14 +243,32 @@ class Sender:
             raise ChainError("RECEIPT_TIMEOUT",
                              f"no receipt after {time.monotonic() - started:.0f} s",
                              permanent=False, tx_hash=record.tx_hash) from None
-        except (TimeoutError, OSError, Web3Exception) as exc:
-            raise ChainError("RPC_UNAVAILABLE", str(exc), permanent=False,
-                             tx_hash=record.tx_hash) from None
+        except RPC_FAULTS as exc:
+            raise rpc_error(exc, record.tx_hash) from None
         record.gas_used = int(receipt["gasUsed"])
         record.block = int(receipt["blockNumber"])
         record.status = "mined" if receipt["status"] == 1 else "reverted"
         await self.audit(record)
         if receipt["status"] != 1:
-            raise ChainError("REVERTED", f"{record.function} reverted on chain", permanent=True,
-                             tx_hash=record.tx_hash)
+            raise await self._why_reverted(record, tx, int(receipt["blockNumber"]))
         return dict(receipt)
+
+    async def _why_reverted(self, record: TxRecord, tx: dict | None, block: int) -> ChainError:
+        """Replay a transaction that passed estimation but reverted when mined (another
+        sender got there first: a job claimed twice in one block) on the state its block
+        left, to name the contract's error."""
+        error = ChainError("REVERTED", f"{record.function} reverted on chain", permanent=True,
+                           tx_hash=record.tx_hash)
+        if tx is None:
+            return error
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        try:
+            await self.w3.eth.call(call, block_identifier=block)
+        except REVERTS as exc:
+            code, message = decode_revert(exc)
+            if code != "REVERTED":
+                # Mined and failed: this transaction can never succeed, whatever the code.
+                return ChainError(code, message, permanent=True, tx_hash=record.tx_hash)
+        except RPC_FAULTS:
+            pass
+        return error

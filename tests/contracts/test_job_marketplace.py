@@ -2,6 +2,7 @@ import pytest
 
 from marketplace.chain.contracts import JobStatus
 from marketplace.chain.errors import ChainError
+from marketplace.chain.tx import NOT_YET
 from tests.contracts.conftest import ETHER, MODEL, PRICE
 
 FEE_BPS = 250
@@ -30,7 +31,8 @@ async def reverts(code, awaitable):
     with pytest.raises(ChainError) as info:
         await awaitable
     assert info.value.code == code, info.value
-    assert info.value.permanent
+    # "Not yet" reverts succeed later; every other revert means never.
+    assert info.value.permanent is (code not in NOT_YET)
 
 
 def split(tokens, price, escrow):
@@ -254,3 +256,52 @@ async def test_the_result_hash_and_cid_are_committed_in_the_submission_event(reg
     result = await registered.chain("alice").submitted_result(posted.job_id)
     assert (result.result_hash, result.cid, result.tokens_used) == ("0x" + "02" * 32, "bafk", 12)
     assert result.host == registered.chain("host1").address
+
+
+async def test_the_client_cancels_a_job_no_host_has_claimed(registered):
+    net = registered
+    posted = await post(net)
+    await reverts("NotClient", net.chain("bob").cancel_job(posted.job_id))
+    await net.chain("alice").cancel_job(posted.job_id)
+    alice = net.chain("alice")
+    assert await alice.withdrawable(alice.address) == posted.escrow_wei
+    assert (await alice.get_job(posted.job_id)).status == JobStatus.CANCELLED
+    await reverts("WrongState", net.chain("host1").claim_job(posted.job_id, MODEL))
+    await reverts("WrongState", alice.cancel_job(posted.job_id))
+
+
+async def test_a_claimed_job_cannot_be_cancelled(registered):
+    posted = await claimed(registered)
+    await reverts("WrongState", registered.chain("alice").cancel_job(posted.job_id))
+
+
+async def test_a_fee_change_applies_to_jobs_posted_after_it(registered):
+    net = registered
+    owner = net.chain("owner")
+    before = await submitted(net, tokens=40)
+    await owner.sender.transact("JobMarketplace", owner.market.functions.setFeeBps, 1000)
+    after = await submitted(net, tokens=40)
+    old = await net.chain("alice").accept_result(before.job_id)
+    new = await net.chain("alice").accept_result(after.job_id)
+    assert old.fee == 40 * PRICE * FEE_BPS // 10000
+    assert new.fee == 40 * PRICE * 1000 // 10000
+    await reverts("FeeTooHigh", owner.sender.transact(
+        "JobMarketplace", owner.market.functions.setFeeBps, 2001))
+
+
+async def test_the_dispute_window_is_fixed_when_the_result_is_submitted(registered):
+    net = registered
+    owner = net.chain("owner")
+    posted = await submitted(net)
+    await owner.sender.transact("JobMarketplace", owner.market.functions.setDisputeWindow, 10)
+    await net.time_travel(60)
+    await reverts("DisputeWindowOpen", net.chain("bob").finalize(posted.job_id))
+    await net.chain("alice").dispute(posted.job_id, "still inside the agreed window")
+
+
+async def test_the_arbitrator_cannot_give_the_host_more_than_all(registered):
+    net = registered
+    posted = await submitted(net)
+    await reverts("WrongState", net.chain("owner").resolve_dispute(posted.job_id, 10000))
+    await net.chain("alice").dispute(posted.job_id, "junk")
+    await reverts("BadShare", net.chain("owner").resolve_dispute(posted.job_id, 10001))

@@ -91,3 +91,34 @@ async def test_a_blocked_account_cannot_register(net):
     await net.chain("owner").set_blocked(net.chain("mallory").address, True)
     await reverts("AccountBlocked", net.chain("mallory").register(
         api_url="u", metadata={}, prices={MODEL: PRICE}, stake=ETHER))
+
+
+async def test_a_host_that_leaves_and_comes_back_keeps_its_record(registered):
+    net = registered
+    host = net.chain("host1")
+    posted = await net.chain("alice").post_job(
+        model=MODEL, prompt_hash=b"\x01" * 32, max_tokens=10, max_price_per_token_wei=PRICE,
+        deadline=await net.now() + 60)
+    await host.claim_job(posted.job_id, MODEL)
+    await net.time_travel(61)
+    await net.chain("alice").refund_expired(posted.job_id)  # the host went silent
+    await host.request_unregister()
+    await reverts("AlreadyRegistered", host.register(api_url="u", metadata={},
+                                                     prices={MODEL: PRICE}, stake=ETHER))
+    await net.time_travel(3601)
+    await host.withdraw_stake()
+    await host.register(api_url="http://h1-again", metadata={}, prices={MODEL: PRICE},
+                        stake=ETHER)
+    node = await host.get_node(host.address, MODEL)
+    assert (node.url, node.active, node.stake, node.failed) == ("http://h1-again", True,
+                                                                 ETHER, 1)
+    assert node.price_per_token_wei == PRICE
+
+
+async def test_a_leaving_host_comes_back_by_updating(registered):
+    net = registered
+    host = net.chain("host1")
+    await host.request_unregister()
+    await host.update_node(api_url="http://h1", metadata={}, prices={MODEL: PRICE})
+    assert sorted(n.url for n in await host.active_nodes(MODEL)) == ["http://h1", "http://h2"]
+    await reverts("UnregisterNotRequested", host.withdraw_stake())

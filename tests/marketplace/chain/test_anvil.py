@@ -3,8 +3,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-from marketplace.chain.contracts import JobStatus
-from marketplace.chain.tx import TxRecord
+import pytest
+from eth_account import Account
+
+from marketplace.chain.contracts import Chain, JobStatus
+from marketplace.chain.devnet import anvil_args, ready_chain, wait_for_rpc
+from marketplace.chain.errors import ChainError
+from marketplace.chain.tx import Sender, TxRecord
+from tests.conftest import free_port
+from tests.marketplace.chain.races import claim_in_one_block
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = "smollm2-135m-instruct"
@@ -154,3 +161,69 @@ async def test_a_recorded_deployment_is_reused_only_if_it_is_the_current_code(on
     replaced = await ensure_deployed(sender.w3, sender, terms, tmp_path)
     assert replaced.marketplace != first.marketplace
     assert replaced.code_version == first.code_version
+
+
+async def test_a_revert_comes_back_as_the_contracts_error_over_json_rpc(on_anvil):
+    platform = on_anvil.chain("platform")
+    with pytest.raises(ChainError) as info:
+        await platform.accept_result(12345)
+    assert (info.value.code, info.value.permanent) == ("WrongState", True)
+    with pytest.raises(ChainError) as info:
+        await platform.finalize(12345)
+    assert info.value.code == "WrongState"
+
+
+async def test_an_account_without_ether_is_told_so_and_not_to_retry(on_anvil):
+    penniless = Chain(on_anvil.w3(), on_anvil.deployment,
+                      Sender(on_anvil.w3(), Account.create(), lock_dir=on_anvil.lock_dir))
+    with pytest.raises(ChainError) as info:
+        await penniless.post_job(model=MODEL, prompt_hash=b"\x01" * 32, max_tokens=10,
+                                 max_price_per_token_wei=PRICE,
+                                 deadline=await penniless.block_time() + 300)
+    assert (info.value.code, info.value.permanent) == ("INSUFFICIENT_FUNDS", True)
+
+
+async def test_the_loser_of_a_claim_race_in_one_block_learns_why(on_anvil):
+    """Both claims pass gas estimation; both are mined in one block; the second reverts on
+    chain, and its error is named by replaying it on the state the block left."""
+    platform = on_anvil.chain("platform")
+    first, second = on_anvil.chain("host-1"), on_anvil.chain("host-2")
+    for host in (first, second):
+        if not (await host.get_node(host.address)).active:
+            await host.register(api_url="http://127.0.0.1:9", metadata={},
+                                prices={MODEL: PRICE}, stake=10**17)
+    posted = await platform.post_job(model=MODEL, prompt_hash=b"\x01" * 32, max_tokens=8,
+                                     max_price_per_token_wei=PRICE,
+                                     deadline=await platform.block_time() + 300)
+    results = await claim_in_one_block(platform, [first, second], posted.job_id, MODEL)
+    errors = [r for r in results if isinstance(r, ChainError)]
+    assert len(errors) == 1, results
+    assert (errors[0].code, errors[0].permanent) == ("WrongState", True)
+    assert errors[0].tx_hash is not None
+    job = await platform.get_job(posted.job_id)
+    assert job.status == JobStatus.CLAIMED
+
+
+async def test_the_devnet_keeps_its_contracts_across_a_restart(tmp_path):
+    """anvil's state is saved under var/ on exit and loaded on start: the recorded
+    deployment is reused, not deployed again."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    state = tmp_path / "devnet" / "chain-state.json"
+    handles = []
+    for _ in range(2):
+        proc = await asyncio.create_subprocess_exec(
+            *anvil_args(port, state), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await asyncio.to_thread(wait_for_rpc, url)
+            chain = await ready_chain("host-4", rpc_url=url, var_dir=tmp_path)
+            handles.append((chain.deployment, await chain.w3.eth.block_number))
+            await chain.close()
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 10)
+    (first, first_block), (second, second_block) = handles
+    assert second == first
+    assert second_block == first_block  # nothing was sent the second time
+    assert (tmp_path / "deployments" / "31337.json").exists()
