@@ -1,7 +1,10 @@
 """Reading contract events: catch up from a stored block, then follow new blocks.
 
 The cursor (the last block fully read) is stored by the caller through `save_cursor`, so a
-restarted reader neither misses nor repeats a block's events.
+restarted reader neither misses nor repeats a block's events. On a chain that can reorganise,
+`confirmations` keeps the reader that many blocks behind the head. Delivery is at least
+once: a fault in the middle of a range reads that range again, so handlers should be
+idempotent (each event carries its block and log index).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from web3.contract.async_contract import AsyncContract
 
-from marketplace.chain.errors import ChainError
+from marketplace.chain.tx import RPC_FAULTS, rpc_error
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,14 @@ async def read_range(contract: AsyncContract, names: list[str], start: int,
 async def follow(
     contract: AsyncContract, names: list[str], *, from_block: int,
     save_cursor: Callable[[int], Awaitable[None]] | None = None,
-    poll_s: float = 0.5, stop: asyncio.Event | None = None,
+    poll_s: float = 0.5, stop: asyncio.Event | None = None, confirmations: int = 0,
 ) -> AsyncIterator[Event]:
     """Yield events in chain order from `from_block` on, forever (or until `stop`)."""
     w3 = contract.w3
     next_block = from_block
     while stop is None or not stop.is_set():
         try:
-            head = await w3.eth.block_number
+            head = await w3.eth.block_number - confirmations
             while next_block <= head:
                 end = min(head, next_block + MAX_RANGE - 1)
                 for event in await read_range(contract, names, next_block, end):
@@ -62,10 +65,9 @@ async def follow(
                 next_block = end + 1
                 if save_cursor is not None:
                     await save_cursor(end)
-        except (OSError, TimeoutError) as exc:
+        except RPC_FAULTS as exc:
             # The node is away: keep the cursor and try again; nothing is skipped.
-            log.warning("event reader waiting for the chain: %s", ChainError(
-                "RPC_UNAVAILABLE", str(exc), permanent=False))
+            log.warning("event reader waiting for the chain: %s", rpc_error(exc))
         if stop is not None:
             try:
                 await asyncio.wait_for(stop.wait(), poll_s)
