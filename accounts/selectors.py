@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from accounts.models import (
@@ -48,7 +48,9 @@ def api_key_authenticate(raw: str | None) -> ApiKey | None:
 
 
 def api_keys_for_user(*, user: User) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(user=user).order_by("revoked_at", "-created_at")
+    """Active keys first, newest first; then revoked ones."""
+    return ApiKey.objects.filter(user=user).order_by(F("revoked_at").asc(nulls_first=True),
+                                                     "-created_at")
 
 
 def api_key_get_for_user(*, user: User, key_id: int) -> ApiKey:

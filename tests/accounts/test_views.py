@@ -137,3 +137,11 @@ def test_names_written_by_users_are_escaped(alice_client, alice):
     page = alice_client.get("/account/keys/").content.decode()
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;" in page
+
+
+def test_active_keys_are_listed_before_revoked_ones(alice_client, alice):
+    old, new, newest = (api_key_create(user=alice, name=n).key for n in ("a", "b", "c"))
+    alice_client.post(f"/account/keys/{old.pk}/revoke/", HTTP_HX_REQUEST="true")
+    page = alice_client.get("/account/keys/").content.decode()
+    rows = [page.index(f'id="key-{key.pk}"') for key in (newest, new, old)]
+    assert rows == sorted(rows)
