@@ -201,7 +201,10 @@ class Sender:
             raise revert_error(exc) from None
         except RPC_FAULTS as exc:
             raise rpc_error(exc) from None
-        chain_id = await self.chain_id()
+        try:
+            chain_id = await self.chain_id()
+        except RPC_FAULTS as exc:
+            raise rpc_error(exc) from None
         lock = _FileLock(self.lock_dir / f"{chain_id}-{self.address.lower()}.lock")
         async with _process_lock(self.address):
             await asyncio.to_thread(lock.acquire)
