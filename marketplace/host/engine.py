@@ -63,6 +63,7 @@ class BatchEngine:
         params.n_threads = llm.context_params.n_threads
         params.n_threads_batch = llm.context_params.n_threads_batch
         self.threads = ThreadTuner(params.n_threads, params.n_threads_batch)
+        self._batch_threads = params.n_threads_batch
         self.ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(n_tokens=params.n_ctx, embd=0, n_seq_max=1,
                                            verbose=False)
@@ -155,7 +156,10 @@ class BatchEngine:
         # Only steps of one new token per sequence are comparable from step to step.
         decoding = n > 1 and n == len(active)
         if decoding:
-            self.threads.apply(self.ctx.ctx)
+            threads = self.threads.choose()
+            if threads != self._batch_threads:
+                llama_cpp.llama_set_n_threads(self.ctx.ctx, self.threads.n_threads, threads)
+                self._batch_threads = threads
         started = time.perf_counter()
         status = llama_cpp.llama_decode(self.ctx.ctx, batch)
         if decoding and status == 0:
@@ -232,22 +236,19 @@ class ThreadTuner:
         self.options = sorted({1, n_threads_batch})
         self.cost: dict[int, float | None] = dict.fromkeys(self.options)
         self.current = n_threads_batch
-        self._set = n_threads_batch
         self._steps = 0
 
-    def apply(self, ctx) -> None:
+    def choose(self) -> int:
+        """The thread count for the next multi-token step."""
         self._steps += 1
         untried = [t for t in self.options if self.cost[t] is None]
         if untried:
             self.current = untried[0]
         else:
-            best = min(self.options, key=lambda t: self.cost[t])
-            others = [t for t in self.options if t != best]
-            self.current = (others[self._steps // self.EXPLORE_EVERY % len(others)]
-                            if others and self._steps % self.EXPLORE_EVERY == 0 else best)
-        if self.current != self._set:
-            llama_cpp.llama_set_n_threads(ctx, self.n_threads, self.current)
-            self._set = self.current
+            ranked = sorted(self.options, key=lambda t: self.cost[t])
+            explore = len(ranked) > 1 and self._steps % self.EXPLORE_EVERY == 0
+            self.current = ranked[1] if explore else ranked[0]
+        return self.current
 
     def learn(self, seconds_per_token: float) -> None:
         old = self.cost[self.current]

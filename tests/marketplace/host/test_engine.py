@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from marketplace.host.engine import ThreadTuner
 from marketplace.host.worker import Busy, ModelWorker, Work
 from tests.marketplace.host.conftest import request_for
 
@@ -118,3 +119,27 @@ def test_work_cancelled_before_it_starts_never_reaches_the_model(worker):
     worker.submit(job.work)
     assert job.wait().error == "cancelled before it started"
     assert job.pieces == []
+
+
+def test_batched_steps_use_the_thread_count_measured_cheaper_and_retry_the_other():
+    tuner = ThreadTuner(n_threads=1, n_threads_batch=2)
+    seconds = {1: 0.006, 2: 0.004}
+    chosen = []
+    for _ in range(200):
+        chosen.append(tuner.choose())
+        tuner.learn(seconds[tuner.current])
+    assert chosen[:2] == [1, 2]  # each measured once first
+    assert chosen.count(2) > 190 and chosen.count(1) >= 3
+    seconds = {1: 0.006, 2: 0.020}  # another process took the second core
+    later = []
+    for _ in range(200):
+        later.append(tuner.choose())
+        tuner.learn(seconds[tuner.current])
+    assert later[-100:].count(1) > 95
+
+
+def test_a_machine_with_one_core_has_a_single_choice():
+    tuner = ThreadTuner(n_threads=1, n_threads_batch=1)
+    for _ in range(100):
+        assert tuner.choose() == 1
+        tuner.learn(0.01)
