@@ -68,9 +68,11 @@ async def platform_chain() -> Chain:
         deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
         chain_id = await w3.eth.chain_id
     except (OSError, TimeoutError) as exc:
+        await w3.provider.disconnect()
         raise ChainError("RPC_UNAVAILABLE", f"{settings.CHAIN_RPC}: {exc}",
                          permanent=False) from None
     if deployment is None:
+        await w3.provider.disconnect()
         raise ChainError("NOT_DEPLOYED", "no contracts recorded for this chain: run "
                          "`python manage.py devnet up` or `deploy_contracts`", permanent=True)
     keystore, passphrase = wallet_files()

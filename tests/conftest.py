@@ -3,6 +3,7 @@ and a whole local network of real host processes."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -124,6 +125,9 @@ async def close_network_sessions():
         except RuntimeError:
             pass  # bound to a loop that is already closed
     wallet._handles.clear()
+    # Collect now, so a session some code forgot to close is reported against the test
+    # that leaked it rather than against whichever test happens to run next.
+    gc.collect()
 
 
 class HostProcess:
