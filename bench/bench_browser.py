@@ -1,0 +1,132 @@
+"""From clicking Generate to the first token painted in a real (headless) Chromium, against
+the host's own time to first token over its WebSocket, in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.chainkit import BenchChain
+from bench.common import ROOT, free_port, process, report, wait_http
+
+CHROMIUM = "/usr/bin/chromium"
+ROUNDS = 3
+PROMPT = "Tides rise and fall twice a day because of the moon's pull on the oceans."
+
+
+async def host_ttft(net: BenchChain, host_url: str, host_address: str) -> float:
+    """The host's own first token: post a job, then time its stream's first token."""
+    from eth_account.messages import encode_defunct
+
+    from marketplace.client import pool
+    from marketplace.client.stream import stream_job
+    from marketplace.protocol import GenerationRequest
+
+    client = net.chain("host-4")
+    request = GenerationRequest(model="smollm2-135m-instruct", prompt=PROMPT, maxTokens=32,
+                                temperature=0.0)
+    posted = await client.post_job(model=request.model, prompt_hash=request.digest(),
+                                   max_tokens=32, max_price_per_token_wei=2 * 10**9,
+                                   deadline=await client.block_time() + 600, host=host_address)
+    first: list[float] = []
+
+    async def on_token(piece):
+        if not first:
+            first.append(time.perf_counter())
+
+    account = client.sender.account
+    started = time.perf_counter()
+    await stream_job(host_url, chain_job_id=posted.job_id, node_id=host_address,
+                     request=request, on_token=on_token,
+                     signer=lambda t: "0x" + account.sign_message(
+                         encode_defunct(text=t)).signature.hex().removeprefix("0x"))
+    await client.close()
+    await pool.close()
+    return (first[0] - started) * 1000
+
+
+def main() -> None:
+    if not os.path.exists(CHROMIUM):
+        print("browser benchmark skipped: Debian's chromium is not installed", file=sys.stderr)
+        return
+    from playwright.sync_api import sync_playwright
+
+    var = Path(tempfile.mkdtemp(prefix="bench-browser-"))
+    net = BenchChain()
+    try:
+        asyncio.run(net.deploy())
+        (var / "deployments").mkdir()
+        deployment = var / "deployments" / "31337.json"
+        deployment.write_text(net.deployment.to_json())
+        key = net.keys["host-1"]
+        host_port, web_port = free_port(), free_port()
+        env = {"DJANGO_SETTINGS_MODULE": "config.settings.dev", "DEBUG": "0",
+               "VAR_DIR": str(var), "CHAIN_RPC_URL": net.url, "LOG_LEVEL": "ERROR",
+               "WALLET_KEYSTORE_FILE": str(net.keys["platform"].keystore),
+               "WALLET_PASSPHRASE_FILE": str(net.keys["platform"].passphrase_file)}
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True,
+                       env={**os.environ, **env})
+        host_cmd = [sys.executable, "manage.py", "runhost", "--port", str(host_port),
+                    "--price", str(10**9), "--keystore", str(key.keystore),
+                    "--passphrase-file", str(key.passphrase_file), "--rpc-url", net.url,
+                    "--deployment", str(deployment), "--results-dir", str(var / "host")]
+        web_cmd = [sys.executable, "manage.py", "serve", "--no-devnet", "--port", str(web_port)]
+        with process(host_cmd, env=env), process(web_cmd, env=env):
+            host_url, web_url = f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{web_port}"
+            wait_http(f"{host_url}/health")
+            wait_http(f"{web_url}/health")
+            host_figures, browser_figures = [], []
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync"])
+                page = browser.new_page()
+                page.goto(f"{web_url}/account/signup/")
+                page.fill("#id_username", "bench")
+                page.fill("#id_password1", "a-long-password-7")
+                page.fill("#id_password2", "a-long-password-7")
+                page.click("#signup")
+                for i in range(ROUNDS + 1):
+                    host_figures.append(asyncio.run(host_ttft(net, host_url, key.address)))
+                    page.goto(f"{web_url}/")
+                    page.select_option("#id_content_type", "summary")
+                    page.select_option("#id_length", "short")
+                    page.fill("#id_prompt", f"{PROMPT} ({i})")  # no cache hits
+                    page.wait_for_selector("#estimate strong")
+                    # The click time is kept across the navigation in sessionStorage; the
+                    # generation page records when #output first holds text.
+                    page.evaluate("sessionStorage.setItem('clicked', String(Date.now()))")
+                    page.click("#generate")
+                    page.wait_for_url("**/g/*/")
+                    page.evaluate("""() => new Promise(resolve => {
+                        const out = document.getElementById('output');
+                        const done = () => { window.__painted = Date.now(); resolve(); };
+                        if (out.textContent.length) return done();
+                        new MutationObserver((m, o) => { if (out.textContent.length) {
+                            o.disconnect(); requestAnimationFrame(done); } })
+                          .observe(out, {childList: true, subtree: true, characterData: true});
+                    })""")
+                    painted = page.evaluate("window.__painted")
+                    clicked = int(page.evaluate("sessionStorage.getItem('clicked')"))
+                    browser_figures.append(painted - clicked)
+                    page.wait_for_selector("#result .facts", timeout=60000)
+                browser.close()
+        # The first round warms up connections and caches on both sides.
+        host = statistics.median(host_figures[1:])
+        seen = statistics.median(browser_figures[1:])
+        report("host ttft", host, "ms")
+        report("browser ttft (click to first token painted)", seen, "ms")
+        report("browser added ttft ms", seen - host, "ms")
+    finally:
+        net.close()
+
+
+if __name__ == "__main__":
+    main()
