@@ -6,6 +6,7 @@ Reads need no account; writes go through a Sender (nonces, gas, fees, audit).
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ class Chain:
 
     async def active_nodes(self, model: str) -> list[NodeInfo]:
         addresses = await self.registry.functions.activeNodesForModel(model).call()
-        nodes = [await self.get_node(a, model) for a in addresses]
+        nodes = await asyncio.gather(*(self.get_node(a, model) for a in addresses))
         return [n for n in nodes if n.active and n.price_per_token_wei > 0]
 
     # ---- JobMarketplace -------------------------------------------------------------
