@@ -42,6 +42,7 @@ VERSION = "1.0.0"
 HIGH_WATERMARK = 256  # unacknowledged tokens before the host pauses sending
 LOW_WATERMARK = 64  # ... and resumes when the client is back within this many
 CHECKPOINT_EVERY = 32
+SEEN_SIGNATURES_MAX = 100_000
 
 
 class StreamRefused(Exception):
@@ -72,7 +73,9 @@ class HostNode:
         self.worker = ModelWorker(backend, capacity=config.capacity)
         self.address = chain.address
         self.sessions: dict[int, Session] = {}
-        self.seen_signatures: set[str] = set()
+        # Each challenge nonce is fresh, so an old signature can never verify again; the
+        # record only names the failure. Bounded, oldest forgotten first.
+        self.seen_signatures: dict[str, None] = {}
         self.claim_locks: dict[int, asyncio.Lock] = {}
         self.posted: dict[int, dict] = {}  # JobPosted arguments seen by the watcher
         self.tasks: list[asyncio.Task] = []
@@ -239,7 +242,9 @@ class HostNode:
             signer = None
         if signer is None or signer.lower() != job.client.lower():
             raise StreamRefused(Code.BAD_SIGNATURE, "the signature is not the job's client's")
-        self.seen_signatures.add(init.signature)
+        self.seen_signatures[init.signature] = None
+        if len(self.seen_signatures) > SEEN_SIGNATURES_MAX:
+            del self.seen_signatures[next(iter(self.seen_signatures))]
         session = self.sessions.get(init.job_id)
         if session is None:
             session = await self._begin(init, job)
