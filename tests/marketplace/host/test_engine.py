@@ -47,7 +47,7 @@ def worker(llama):
     worker.stop()
 
 
-PROMPTS = ["Name a colour.", "Write a haiku about rain.", "What is two plus two?",
+PROMPTS = ["Describe the colour blue.", "Write a haiku about rain.", "Explain what rain is.",
            "Give a tip for sleeping well."]
 
 
