@@ -68,8 +68,13 @@ class BatchEngine:
         self.batch = _internals.LlamaBatch(n_tokens=params.n_ctx, embd=0, n_seq_max=1,
                                            verbose=False)
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
-        self._piece = ctypes.create_string_buffer(256)
         self._seeds = 0
+        # Every token's bytes and end-of-generation flag, looked up once: per token the
+        # model thread then makes a single call into llama.cpp (the sampler), and each
+        # call is a point where it may wait for the GIL behind the event loop.
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self._pieces = [_piece(self.vocab, t) for t in range(n_vocab)]
+        self._eog = {t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)}
 
     @property
     def running(self) -> int:
@@ -174,26 +179,17 @@ class BatchEngine:
         for slot in active:
             slot.cached.extend(slot.feed)
             token = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx.ctx, slot.logits_at)
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            if token in self._eog:
                 self._finish(slot, None)
                 continue
             slot.generated += 1
-            text = slot.decoder.decode(self._bytes(token))
+            text = slot.decoder.decode(self._pieces[token])
             if text:
                 slot.work.on_token(text)
             if slot.generated >= slot.budget:
                 self._finish(slot, None)
             else:
                 slot.feed = [token]
-
-    def _bytes(self, token: int) -> bytes:
-        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece,
-                                           len(self._piece), 0, False)
-        if n < 0:
-            buffer = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -n, 0, False)
-            return buffer.raw[:n]
-        return self._piece.raw[:n]
 
     def _finish(self, slot: Slot, error: str | None) -> None:
         work, slot.work = slot.work, None
@@ -254,6 +250,15 @@ class ThreadTuner:
         old = self.cost[self.current]
         self.cost[self.current] = seconds_per_token if old is None else (
             old + self.ALPHA * (seconds_per_token - old))
+
+
+def _piece(vocab, token: int) -> bytes:
+    buffer = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    if n < 0:
+        buffer = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:n]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
