@@ -374,8 +374,12 @@ class HostNode:
                         await send({"type": "pause", "data": {"index": index - 1}})
                         while index - state["acked"] > LOW_WATERMARK and not reader.done():
                             ack_event.clear()
-                            await asyncio.wait([reader, asyncio.ensure_future(ack_event.wait())],
-                                               return_when=asyncio.FIRST_COMPLETED, timeout=30)
+                            acked = asyncio.ensure_future(ack_event.wait())
+                            try:
+                                await asyncio.wait([reader, acked], timeout=30,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                            finally:
+                                acked.cancel()
                         if reader.done():
                             return
                         await send({"type": "resume", "data": {"index": index - 1}})
@@ -392,9 +396,11 @@ class HostNode:
                         "error": session.error}})
                     return
                 changed = asyncio.ensure_future(session.changed.wait())
-                await asyncio.wait([reader, changed], return_when=asyncio.FIRST_COMPLETED)
-                if reader.done():
+                try:
+                    await asyncio.wait([reader, changed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
                     changed.cancel()
+                if reader.done():
                     reader.result()  # re-raise a refusal from the client's side
                     return
         finally:

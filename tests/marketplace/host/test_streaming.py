@@ -2,6 +2,7 @@ import asyncio
 import hashlib
 
 import aiohttp
+import pytest
 
 from marketplace.client.stream import stream_job, ws_url
 from marketplace.host.cid import cid_for
@@ -152,3 +153,37 @@ async def test_a_client_gone_past_the_grace_period_stops_the_generation(
     assert session.done and session.reaped
     assert len(session.tokens) < 1500
     assert await client.submitted_result(posted.job_id) is None
+
+
+async def test_a_client_that_stops_acknowledging_is_paused_and_resumed(
+        on_anvil, host, monkeypatch):
+    from marketplace.host import server
+    from marketplace.protocol import challenge_message
+
+    monkeypatch.setattr(server, "HIGH_WATERMARK", 8)
+    monkeypatch.setattr(server, "LOW_WATERMARK", 2)
+    client = on_anvil.chain("platform")
+    request = request_for("Describe a quiet morning in a small town.", max_tokens=40)
+    posted = await post_for(client, host.address, request)
+    sign = signer_for(client)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
+        challenge = await ws.receive_json()
+        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+                            "nodeId": host.address, "request": request.model_dump(by_alias=True),
+                            "signature": sign(challenge_message(challenge["nonce"],
+                                                                posted.job_id, host.address))})
+        indexes = []
+        while (message := await ws.receive_json())["type"] != "pause":
+            if message["type"] == "token":
+                indexes.append(message["index"])
+        assert indexes == list(range(8))  # eight unacknowledged tokens, then the pause
+        with pytest.raises(TimeoutError):  # nothing more while paused
+            await ws.receive_json(timeout=0.5)
+        await ws.send_json({"type": "ack", "index": indexes[-1]})
+        assert (await ws.receive_json())["type"] == "resume"
+        while (message := await ws.receive_json())["type"] != "end":
+            if message["type"] == "token":
+                indexes.append(message["index"])
+                await ws.send_json({"type": "ack", "index": message["index"]})
+    assert indexes == list(range(len(indexes)))
+    assert len(indexes) == message["data"]["tokens"]
