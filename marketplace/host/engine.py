@@ -1,12 +1,12 @@
 """Continuous batching on llama.cpp: several generations share one context and advance
-together, one `llama_decode` per step with one token from each running sequence.
+together, one `llama_decode` per step holding the next token of every running sequence
+and the prompt of any that just arrived.
 
-On a small model on CPU a decode step costs about the same for one token as for four
-(the time goes to reading the weights), so interleaving sequences multiplies throughput
-instead of serving clients one after another. Each sequence has its own id in the KV
-cache (a slot); a slot keeps its tokens after a job ends so the next prompt that shares a
-prefix with it (the chat template's system turn, a resumed continuation) skips that part
-of the prompt evaluation.
+Every client starts at once instead of queueing behind the others, and the steps with
+several tokens can use every core while a single stream runs best on one thread (see
+ThreadTuner). Each sequence has its own id in the KV cache (a slot); a slot keeps its
+tokens after a job ends, and a new prompt reuses the longest prefix any slot holds (the
+chat template's system turn, a resumed continuation), so only the rest is evaluated.
 
 Only the model thread calls into an engine (see worker.py).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -23,8 +22,6 @@ import llama_cpp
 from llama_cpp import _internals
 
 from marketplace.host.worker import Work
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,9 +76,6 @@ class BatchEngine:
     @property
     def running(self) -> int:
         return sum(1 for s in self.slots if s.work is not None)
-
-    def has_room(self) -> bool:
-        return any(s.work is None for s in self.slots)
 
     # ---- admission ------------------------------------------------------------------
 
