@@ -2,11 +2,11 @@
 together, one `llama_decode` per step holding the next token of every running sequence
 and the prompt of any that just arrived.
 
-Every client starts at once instead of queueing behind the others, and the steps with
-several tokens can use every core while a single stream runs best on one thread (see
-ThreadTuner). Each sequence has its own id in the KV cache (a slot); a slot keeps its
-tokens after a job ends, and a new prompt reuses the longest prefix any slot holds (the
-chat template's system turn, a resumed continuation), so only the rest is evaluated.
+Every client starts at once instead of queueing behind the others, and steps with several
+tokens can use every core while single-token steps keep llama-cpp-python's one thread
+(see ThreadTuner). Each sequence has its own id in the KV cache (a slot); a slot keeps
+its tokens after a job ends, and a new prompt reuses the longest prefix any slot holds
+(the chat template's system turn, a resumed continuation), so only the rest is evaluated.
 
 Only the model thread calls into an engine (see worker.py).
 """
