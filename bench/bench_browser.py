@@ -90,6 +90,7 @@ def main() -> None:
                 page = browser.new_page()
                 page.goto(f"{web_url}/account/signup/")
                 page.fill("#id_username", "bench")
+                page.fill("#id_email", "bench@example.com")
                 page.fill("#id_password1", "a-long-password-7")
                 page.fill("#id_password2", "a-long-password-7")
                 page.click("#signup")

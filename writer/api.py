@@ -11,6 +11,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import SessionAuth
 
+from accounts.errors import InsufficientFunds
 from writer import services
 from writer.models import Generation
 from writer.services import MAX_PROMPT_CHARS
@@ -109,10 +110,18 @@ async def generate(request: HttpRequest, body: GenerateIn):
     if len(body.prompt) > MAX_PROMPT_CHARS:
         raise HttpError(400, f"the prompt is over {MAX_PROMPT_CHARS} characters")
     user = await request.auser()
-    estimate = await services.estimate_generation(body.type, body.length)
-    generation = await sync_to_async(services.generation_create)(
-        user=user, content_type=body.type, style=body.style, length=body.length,
-        prompt=body.prompt)
+    estimate = await services.estimate_generation(body.type, body.length, user=user)
+    try:
+        generation = await sync_to_async(services.generation_create)(
+            user=user, content_type=body.type, style=body.style, length=body.length,
+            prompt=body.prompt, price_cap_wei=estimate.price_cap_wei)
+    except InsufficientFunds as exc:
+        return api.create_response(request, {"error": {
+            "code": "INSUFFICIENT_FUNDS", "message": str(exc),
+            "required": str(exc.required_wei), "available": str(exc.available_wei)}},
+            status=402)
+    except services.NoHosts as exc:
+        return _error(request, "NO_HOSTS_AVAILABLE", str(exc), 503)
     if not generation.cached:
         services.generation_start(generation.id)
     return {"jobId": generation.id, "estimatedTime": estimate.seconds,

@@ -16,6 +16,10 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
 
+def _percent(done: int, total: int) -> int:
+    return min(100, round(100 * done / total)) if total else 0
+
+
 class GenerationConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         user = self.scope.get("user")
@@ -45,6 +49,8 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             return
         if isinstance(data, dict) and data.get("action") == "stop":
             await self.channel_layer.group_send(self.group, {"type": "gen.cancel"})
+            await self.send(text_data='<span id="status" hx-swap-oob="outerHTML" '
+                                      'class="status">Stopping…</span>')
 
     async def _send_whole(self):
         generation = await Generation.objects.aget(pk=self.generation_id)
@@ -52,7 +58,7 @@ class GenerationConsumer(AsyncWebsocketConsumer):
         self.next_index = seq
         await self.send(text_data=render_to_string("writer/_stream_state.html", {
             "generation": generation, "text": text, "seq": seq,
-            "percent": min(100, round(100 * seq / generation.max_tokens)),
+            "percent": _percent(seq, generation.max_tokens),
         }))
         if not generation.is_live:
             await self._send_final(generation)
@@ -69,10 +75,11 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             await self._send_whole()  # a dropped message: send the whole text once
             return
         self.next_index = index + 1
-        percent = min(100, round(100 * self.next_index / event["max"]))
+        percent = _percent(self.next_index, event["max"])
         await self.send(text_data=(
             f'<div hx-swap-oob="beforeend:#output"><span>{escape(event["text"])}</span></div>'
-            f'<div id="progress" hx-swap-oob="outerHTML" class="progress">'
+            f'<div id="progress" hx-swap-oob="outerHTML" class="progress" role="progressbar" '
+            f'aria-valuemin="0" aria-valuemax="{event["max"]}" aria-valuenow="{self.next_index}">'
             f'<div class="bar" style="width: {percent}%"></div>'
             f'<span>{self.next_index} of {event["max"]} tokens</span></div>'))
 

@@ -64,6 +64,10 @@ class Generation(models.Model):
     cached = models.BooleanField(default=False)
     cache_key = models.CharField(max_length=64, db_index=True)
     job_id = models.UUIDField(null=True, blank=True)
+    price_cap_wei = models.DecimalField(max_digits=78, decimal_places=0, null=True, blank=True,
+                                        help_text="The most a host may charge per token")
+    reservation = models.OneToOneField("accounts.Reservation", null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="generation")
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)

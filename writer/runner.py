@@ -94,12 +94,29 @@ async def run_generation(generation_id) -> None:
 
     spec = JobSpec(model=generation.model, prompt=generation.full_prompt,
                    max_tokens=generation.max_tokens, temperature=generation.temperature,
-                   content_type=generation.content_type, owner_id=generation.user_id)
+                   content_type=generation.content_type, owner_id=generation.user_id,
+                   max_price_per_token_wei=int(generation.price_cap_wei)
+                   if generation.price_cap_wei is not None else None)
+    billed = False
+
+    async def bill(price: int, tokens: int) -> None:
+        nonlocal billed
+        if billed:
+            return
+        billed = True
+        from marketplace.wallet import platform_chain
+        from writer.services import generation_bill
+
+        fee_bps = await (await platform_chain()).fee_bps() if tokens else 0
+        await sync_to_async(generation_bill)(generation_id=generation.id,
+                                             node_price_per_token_wei=price, tokens=tokens,
+                                             protocol_fee_bps=fee_bps)
     try:
         outcome = await run_job(spec, on_token=on_token, on_state=on_state, cancel=cancel)
     except ClientError as exc:
         text = "".join(pieces)
         status = Status.CANCELLED if exc.code == "CANCELLED" else Status.FAILED
+        await bill(0, 0)  # nothing was settled on chain for it: nothing is charged
         await save(status=status, text=text, seq=len(pieces), error_code=exc.code,
                    error_message=exc.message, finished=timezone.now(),
                    processed=process(generation.content_type, text) if text else {})
@@ -108,10 +125,13 @@ async def run_generation(generation_id) -> None:
         log.exception("generation %s crashed", generation.id)
         await save(status=Status.FAILED, error_code="INTERNAL", error_message=str(exc)[:500],
                    finished=timezone.now())
+        await bill(0, 0)
     else:
+        price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
+        await bill(price, outcome.tokens)
         await save(status=Status.CANCELLED if outcome.cancelled else Status.DONE,
                    text=outcome.text, seq=outcome.tokens, tokens=outcome.tokens,
-                   host=outcome.host, cost_wei=outcome.cost_wei, job_id=outcome.job_id,
+                   host=outcome.host, job_id=outcome.job_id,
                    processed=process(generation.content_type, outcome.text),
                    finished=timezone.now())
         if not outcome.cancelled:

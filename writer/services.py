@@ -13,6 +13,13 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import (
+    account_get_or_create,
+    balance_reserve,
+    reservation_release,
+    reservation_settle,
+)
+from accounts.tiers import price_for, settlement_for
 from marketplace.prompts import build_prompt
 from writer.models import Generation, GenerationProfile, Status
 from writer.postprocess import process
@@ -48,7 +55,11 @@ def cache_key(*, model: str, prompt: str, max_tokens: int, temperature: float) -
 @transaction.atomic
 def generation_create(*, user, content_type: str, style: str, length: str, prompt: str,
                       model: str | None = None, max_tokens: int | None = None,
-                      temperature: float | None = None) -> Generation:
+                      temperature: float | None = None,
+                      price_cap_wei: int | None = None) -> Generation:
+    """A new generation, served from the cache when it can be; otherwise its worst case
+    (max tokens at `price_cap_wei`, the dearest host's price) is reserved from the user's
+    balance, or InsufficientFunds is raised and nothing is created."""
     chosen = profile_for(content_type, length, model=model, max_tokens=max_tokens,
                          temperature=temperature)
     spec = build_prompt(content_type, prompt, style=style, length=length)
@@ -69,8 +80,44 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
         generation.status = Status.DONE
         generation.processed = process(content_type, hit["text"])
         generation.finished = timezone.now()
+        generation.save()
+        return generation
+    if price_cap_wei is None:
+        raise NoHosts(chosen.model)
+    generation.price_cap_wei = price_cap_wei
     generation.save()
+    account = account_get_or_create(user)
+    worst = price_for(account.tier, price_cap_wei, chosen.max_tokens).charge_wei
+    generation.reservation = balance_reserve(account, amount_wei=worst,
+                                             reference=f"writer:{generation.id}")
+    generation.save(update_fields=["reservation"])
     return generation
+
+
+class NoHosts(Exception):
+    def __init__(self, model: str):
+        super().__init__(f"no host serves {model} right now")
+        self.model = model
+
+
+def generation_bill(*, generation_id, node_price_per_token_wei: int, tokens: int,
+                    protocol_fee_bps: int) -> int:
+    """Settle a finished generation's reservation for the tokens it got (release it all
+    when it got none); returns what the user was charged."""
+    generation = Generation.objects.select_related("reservation").get(pk=generation_id)
+    reservation = generation.reservation
+    if reservation is None:
+        return 0
+    if tokens == 0:
+        reservation_release(reservation, reason="no tokens delivered")
+        charged = 0
+    else:
+        split = settlement_for(reservation.tier, node_price_per_token_wei, tokens,
+                               protocol_fee_bps=protocol_fee_bps)
+        reservation_settle(reservation, **split._asdict())
+        charged = split.charged_wei
+    Generation.objects.filter(pk=generation_id).update(cost_wei=charged)
+    return charged
 
 
 def cache_store(generation: Generation) -> None:
@@ -114,6 +161,7 @@ class Estimate:
     nodes: int
     cost_wei: int | None
     seconds: float | None
+    price_cap_wei: int | None = None
 
     @property
     def available(self) -> bool:
@@ -121,9 +169,9 @@ class Estimate:
 
 
 async def estimate_generation(content_type: str, length: str, *, model: str | None = None,
-                              max_tokens: int | None = None) -> Estimate:
-    """The worst-case cost and the expected time, from the hosts' current prices and
-    their measured speed."""
+                              max_tokens: int | None = None, user=None) -> Estimate:
+    """The worst-case cost (at the dearest host's price, with the user's tier) and the
+    expected time, from the hosts' current prices and their measured speed."""
     from asgiref.sync import sync_to_async
 
     from marketplace.client.service import price_quote
@@ -135,5 +183,9 @@ async def estimate_generation(content_type: str, length: str, *, model: str | No
         return Estimate(chosen.model, chosen.max_tokens, 0, None, None)
     tps = quote.tokens_per_s or 100.0
     seconds = (quote.ttft_ms or 300.0) / 1000 + chosen.max_tokens / tps
-    return Estimate(chosen.model, chosen.max_tokens, quote.nodes,
-                    chosen.max_tokens * quote.median_price_wei, round(seconds, 1))
+    tier = "free"
+    if user is not None and user.is_authenticated:
+        tier = (await sync_to_async(account_get_or_create)(user)).tier
+    cost = price_for(tier, quote.max_price_wei, chosen.max_tokens).charge_wei
+    return Estimate(chosen.model, chosen.max_tokens, quote.nodes, cost, round(seconds, 1),
+                    price_cap_wei=quote.max_price_wei)

@@ -11,6 +11,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.errors import InsufficientFunds
 from writer import services
 from writer.forms import EditForm, GenerateForm
 from writer.models import TYPE_CHOICES, Generation
@@ -40,7 +41,7 @@ async def estimate(request):
     length = data.get("length") or "medium"
     result = await services.estimate_generation(
         content_type, length, model=data.get("model") or None,
-        max_tokens=data.get("max_tokens") or None)
+        max_tokens=data.get("max_tokens") or None, user=await request.auser())
     return await arender(request, "writer/_estimate.html", {"estimate": result})
 
 
@@ -54,10 +55,25 @@ async def generate(request):
     if not form.is_valid():
         return await arender(request, "writer/generate.html", {"form": form}, status=400)
     data = form.cleaned_data
-    generation = await sync_to_async(services.generation_create)(
-        user=user, content_type=data["content_type"], style=data["style"],
-        length=data["length"], prompt=data["prompt"], model=data["model"] or None,
-        max_tokens=data["max_tokens"], temperature=data["temperature"])
+    estimate = await services.estimate_generation(
+        data["content_type"], data["length"], model=data["model"] or None,
+        max_tokens=data["max_tokens"], user=user)
+    try:
+        generation = await sync_to_async(services.generation_create)(
+            user=user, content_type=data["content_type"], style=data["style"],
+            length=data["length"], prompt=data["prompt"], model=data["model"] or None,
+            max_tokens=data["max_tokens"], temperature=data["temperature"],
+            price_cap_wei=estimate.price_cap_wei)
+    except InsufficientFunds as exc:
+        form.add_error(None, f"Your balance ({exc.available_wei:,} wei) does not cover this "
+                             f"request's worst case ({exc.required_wei:,} wei). Choose a "
+                             "shorter length or top up your balance.")
+        return await arender(request, "writer/generate.html", {"form": form}, status=402)
+    except services.NoHosts as exc:
+        form.add_error(None, f"No host on the network serves {exc.model} right now. Start "
+                             "the local network (make run) or choose another model under "
+                             "Advanced.")
+        return await arender(request, "writer/generate.html", {"form": form}, status=503)
     if not generation.cached:
         services.generation_start(generation.id)
     return redirect("generation", pk=generation.id)

@@ -20,6 +20,7 @@ class PriceQuote:
     nodes: int
     min_price_wei: int
     median_price_wei: int
+    max_price_wei: int
     ttft_ms: float | None
     tokens_per_s: float | None
 
@@ -49,5 +50,6 @@ async def price_quote(model: str) -> PriceQuote | None:
     ttft, tps = await sync_to_async(_measured)([c.address for c in found])
     return PriceQuote(model=model, nodes=len(found), min_price_wei=prices[0],
                       median_price_wei=int(statistics.median(prices)),
+                      max_price_wei=prices[-1],
                       ttft_ms=round(ttft, 1) if ttft else None,
                       tokens_per_s=round(tps, 1) if tps else None)

@@ -53,6 +53,7 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
         page = browser.new_page()
         page.goto(f"{server}/account/signup/")
         page.fill("#id_username", "erin")
+        page.fill("#id_email", "erin@example.com")
         page.fill("#id_password1", "a-long-password-7")
         page.fill("#id_password2", "a-long-password-7")
         page.click("#signup")

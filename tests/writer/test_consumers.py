@@ -93,4 +93,47 @@ async def test_stop_reaches_the_jobs_group(alice):
     await ws.send_to(text_data='{"action": "stop", "HEADERS": {}}')
     message = await layer.receive(listener)
     assert message["type"] == "gen.cancel"
+    assert "Stopping" in await ws.receive_from()
+    await ws.disconnect()
+
+
+async def test_the_end_sends_the_whole_text_then_the_shaped_result_escaped(alice):
+    generation = await make_generation(alice, text="- <b>one</b>\n- two", seq=4)
+    ws = await connect(alice, generation)
+    await ws.connect()
+    await ws.receive_from()
+    await Generation.objects.filter(pk=generation.id).aupdate(
+        status="done", tokens=4, processed={"points": ["<b>one</b>", "two"]})
+    await get_channel_layer().group_send(group_name(generation.id), {"type": "gen.end"})
+    state = await ws.receive_from()
+    assert "&lt;b&gt;one&lt;/b&gt;" in state and "<b>" not in state
+    assert '<span id="stop-form" hx-swap-oob="outerHTML"></span>' in state
+    final = await ws.receive_from()
+    assert final.startswith('<section id="result" hx-swap-oob="outerHTML"')
+    assert "<li>&lt;b&gt;one&lt;/b&gt;</li>" in final and "<b>" not in final
+    assert 'id="edit-text"' in final and 'hx-boost="true"' in final
+    await ws.disconnect()
+
+
+async def test_a_finished_generation_sends_its_result_on_connect(alice):
+    generation = await make_generation(alice, text="Done text.", seq=2, status="done")
+    ws = await connect(alice, generation)
+    await ws.connect()
+    assert "Done text." in await ws.receive_from()
+    assert 'id="result"' in await ws.receive_from()
+    await ws.disconnect()
+
+
+async def test_tokens_already_shown_are_not_repeated(alice):
+    generation = await make_generation(alice, text="ab", seq=2)
+    ws = await connect(alice, generation)
+    await ws.connect()
+    await ws.receive_from()
+    layer = get_channel_layer()
+    for index, text in ((1, "b"), (2, "c")):
+        await layer.group_send(group_name(generation.id),
+                               {"type": "gen.token", "index": index, "text": text, "max": 10})
+    fragment = await ws.receive_from()
+    assert "<span>c</span>" in fragment and "3 of 10 tokens" in fragment
+    assert await ws.receive_nothing(timeout=0.2)
     await ws.disconnect()
