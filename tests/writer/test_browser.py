@@ -51,6 +51,16 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
             "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page()
+        # Record every length #output passes through, as the page paints it.
+        page.add_init_script("""
+            window.__lengths = [];
+            document.addEventListener('DOMContentLoaded', () => {
+                const out = document.getElementById('output');
+                if (!out) return;
+                window.__lengths.push(out.textContent.length);
+                new MutationObserver(() => window.__lengths.push(out.textContent.length))
+                    .observe(out, {childList: true, subtree: true, characterData: true});
+            });""")
         page.goto(f"{server}/account/signup/")
         page.fill("#id_username", "erin")
         page.fill("#id_email", "erin@example.com")
@@ -59,20 +69,20 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
         page.click("#signup")
         page.wait_for_selector("text=What shall we write?")
         page.select_option("#id_content_type", "summary")
-        page.select_option("#id_length", "medium")
-        page.fill("#id_prompt", "Lighthouses guided ships for centuries. Today most are "
-                                "automated, and many have become museums or hotels.")
+        page.select_option("#id_length", "long")
+        page.fill("#id_prompt", "Lighthouses guided ships for centuries. Keepers lived in "
+                                "them with their families, trimming wicks and winding the "
+                                "clockwork that turned the lens. Fresnel lenses made the "
+                                "light visible for miles. Radio beacons and satellite "
+                                "navigation made most keepers unnecessary. Today most "
+                                "lighthouses are automated, and many have become museums, "
+                                "hotels or homes for birds.")
         page.wait_for_selector("#estimate strong")  # the live estimate came back
         assert "wei" in page.inner_text("#estimate")
         page.click("#generate")
         page.wait_for_url("**/g/*/")
-        lengths = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            lengths.append(len(page.inner_text("#output")))
-            if page.query_selector("#result .facts"):
-                break
-            time.sleep(0.02)
+        page.wait_for_selector("#result .facts", timeout=60000)
+        lengths = page.evaluate("window.__lengths")
         grown = sorted({n for n in lengths if n > 0})
         assert len(grown) >= 2, f"the text did not grow in steps: {lengths[:50]}"
         assert page.query_selector("#result .facts"), "the generation did not finish"
