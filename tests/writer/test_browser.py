@@ -69,7 +69,7 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
         page.click("#signup")
         page.wait_for_selector("text=What shall we write?")
         page.select_option("#id_content_type", "summary")
-        page.select_option("#id_length", "long")
+        page.select_option("#id_length", "medium")
         page.fill("#id_prompt", "Lighthouses guided ships for centuries. Keepers lived in "
                                 "them with their families, trimming wicks and winding the "
                                 "clockwork that turned the lens. Fresnel lenses made the "
