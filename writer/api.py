@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 from uuid import UUID
 
@@ -12,10 +13,11 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import SessionAuth
 
 from accounts.errors import InsufficientFunds
-from writer import services
+from writer import selectors, services
 from writer.models import Generation
 from writer.services import MAX_PROMPT_CHARS
 
+log = logging.getLogger(__name__)
 api = NinjaAPI(title="Inkmarket writer API", version="1", urls_namespace="writer-api",
                auth=SessionAuth(csrf=True), docs_url="/docs")
 
@@ -44,8 +46,16 @@ def on_auth(request, exc):
 
 @api.exception_handler(HttpError)
 def on_http(request, exc: HttpError):
-    code = {404: "NOT_FOUND", 400: "INVALID_REQUEST"}.get(exc.status_code, "ERROR")
+    code = {400: "INVALID_REQUEST", 403: "FORBIDDEN", 404: "NOT_FOUND",
+            405: "METHOD_NOT_ALLOWED", 429: "RATE_LIMITED"}.get(exc.status_code, "ERROR")
     return _error(request, code, str(exc), exc.status_code)
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request, exc: Exception):
+    # A program gets the one error shape even for a bug; the traceback goes to the log.
+    log.exception("writer API: %s %s failed", request.method, request.path)
+    return _error(request, "INTERNAL", "something went wrong on our side; try again", 500)
 
 
 class GenerateIn(Schema):
@@ -142,11 +152,7 @@ async def result(request: HttpRequest, job_id: UUID):
 @api.get("/history", response=list[HistoryItem], summary="Your generations, newest first")
 def history(request: HttpRequest, type: ContentType | None = None, q: str = "",
             limit: int = 50):
-    items = Generation.objects.filter(user=request.user)
-    if type:
-        items = items.filter(content_type=type)
-    if q:
-        items = items.filter(prompt__icontains=q)
+    items = selectors.generation_list(user=request.user, query=q, content_type=type or "")
     return [{"jobId": g.id, "type": g.content_type, "prompt": g.prompt, "status": g.status,
              "tokens": g.tokens, "cost": str(g.cost_wei), "created": g.created.isoformat()}
             for g in items[: max(1, min(limit, 200))]]
@@ -154,7 +160,7 @@ def history(request: HttpRequest, type: ContentType | None = None, q: str = "",
 
 @api.get("/estimate", response=EstimateOut, summary="Cost and time before sending")
 async def estimate(request: HttpRequest, type: ContentType, length: Length = "medium"):
-    e = await services.estimate_generation(type, length)
+    e = await services.estimate_generation(type, length, user=await request.auser())
     return {"model": e.model, "maxTokens": e.max_tokens, "nodes": e.nodes,
             "cost": str(e.cost_wei) if e.cost_wei is not None else None,
             "estimatedTime": e.seconds}

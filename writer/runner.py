@@ -119,7 +119,8 @@ async def run_generation(generation_id) -> None:
         await bill(0, 0)  # nothing was settled on chain for it: nothing is charged
         await save(status=status, text=text, seq=len(pieces), error_code=exc.code,
                    error_message=exc.message, finished=timezone.now(),
-                   processed=process(generation.content_type, text) if text else {})
+                   processed=process(generation.content_type, text, prompt=generation.prompt)
+                   if text else {})
         log.warning("generation %s failed: %s", generation.id, exc)
     except Exception as exc:  # never leave a page waiting forever
         log.exception("generation %s crashed", generation.id)
@@ -132,7 +133,8 @@ async def run_generation(generation_id) -> None:
         await save(status=Status.CANCELLED if outcome.cancelled else Status.DONE,
                    text=outcome.text, seq=outcome.tokens, tokens=outcome.tokens,
                    host=outcome.host, job_id=outcome.job_id,
-                   processed=process(generation.content_type, outcome.text),
+                   processed=process(generation.content_type, outcome.text,
+                                     prompt=generation.prompt),
                    finished=timezone.now())
         if not outcome.cancelled:
             from writer.services import cache_store

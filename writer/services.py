@@ -78,7 +78,7 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
         generation.cached = True
         generation.cost_wei = 0
         generation.status = Status.DONE
-        generation.processed = process(content_type, hit["text"])
+        generation.processed = process(content_type, hit["text"], prompt=prompt)
         generation.finished = timezone.now()
         generation.save()
         return generation
@@ -145,7 +145,8 @@ def generation_start(generation_id) -> asyncio.Task:
 
 def generation_save_edit(*, generation: Generation, text: str) -> Generation:
     generation.edited_text = text
-    generation.processed = process(generation.content_type, text)
+    generation.processed = process(generation.content_type, text,
+                                   prompt=generation.prompt)
     generation.save(update_fields=["edited_text", "processed"])
     return generation
 

@@ -6,13 +6,12 @@ from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.errors import InsufficientFunds
-from writer import services
+from writer import selectors, services
 from writer.forms import EditForm, GenerateForm
 from writer.models import TYPE_CHOICES, Generation
 from writer.postprocess import process, to_markdown
@@ -26,7 +25,7 @@ def home(request):
         return render(request, "home.html")
     initial = {}
     if reuse := request.GET.get("reuse"):
-        source = Generation.objects.filter(pk=reuse, user=request.user).first()
+        source = selectors.generation_get(user=request.user, pk=reuse)
         if source:
             initial = {"content_type": source.content_type, "style": source.style,
                        "length": source.length, "prompt": source.prompt}
@@ -108,7 +107,8 @@ def export_markdown(request, pk):
         raise Http404("still being written")
     text = generation.final_text
     body = to_markdown(generation.content_type, text,
-                       generation.processed or process(generation.content_type, text))
+                       generation.processed or process(generation.content_type, text,
+                                                         prompt=generation.prompt))
     response = HttpResponse(body, content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{generation.content_type}-' \
                                       f'{str(generation.id)[:8]}.md"'
@@ -125,14 +125,9 @@ def delete(request, pk):
 
 @login_required
 def history(request):
-    items = Generation.objects.filter(user=request.user)
     query = request.GET.get("q", "").strip()
     kind = request.GET.get("type", "")
-    if query:
-        items = items.filter(Q(prompt__icontains=query) | Q(text__icontains=query)
-                             | Q(edited_text__icontains=query))
-    if kind in dict(TYPE_CHOICES):
-        items = items.filter(content_type=kind)
+    items = selectors.generation_list(user=request.user, query=query, content_type=kind)
     page = Paginator(items, 20).get_page(request.GET.get("page"))
     return render(request, "writer/history.html", {"page": page, "query": query, "kind": kind,
                                                    "types": TYPE_CHOICES})

@@ -105,3 +105,24 @@ def test_the_estimate_says_plainly_when_no_host_serves_the_model(alice_client, s
     settings.CHAIN_RPC = "http://127.0.0.1:9"  # nothing listens there
     page = alice_client.get("/estimate?content_type=blog&length=short").content.decode()
     assert "No host serves smollm2-135m-instruct right now" in page
+
+
+def test_a_malformed_reuse_link_shows_an_empty_form(alice_client):
+    response = alice_client.get("/?reuse=not-a-uuid")
+    assert response.status_code == 200
+    assert b"What shall we write?" in response.content
+
+
+def test_a_finished_generation_offers_edit_copy_export_reuse_and_delete(alice_client, alice):
+    page = alice_client.get(f"/g/{make(alice).id}/").content.decode()
+    for marker in ('id="edit-text"', 'id="copy"', "Export Markdown", "Reuse prompt",
+                   'id="delete"'):
+        assert marker in page
+    assert "ws-connect" not in page
+
+
+def test_a_live_generation_connects_its_stream_and_offers_stop(alice_client, alice):
+    page = alice_client.get(f"/g/{make(alice, status='streaming', text='so far').id}/")
+    html = page.content.decode()
+    assert 'ws-connect="/ws/generation/' in html and 'id="stop"' in html
+    assert "so far" in html and 'id="edit-text"' not in html
