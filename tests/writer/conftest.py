@@ -28,3 +28,13 @@ async def close_db_connections():
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(autouse=True)
+def own_cache_namespace(settings):
+    """Results are cached for an hour in a Redis that other test runs share: each test gets
+    its own key prefix, so a result cached by an earlier run is never a hit here."""
+    import uuid
+
+    settings.CACHES = {name: {**conf, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
+                       for name, conf in settings.CACHES.items()}
