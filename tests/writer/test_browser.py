@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -76,7 +77,8 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
                                 "light visible for miles. Radio beacons and satellite "
                                 "navigation made most keepers unnecessary. Today most "
                                 "lighthouses are automated, and many have become museums, "
-                                "hotels or homes for birds.")
+                                "hotels or homes for birds. "
+                                f"(Run {uuid.uuid4().hex[:8]}: results are cached for an hour.)")
         page.wait_for_selector("#estimate strong")  # the live estimate came back
         assert "wei" in page.inner_text("#estimate")
         page.click("#generate")
