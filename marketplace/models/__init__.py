@@ -22,3 +22,9 @@ from marketplace.models.ops import (  # noqa: F401
     WebhookAttempt,
     WebhookDelivery,
 )
+from marketplace.models.usage import (  # noqa: F401
+    JobProcessing,
+    ProcessingState,
+    UsageStats,
+    WebhookEndpoint,
+)
