@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from marketplace import webhooks
+from marketplace.gateway.tasks import batch_items_run, batch_items_sweep  # noqa: F401
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=60, soft_time_limit=45)

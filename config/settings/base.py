@@ -195,3 +195,23 @@ ACCOUNTS_RATELIMIT_STORAGE_URL = (
     else "memory://")
 # An API key's last-used time is written at most this often (a write per request is waste).
 ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)
+
+# ---- Batches -------------------------------------------------------------------------
+# POST /v1/batch (marketplace.gateway.batch, docs/batches.md).
+BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
+# Items a worker task runs together on its event loop (a host decodes 4 jobs at once).
+BATCH_ITEMS_PER_TASK = env_int("BATCH_ITEMS_PER_TASK", 4)
+BATCH_ITEM_TIMEOUT_S = env_int("BATCH_ITEM_TIMEOUT_S", 300)
+BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 5)
+BATCH_RETRY_BASE_S = env_int("BATCH_RETRY_BASE_S", 10)  # then 20 s, 40 s, ...
+# A queued item nobody took for this long is sent to the workers again (beat sweep).
+BATCH_STUCK_AFTER_S = env_int("BATCH_STUCK_AFTER_S", 120)
+# Retried although the gateway calls them permanent: nobody waits on a batch item, and
+# these pass by themselves (hosts back, the chain back).
+BATCH_RETRY_CODES = frozenset({"NO_HOSTS_AVAILABLE", "RPC_UNAVAILABLE", "TIMEOUT"})
+# Never retried, when an error does not say whether it is permanent.
+BATCH_PERMANENT_CODES = frozenset({"INSUFFICIENT_FUNDS", "UNKNOWN_MODEL", "INVALID_MODEL",
+                                   "PROMPT_TOO_LONG", "INVALID_REQUEST", "CANCELLED",
+                                   "BLOCKED", "QUOTA_EXCEEDED"})
+CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
+    "task": "marketplace.gateway.tasks.batch_items_sweep", "schedule": 60.0}

@@ -1,0 +1,462 @@
+"""Batches: many inference requests submitted at once, each run and billed on its own.
+
+`batch_create` validates every request, writes the batch and its items in one transaction
+and queues the items once it commits. A worker runs `batch_item_process` for each item:
+it claims the row with a conditional UPDATE (so two workers never run the same item), runs
+it through `inference_run` with the item's own billing reference (so a retried item is
+charged at most once), and records the result. The item that ends last finishes the batch
+under the batch row's lock, exactly once, and enqueues its webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from marketplace import webhooks
+from marketplace.models import (
+    Batch,
+    BatchItem,
+    BatchState,
+    DeadLetter,
+    ItemState,
+)
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_EVENT = "batch.completed"
+ITEM_TASK = "marketplace.gateway.tasks.batch_items_run"
+
+
+class BatchError(Exception):
+    """A batch request that cannot be accepted. `status` is the HTTP status it maps to."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400, **extra: Any):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+# ---- Creating a batch ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemRequest:
+    model: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+
+
+def _validate_like_inference(request: ItemRequest) -> None:
+    """The checks POST /v1/inference makes, with its codes; the gateway's own validator
+    when it has one, so the two can never drift apart."""
+    try:
+        from marketplace.gateway import service as gateway_service
+    except ImportError:
+        gateway_service = None
+    validate = getattr(gateway_service, "inference_validate", None)
+    if validate is not None:
+        validate(model=request.model, prompt=request.prompt, max_tokens=request.max_tokens,
+                 temperature=request.temperature)
+        return
+    models = list(getattr(settings, "GATEWAY_MODELS", []))
+    if models and request.model not in models:
+        raise BatchError("UNKNOWN_MODEL", f"no model {request.model!r}; known: "
+                         f"{', '.join(models)}")
+    if not request.prompt.strip():
+        raise BatchError("INVALID_PROMPT", "the prompt is empty")
+    max_chars = getattr(settings, "GATEWAY_MAX_PROMPT_CHARS", 16_000)
+    if len(request.prompt) > max_chars:
+        raise BatchError("PROMPT_TOO_LONG",
+                         f"the prompt has {len(request.prompt)} characters, at most "
+                         f"{max_chars} are allowed")
+    max_tokens = getattr(settings, "GATEWAY_MAX_TOKENS", 4096)
+    if not 1 <= request.max_tokens <= max_tokens:
+        raise BatchError("INVALID_MAX_TOKENS", f"max_tokens must be 1..{max_tokens}, got "
+                         f"{request.max_tokens}")
+    if not 0.0 <= request.temperature <= 2.0:
+        raise BatchError("INVALID_TEMPERATURE",
+                         f"temperature must be 0..2, got {request.temperature}")
+
+
+def _check_webhook_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise BatchError("INVALID_WEBHOOK_URL", f"{url!r} is not an http(s) URL")
+    if len(url) > 500:
+        raise BatchError("INVALID_WEBHOOK_URL", "the webhook URL is longer than 500 characters")
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    batch: Batch
+    webhook_secret: str  # shown once to the caller; "" when there is no webhook
+
+
+def batch_create(*, api_key: ApiKey, requests: list[ItemRequest], webhook_url: str = "",
+                 webhook_secret: str = "") -> NewBatch:
+    """Validate every request, write the batch and its items, queue them on commit.
+
+    Raises BatchError (400): BATCH_EMPTY, BATCH_TOO_LARGE (more than
+    settings.BATCH_MAX_ITEMS), INVALID_WEBHOOK_URL, or the inference code of the first
+    invalid item with its `index`. Nothing is written unless every item is valid.
+    """
+    limit = settings.BATCH_MAX_ITEMS
+    if not requests:
+        raise BatchError("BATCH_EMPTY", "a batch needs at least one request")
+    if len(requests) > limit:
+        raise BatchError("BATCH_TOO_LARGE", f"a batch holds at most {limit} requests, got "
+                         f"{len(requests)}", limit=limit, count=len(requests))
+    for index, request in enumerate(requests):
+        try:
+            _validate_like_inference(request)
+        except Exception as exc:
+            code = getattr(exc, "code", None)
+            if code is None:
+                raise
+            raise BatchError(code, f"request {index}: {getattr(exc, 'message', exc)}",
+                             status=getattr(exc, "status", 400), index=index) from exc
+    if webhook_url:
+        _check_webhook_url(webhook_url)
+        webhook_secret = webhook_secret or "whsec_" + secrets.token_hex(32)
+    else:
+        webhook_secret = ""
+    with transaction.atomic():
+        batch = Batch.objects.create(owner_id=api_key.user_id, api_key=api_key,
+                                     total=len(requests), webhook_url=webhook_url,
+                                     webhook_secret=webhook_secret)
+        items = BatchItem.objects.bulk_create(
+            BatchItem(batch=batch, index=index, model=r.model, prompt=r.prompt,
+                      params={"max_tokens": r.max_tokens, "temperature": r.temperature})
+            for index, r in enumerate(requests))
+        ids = [item.pk for item in items]
+        transaction.on_commit(lambda: batch_items_enqueue(item_ids=ids))
+    return NewBatch(batch=batch, webhook_secret=webhook_secret)
+
+
+def batch_items_enqueue(*, item_ids: list[int], countdown: float = 0) -> None:
+    """Send the items to the workers, a few to a task (settings.BATCH_ITEMS_PER_TASK): a
+    worker runs one task's items together on its event loop, as a host decodes several
+    jobs together."""
+    from marketplace.gateway.tasks import batch_items_run
+
+    size = max(1, settings.BATCH_ITEMS_PER_TASK)
+    for start in range(0, len(item_ids), size):
+        chunk = item_ids[start:start + size]
+        if countdown:
+            batch_items_run.apply_async((chunk,), countdown=countdown)
+        else:
+            batch_items_run.delay(chunk)
+
+
+# ---- Running an item ----------------------------------------------------------------
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """BATCH_RETRY_BASE_S, twice that, four times ... after the 1st, 2nd, 3rd failure."""
+    return timedelta(seconds=settings.BATCH_RETRY_BASE_S * 2 ** max(attempt - 1, 0))
+
+
+def lease() -> timedelta:
+    # Longer than an item may run (the task cancels it at BATCH_ITEM_TIMEOUT_S), so a
+    # live worker never loses its claim; a dead one's claim expires a minute later.
+    return timedelta(seconds=settings.BATCH_ITEM_TIMEOUT_S + 60)
+
+
+def batch_item_claim(*, item_id: int) -> BatchItem | None:
+    """Take the item if it is queued and due, or if its holder's lease ran out (the
+    worker died). The conditional UPDATE is the lock: of two workers, one gets the row."""
+    now = timezone.now()
+    claimed = BatchItem.objects.filter(
+        Q(state=ItemState.QUEUED, not_before__isnull=True)
+        | Q(state=ItemState.QUEUED, not_before__lte=now)
+        | Q(state=ItemState.RUNNING, lease_until__lt=now),
+        pk=item_id, attempts__lt=settings.BATCH_ITEM_MAX_ATTEMPTS,
+    ).update(state=ItemState.RUNNING, attempts=F("attempts") + 1,
+             lease_until=now + lease(), started_at=now)
+    if not claimed:
+        return None
+    item = BatchItem.objects.select_related("batch", "batch__api_key").get(pk=item_id)
+    Batch.objects.filter(pk=item.batch_id, state=BatchState.QUEUED).update(
+        state=BatchState.RUNNING, started_at=now)
+    return item
+
+
+def _finish(*, item_id: int, state: str, **fields: Any) -> bool:
+    """Record an item's end; the item that ends last finishes the batch. False when the
+    item was not running (another worker already recorded it)."""
+    with transaction.atomic():
+        batch_id = BatchItem.objects.values_list("batch_id", flat=True).get(pk=item_id)
+        # The batch row's lock orders every item end of this batch: the counts never
+        # miss one, and exactly one of them sees the last item and finishes the batch.
+        batch = Batch.objects.select_for_update().get(pk=batch_id)
+        now = timezone.now()
+        updated = BatchItem.objects.filter(pk=item_id, state=ItemState.RUNNING).update(
+            state=state, finished_at=now, lease_until=None, **fields)
+        if not updated:
+            return False
+        if state == ItemState.SUCCEEDED:
+            batch.succeeded += 1
+            batch.cost_wei += int(fields.get("cost_wei", 0))
+        else:
+            batch.failed += 1
+        changed = ["succeeded", "failed", "cost_wei"]
+        if batch.finished_count >= batch.total and batch.state != BatchState.COMPLETED:
+            batch.state, batch.finished_at = BatchState.COMPLETED, now
+            changed += ["state", "finished_at"]
+            if batch.webhook_url:
+                batch.webhook = webhooks.webhook_enqueue(
+                    url=batch.webhook_url, event=WEBHOOK_EVENT,
+                    payload=batch_webhook_payload(batch=batch), secret=batch.webhook_secret,
+                    idempotency_key=f"{WEBHOOK_EVENT}:{batch.pk}", owner_id=batch.owner_id)
+                changed.append("webhook")
+        batch.save(update_fields=changed)
+    return True
+
+
+def batch_item_succeed(*, item_id: int, result: Any) -> bool:
+    return _finish(item_id=item_id, state=ItemState.SUCCEEDED, text=result.text,
+                   tokens=int(result.tokens), cost_wei=int(result.cost_wei),
+                   cached=bool(getattr(result, "cached", False)),
+                   finish_reason=str(getattr(result, "finish_reason", "") or "")[:20],
+                   host=str(getattr(result, "host", "") or "")[:300],
+                   job_id=_uuid_or_none(getattr(result, "job_id", None)),
+                   error_code="", error_message="")
+
+
+def batch_item_fail(*, item_id: int, code: str, message: str, dead_letter: bool = False
+                    ) -> bool:
+    """The item failed for good: recorded on the item, and when it used up its retries
+    (not when the request itself was refused), as a dead letter for a person to see."""
+    with transaction.atomic():
+        recorded = _finish(item_id=item_id, state=ItemState.FAILED, error_code=code[:40],
+                           error_message=message)
+        if recorded and dead_letter:
+            DeadLetter.objects.create(task=ITEM_TASK, args=[[item_id]],
+                                      error=f"{code}: {message}")
+    return recorded
+
+
+def batch_item_requeue(*, item_id: int, code: str, message: str) -> timedelta | None:
+    """Put a running item back in the queue after a failure that may pass; returns how
+    long it waits, or None when it used up its attempts (then it is failed for good)."""
+    item = BatchItem.objects.only("attempts").get(pk=item_id)
+    if item.attempts >= settings.BATCH_ITEM_MAX_ATTEMPTS:
+        batch_item_fail(item_id=item_id, code=code,
+                        message=f"gave up after {item.attempts} attempts: {message}",
+                        dead_letter=True)
+        return None
+    delay = retry_delay(item.attempts)
+    BatchItem.objects.filter(pk=item_id, state=ItemState.RUNNING).update(
+        state=ItemState.QUEUED, not_before=timezone.now() + delay, lease_until=None,
+        error_code=code[:40], error_message=message)
+    return delay
+
+
+def _uuid_or_none(value: Any):
+    import uuid
+
+    if value is None or value == "":
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _error_fields(exc: BaseException) -> tuple[str, str, bool]:
+    """(code, message, retry) of a failed run. The gateway's errors say whether they are
+    permanent; for a batch, which nobody is waiting on, a network with no free host or an
+    unreachable chain is worth waiting out, within the bounded retries."""
+    code = str(getattr(exc, "code", "") or type(exc).__name__.upper())
+    message = str(getattr(exc, "message", "") or exc)
+    permanent = getattr(exc, "permanent", None)
+    if code in settings.BATCH_RETRY_CODES:
+        return code, message, True
+    if permanent is None:
+        permanent = code in settings.BATCH_PERMANENT_CODES
+    return code, message, not permanent
+
+
+def _inference_run():
+    from marketplace.gateway.service import inference_run
+
+    return inference_run
+
+
+def _gateway_error_types() -> tuple[type[BaseException], ...]:
+    """What inference_run raises for a request it could not carry out."""
+    from accounts.errors import BillingError
+    from marketplace.client.errors import ClientError
+
+    types: list[type[BaseException]] = [BillingError, ClientError]
+    try:
+        from marketplace.gateway.errors import GatewayError
+    except ImportError:
+        pass
+    else:
+        types.append(GatewayError)
+    return tuple(types)
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    item_id: int
+    status: str  # "succeeded", "failed", "retry", "skipped"
+    retry_in_s: float = 0.0
+
+
+async def batch_item_process(*, item_id: int) -> ItemOutcome:
+    """Run one item to its end. Safe to call twice or from two workers: only the claim's
+    winner runs it, and the billing reference is the item's own on every attempt."""
+    item = await sync_to_async(batch_item_claim)(item_id=item_id)
+    if item is None:
+        return ItemOutcome(item_id, "skipped")
+    batch = item.batch
+    try:
+        result = await asyncio.wait_for(
+            _inference_run()(
+                api_key=batch.api_key, model=item.model, prompt=item.prompt,
+                max_tokens=int(item.params.get("max_tokens", 64)),
+                temperature=float(item.params.get("temperature", 0.7)),
+                reference=item.reference),
+            timeout=settings.BATCH_ITEM_TIMEOUT_S)
+    except _gateway_error_types() as exc:
+        code, message, retry = _error_fields(exc)
+    except TimeoutError:
+        code, message, retry = ("TIMEOUT", f"no answer within {settings.BATCH_ITEM_TIMEOUT_S} s",
+                                True)
+    else:
+        await sync_to_async(batch_item_succeed)(item_id=item_id, result=result)
+        return ItemOutcome(item_id, "succeeded")
+    if batch.api_key is None:
+        code, message, retry = "API_KEY_DELETED", "the batch's API key was deleted", False
+    if retry:
+        delay = await sync_to_async(batch_item_requeue)(item_id=item_id, code=code,
+                                                        message=message)
+        if delay is not None:
+            log.info("batch item %s: %s, retrying in %s", item_id, code, delay)
+            return ItemOutcome(item_id, "retry", delay.total_seconds())
+        return ItemOutcome(item_id, "failed")
+    await sync_to_async(batch_item_fail)(item_id=item_id, code=code, message=message)
+    return ItemOutcome(item_id, "failed")
+
+
+async def batch_items_process(*, item_ids: list[int]) -> list[ItemOutcome]:
+    """Run several items together. An item that raises something unexpected goes back
+    to the queue (or, if even that fails, waits for its lease to run out)."""
+    await sync_to_async(close_old_connections)()
+    outcomes = await asyncio.gather(*(batch_item_process(item_id=i) for i in item_ids),
+                                    return_exceptions=True)
+    done: list[ItemOutcome] = []
+    for item_id, outcome in zip(item_ids, outcomes, strict=True):
+        if isinstance(outcome, ItemOutcome):
+            done.append(outcome)
+            continue
+        if not isinstance(outcome, Exception):
+            raise outcome  # CancelledError, KeyboardInterrupt: not ours to swallow
+        log.exception("batch item %s failed unexpectedly", item_id, exc_info=outcome)
+        try:
+            delay = await sync_to_async(batch_item_requeue)(
+                item_id=item_id, code="INTERNAL_ERROR", message=f"{type(outcome).__name__}: "
+                f"{outcome}")
+        except Exception:
+            log.exception("batch item %s could not be put back; its lease will expire",
+                          item_id)
+            delay = None
+        done.append(ItemOutcome(item_id, "retry" if delay else "failed",
+                                delay.total_seconds() if delay else 0.0))
+    return done
+
+
+def batch_items_stuck(*, limit: int = 1000) -> list[int]:
+    """Items nobody is working on although they should be: queued and due for a while
+    (their task was lost with a broker), or held by a worker whose lease ran out."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.BATCH_STUCK_AFTER_S)
+    return list(BatchItem.objects.filter(
+        Q(state=ItemState.QUEUED, created__lt=now - grace, not_before__isnull=True)
+        | Q(state=ItemState.QUEUED, not_before__lt=now - grace)
+        | Q(state=ItemState.RUNNING, lease_until__lt=now),
+    ).order_by("pk").values_list("pk", flat=True)[:limit])
+
+
+def batch_items_exhausted() -> int:
+    """Items whose worker died on every attempt: failed for good, each a dead letter."""
+    now = timezone.now()
+    ids = BatchItem.objects.filter(
+        state=ItemState.RUNNING, lease_until__lt=now,
+        attempts__gte=settings.BATCH_ITEM_MAX_ATTEMPTS,
+    ).values_list("pk", flat=True)
+    count = 0
+    for item_id in list(ids):
+        count += batch_item_fail(item_id=item_id, code="WORKER_LOST",
+                                 message="the worker running the item stopped on every attempt",
+                                 dead_letter=True)
+    return count
+
+
+def batch_items_reopen(*, item_ids: list[int], now=None) -> int:
+    """Staff replay of failed items: queued again with fresh attempts, their batches
+    running again. The billing reference is unchanged, so nothing is charged twice; the
+    batch's webhook keeps its idempotency key and is not sent a second time."""
+    now = now or timezone.now()
+    reopened = 0
+    with transaction.atomic():
+        batch_ids = set(BatchItem.objects.filter(pk__in=item_ids, state=ItemState.FAILED)
+                        .values_list("batch_id", flat=True))
+        for batch in Batch.objects.select_for_update().filter(pk__in=batch_ids):
+            ids = list(batch.items.filter(pk__in=item_ids, state=ItemState.FAILED)
+                       .values_list("pk", flat=True))
+            BatchItem.objects.filter(pk__in=ids).update(
+                state=ItemState.QUEUED, attempts=0, not_before=None, lease_until=None,
+                finished_at=None, error_code="", error_message="")
+            batch.failed -= len(ids)
+            batch.state, batch.finished_at = BatchState.RUNNING, None
+            batch.save(update_fields=["failed", "state", "finished_at"])
+            reopened += len(ids)
+            transaction.on_commit(lambda ids=ids: batch_items_enqueue(item_ids=ids))
+    return reopened
+
+
+# ---- Reading a batch ----------------------------------------------------------------
+
+
+def batch_get_for_user(*, user_id: int, batch_id) -> Batch:
+    """The batch if `user_id` owns it; Batch.DoesNotExist otherwise (another user's batch
+    and a batch that does not exist look the same)."""
+    return Batch.objects.get(pk=batch_id, owner_id=user_id)
+
+
+def batch_counts(*, batch: Batch) -> dict[str, int]:
+    found = dict(batch.items.values_list("state").annotate(n=Count("id")).order_by())
+    return {"total": batch.total, **{state: found.get(state, 0) for state in ItemState.values}}
+
+
+def batch_webhook_payload(*, batch: Batch) -> dict[str, Any]:
+    return {
+        "event": WEBHOOK_EVENT,
+        "batch": {
+            "id": str(batch.pk), "state": batch.state,
+            "counts": {"total": batch.total, "succeeded": batch.succeeded,
+                       "failed": batch.failed},
+            "cost_wei": str(batch.cost_wei),
+            "created": batch.created.isoformat(),
+            "finished_at": batch.finished_at.isoformat() if batch.finished_at else None,
+        },
+    }

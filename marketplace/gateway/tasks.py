@@ -1,0 +1,97 @@
+"""Celery tasks of the gateway: batch items. Each task takes item ids; the items claim
+their own rows, so a task delivered twice (a lost worker, a sweep) does nothing twice.
+
+Items run on one event loop per worker process, kept for the life of the process on a
+thread of its own. Starting a loop per task would cost more than a short item itself: a
+chain handle (contract deployment lookup, keystore decryption), the host connection pool
+and the discovery cache are all made per loop. With one loop, every task of the process
+shares them, and the items of a task (and of several tasks, under a threads pool) are in
+flight together, as the hosts decode several jobs together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from celery import shared_task
+from django.conf import settings
+
+from marketplace.gateway import batch as batch_services
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """The process's event loop, on a daemon thread; made again after a fork (a prefork
+    child must not share its parent's loop) or if its thread died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive()
+            if self._loop is None or self._pid != os.getpid() or not alive:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever,
+                                                name="batch-loop", daemon=True)
+                self._thread.start()
+                self._pid = os.getpid()
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop())
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+
+loop_thread = _LoopThread()
+
+
+def _task_time_limit() -> int:
+    return settings.BATCH_ITEM_TIMEOUT_S + 60
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=settings.BATCH_ITEM_TIMEOUT_S + 60,
+             soft_time_limit=settings.BATCH_ITEM_TIMEOUT_S + 30,
+             autoretry_for=(Exception,), retry_backoff=5, retry_backoff_max=300,
+             retry_jitter=True, max_retries=5)
+def batch_items_run(self, item_ids: list[int]) -> dict[str, int]:
+    """Run the items together; items whose failure may pass are sent again after their
+    backoff. A failure of the task itself (the database away) retries it with backoff;
+    whatever outlives that is found again by the sweep (batch_items_sweep)."""
+    outcomes = loop_thread.run(batch_services.batch_items_process(item_ids=list(item_ids)),
+                               timeout=_task_time_limit())
+    summary: dict[str, int] = {}
+    for outcome in outcomes:
+        summary[outcome.status] = summary.get(outcome.status, 0) + 1
+        if outcome.status == "retry":
+            batch_services.batch_items_enqueue(item_ids=[outcome.item_id],
+                                               countdown=outcome.retry_in_s)
+    return summary
+
+
+@shared_task(acks_late=True, time_limit=120)
+def batch_items_sweep() -> int:
+    """Beat, every minute: queue again the items whose task was lost (a broker restart,
+    a worker killed past its redelivery), and fail those that killed every worker."""
+    batch_services.batch_items_exhausted()
+    stuck = batch_services.batch_items_stuck()
+    if stuck:
+        log.warning("requeueing %d batch items nobody was running", len(stuck))
+        batch_services.batch_items_enqueue(item_ids=stuck)
+    return len(stuck)
