@@ -2,12 +2,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config import health
+from marketplace.api import api as gateway_api
 from writer.api import api as writer_api
 
 urlpatterns = [
     path("", include("writer.urls")),
     path("account/", include("accounts.urls")),
     path("api/", writer_api.urls),
+    path("v1/", gateway_api.urls),
     path("health", health.health, name="health"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),

@@ -196,6 +196,27 @@ ACCOUNTS_RATELIMIT_STORAGE_URL = (
 # An API key's last-used time is written at most this often (a write per request is waste).
 ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)
 
+# ---- Gateway -------------------------------------------------------------------------
+# The JSON API under /v1 (marketplace.api, docs/gateway.md).
+GATEWAY_MODELS = env_list("GATEWAY_MODELS", ["smollm2-135m-instruct"])
+GATEWAY_WAIT_S = env_int("GATEWAY_WAIT_S", 60)  # then 202 with a job id to poll
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
+GATEWAY_MAX_PROMPT_CHARS = env_int("GATEWAY_MAX_PROMPT_CHARS", 16_000)
+GATEWAY_MAX_TOKENS = env_int("GATEWAY_MAX_TOKENS", 4096)
+GATEWAY_CACHE_TTL_S = env_int("GATEWAY_CACHE_TTL_S", 3600)
+# Requests without a key are limited by client address at this tier's rate.
+GATEWAY_ANONYMOUS_TIER = env_str("GATEWAY_ANONYMOUS_TIER", "free")
+# Direct upstream mode: an OpenAI-compatible server answers instead of the marketplace,
+# at this price per token, with no protocol fee.
+GATEWAY_UPSTREAM_URL = env_url("GATEWAY_UPSTREAM_URL", {"http", "https"})
+GATEWAY_UPSTREAM_PRICE_WEI = env_int("GATEWAY_UPSTREAM_PRICE_WEI", 10**9)
+GATEWAY_UPSTREAM_TIMEOUT_S = env_int("GATEWAY_UPSTREAM_TIMEOUT_S", 120)
+# Threads (each with its own database connection) that reserve and settle.
+GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 8)
+# Before the session and CSRF middleware: over-limit and oversized requests stop here.
+MIDDLEWARE.insert(MIDDLEWARE.index("config.logging.RequestIdMiddleware") + 1,
+                  "marketplace.api.middleware.GatewayMiddleware")
+
 # ---- Batches -------------------------------------------------------------------------
 # POST /v1/batch (marketplace.gateway.batch, docs/batches.md).
 BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)

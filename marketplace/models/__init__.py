@@ -8,6 +8,7 @@ from marketplace.models.batches import (  # noqa: F401
     ItemState,
 )
 from marketplace.models.chain import ChainTransaction  # noqa: F401
+from marketplace.models.gateway import GatewayRequest, RequestStatus  # noqa: F401
 from marketplace.models.jobs import (  # noqa: F401
     TERMINAL_STATES,
     TRANSITIONS,

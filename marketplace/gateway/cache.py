@@ -1,0 +1,33 @@
+"""Results cached for an hour under the sha256 of the normalized request: the same model,
+prompt and parameters come back at no charge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.cache import cache
+
+
+def cache_key(*, model: str, prompt: str, max_tokens: int, temperature: float) -> str:
+    """sha256 of the model (case and spaces ignored), the prompt with its whitespace
+    collapsed, and the parameters."""
+    normalized = {"model": model.strip().lower(), "prompt": " ".join(prompt.split()),
+                  "max_tokens": max_tokens, "temperature": round(temperature, 3)}
+    return hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest()
+
+
+def _name(key: str) -> str:
+    return f"gateway:result:{key}"
+
+
+async def cached_result(key: str) -> dict | None:
+    return await cache.aget(_name(key))
+
+
+async def cache_result(key: str, *, text: str, tokens: int, host: str,
+                       finish_reason: str) -> None:
+    await cache.aset(_name(key), {"text": text, "tokens": tokens, "host": host,
+                                  "finish_reason": finish_reason},
+                     settings.GATEWAY_CACHE_TTL_S)
