@@ -231,8 +231,9 @@ BATCH_STUCK_AFTER_S = env_int("BATCH_STUCK_AFTER_S", 120)
 # these pass by themselves (hosts back, the chain back).
 BATCH_RETRY_CODES = frozenset({"NO_HOSTS_AVAILABLE", "RPC_UNAVAILABLE", "TIMEOUT"})
 # Never retried, when an error does not say whether it is permanent.
-BATCH_PERMANENT_CODES = frozenset({"INSUFFICIENT_FUNDS", "UNKNOWN_MODEL", "INVALID_MODEL",
-                                   "PROMPT_TOO_LONG", "INVALID_REQUEST", "CANCELLED",
-                                   "BLOCKED", "QUOTA_EXCEEDED"})
+BATCH_PERMANENT_CODES = frozenset({
+    "INSUFFICIENT_FUNDS", "UNKNOWN_MODEL", "INVALID_MODEL", "PROMPT_TOO_LONG",
+    "INVALID_REQUEST", "INVALID_MAX_TOKENS", "INVALID_TEMPERATURE", "CANCELLED", "BLOCKED",
+    "QUOTA_EXCEEDED", "REFERENCE_IN_USE", "RESERVATION_CLOSED", "INVALID_AMOUNT"})
 CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
     "task": "marketplace.gateway.tasks.batch_items_sweep", "schedule": 60.0}

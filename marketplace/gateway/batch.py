@@ -18,20 +18,26 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from accounts.models import ApiKey
+from accounts.errors import BillingError, ReservationClosed
+from accounts.models import ApiKey, Reservation, ReservationState
+from accounts.services import reservation_release
 from marketplace import webhooks
+from marketplace.client.errors import ClientError
+from marketplace.gateway.errors import GatewayError
 from marketplace.models import (
     Batch,
     BatchItem,
     BatchState,
     DeadLetter,
+    GatewayRequest,
     ItemState,
+    RequestStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -63,35 +69,12 @@ class ItemRequest:
 
 
 def _validate_like_inference(request: ItemRequest) -> None:
-    """The checks POST /v1/inference makes, with its codes; the gateway's own validator
-    when it has one, so the two can never drift apart."""
-    try:
-        from marketplace.gateway import service as gateway_service
-    except ImportError:
-        gateway_service = None
-    validate = getattr(gateway_service, "inference_validate", None)
-    if validate is not None:
-        validate(model=request.model, prompt=request.prompt, max_tokens=request.max_tokens,
-                 temperature=request.temperature)
-        return
-    models = list(getattr(settings, "GATEWAY_MODELS", []))
-    if models and request.model not in models:
-        raise BatchError("UNKNOWN_MODEL", f"no model {request.model!r}; known: "
-                         f"{', '.join(models)}")
-    if not request.prompt.strip():
-        raise BatchError("INVALID_PROMPT", "the prompt is empty")
-    max_chars = getattr(settings, "GATEWAY_MAX_PROMPT_CHARS", 16_000)
-    if len(request.prompt) > max_chars:
-        raise BatchError("PROMPT_TOO_LONG",
-                         f"the prompt has {len(request.prompt)} characters, at most "
-                         f"{max_chars} are allowed")
-    max_tokens = getattr(settings, "GATEWAY_MAX_TOKENS", 4096)
-    if not 1 <= request.max_tokens <= max_tokens:
-        raise BatchError("INVALID_MAX_TOKENS", f"max_tokens must be 1..{max_tokens}, got "
-                         f"{request.max_tokens}")
-    if not 0.0 <= request.temperature <= 2.0:
-        raise BatchError("INVALID_TEMPERATURE",
-                         f"temperature must be 0..2, got {request.temperature}")
+    """The checks POST /v1/inference makes, with its codes: the gateway's own validator,
+    so the two never drift apart. Raises GatewayError."""
+    from marketplace.gateway.inference import inference_validate
+
+    inference_validate(model=request.model, prompt=request.prompt,
+                       max_tokens=request.max_tokens, temperature=request.temperature)
 
 
 def _check_webhook_url(url: str) -> None:
@@ -125,12 +108,9 @@ def batch_create(*, api_key: ApiKey, requests: list[ItemRequest], webhook_url: s
     for index, request in enumerate(requests):
         try:
             _validate_like_inference(request)
-        except Exception as exc:
-            code = getattr(exc, "code", None)
-            if code is None:
-                raise
-            raise BatchError(code, f"request {index}: {getattr(exc, 'message', exc)}",
-                             status=getattr(exc, "status", 400), index=index) from exc
+        except GatewayError as exc:
+            raise BatchError(exc.code, f"requests[{index}]: {exc.message}", index=index,
+                             **exc.extra) from exc
     if webhook_url:
         _check_webhook_url(webhook_url)
         webhook_secret = webhook_secret or "whsec_" + secrets.token_hex(32)
@@ -191,7 +171,9 @@ def batch_item_claim(*, item_id: int) -> BatchItem | None:
              lease_until=now + lease(), started_at=now)
     if not claimed:
         return None
-    item = BatchItem.objects.select_related("batch", "batch__api_key").get(pk=item_id)
+    item = BatchItem.objects.select_related(
+        "batch", "batch__api_key", "batch__api_key__user", "batch__api_key__user__account",
+    ).get(pk=item_id)
     Batch.objects.filter(pk=item.batch_id, state=BatchState.QUEUED).update(
         state=BatchState.RUNNING, started_at=now)
     return item
@@ -293,25 +275,52 @@ def _error_fields(exc: BaseException) -> tuple[str, str, bool]:
     return code, message, not permanent
 
 
-def _inference_run():
-    from marketplace.gateway.service import inference_run
+def item_reference(item_id: int, attempt: int) -> str:
+    """The billing reference of one attempt at an item: batch:<id> for the first, then
+    batch:<id>:<n>. A reservation's reference is used once (a released one cannot be
+    reserved again), so each attempt has its own, and batch_item_reconcile makes sure at
+    most one of them is ever settled."""
+    return f"batch:{item_id}" if attempt <= 1 else f"batch:{item_id}:{attempt}"
 
-    return inference_run
+
+def batch_item_reconcile(*, item: BatchItem) -> GatewayRequest | Reservation | None:
+    """Before attempt n runs, close what attempts 1..n-1 left. One that was settled (its
+    worker died after charging, before recording) means the item is done: its request
+    record is returned (or its reservation, when even that record was not finished) and
+    nothing runs again. One still held (its worker died mid-run) is released: released,
+    it can never be settled, so the item is charged at most once whatever that worker
+    does next."""
+    references = [item_reference(item.pk, n) for n in range(1, item.attempts)]
+    settled = None
+    for reservation in Reservation.objects.filter(reference__in=references):
+        if reservation.state == ReservationState.HELD:
+            try:
+                reservation = reservation_release(reservation, reason="batch item retried")
+            except ReservationClosed:
+                reservation.refresh_from_db()  # it was settled just now, by that worker
+        if reservation.state == ReservationState.SETTLED:
+            settled = reservation
+    if settled is None:
+        return None
+    record = GatewayRequest.objects.filter(reference=settled.reference,
+                                           status=RequestStatus.DONE).first()
+    return record or settled
 
 
-def _gateway_error_types() -> tuple[type[BaseException], ...]:
-    """What inference_run raises for a request it could not carry out."""
-    from accounts.errors import BillingError
-    from marketplace.client.errors import ClientError
+def _recover(*, item_id: int, found: GatewayRequest | Reservation) -> ItemOutcome:
+    if isinstance(found, GatewayRequest):
+        batch_item_succeed(item_id=item_id, result=found)
+        return ItemOutcome(item_id, "succeeded")
+    batch_item_fail(item_id=item_id, code="RESULT_LOST", message=(
+        f"an earlier attempt was charged {found.charged_wei} wei ({found.reference}) but its "
+        "result was not recorded"), dead_letter=True)
+    return ItemOutcome(item_id, "failed")
 
-    types: list[type[BaseException]] = [BillingError, ClientError]
-    try:
-        from marketplace.gateway.errors import GatewayError
-    except ImportError:
-        pass
-    else:
-        types.append(GatewayError)
-    return tuple(types)
+
+def _run_options(item: BatchItem) -> dict[str, Any]:
+    return {"model": item.model, "prompt": item.prompt,
+            "max_tokens": int(item.params.get("max_tokens", 64)),
+            "temperature": float(item.params.get("temperature", 0.7))}
 
 
 @dataclass(frozen=True)
@@ -323,20 +332,27 @@ class ItemOutcome:
 
 async def batch_item_process(*, item_id: int) -> ItemOutcome:
     """Run one item to its end. Safe to call twice or from two workers: only the claim's
-    winner runs it, and the billing reference is the item's own on every attempt."""
+    winner runs it, and no attempt runs while an earlier one could still be charged."""
+    from marketplace.gateway.inference import inference_run
+
     item = await sync_to_async(batch_item_claim)(item_id=item_id)
     if item is None:
         return ItemOutcome(item_id, "skipped")
-    batch = item.batch
+    if item.attempts > 1:
+        found = await sync_to_async(batch_item_reconcile)(item=item)
+        if found is not None:
+            return await sync_to_async(_recover)(item_id=item_id, found=found)
+    api_key = item.batch.api_key
+    if api_key is None:
+        await sync_to_async(batch_item_fail)(item_id=item_id, code="API_KEY_DELETED",
+                                             message="the batch's API key was deleted")
+        return ItemOutcome(item_id, "failed")
     try:
         result = await asyncio.wait_for(
-            _inference_run()(
-                api_key=batch.api_key, model=item.model, prompt=item.prompt,
-                max_tokens=int(item.params.get("max_tokens", 64)),
-                temperature=float(item.params.get("temperature", 0.7)),
-                reference=item.reference),
+            inference_run(api_key=api_key, reference=item_reference(item.pk, item.attempts),
+                          endpoint="batch", **_run_options(item)),
             timeout=settings.BATCH_ITEM_TIMEOUT_S)
-    except _gateway_error_types() as exc:
+    except (GatewayError, BillingError, ClientError) as exc:
         code, message, retry = _error_fields(exc)
     except TimeoutError:
         code, message, retry = ("TIMEOUT", f"no answer within {settings.BATCH_ITEM_TIMEOUT_S} s",
@@ -344,8 +360,6 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
     else:
         await sync_to_async(batch_item_succeed)(item_id=item_id, result=result)
         return ItemOutcome(item_id, "succeeded")
-    if batch.api_key is None:
-        code, message, retry = "API_KEY_DELETED", "the batch's API key was deleted", False
     if retry:
         delay = await sync_to_async(batch_item_requeue)(item_id=item_id, code=code,
                                                         message=message)
@@ -357,11 +371,20 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
     return ItemOutcome(item_id, "failed")
 
 
+async def _process_in_own_thread(item_id: int) -> ItemOutcome:
+    # Each item's synchronous database work (its own and the marketplace client's) on a
+    # thread of its own: items in flight together do not queue behind one shared thread.
+    async with ThreadSensitiveContext():
+        try:
+            return await batch_item_process(item_id=item_id)
+        finally:
+            await sync_to_async(connections.close_all)()
+
+
 async def batch_items_process(*, item_ids: list[int]) -> list[ItemOutcome]:
     """Run several items together. An item that raises something unexpected goes back
     to the queue (or, if even that fails, waits for its lease to run out)."""
-    await sync_to_async(close_old_connections)()
-    outcomes = await asyncio.gather(*(batch_item_process(item_id=i) for i in item_ids),
+    outcomes = await asyncio.gather(*(_process_in_own_thread(i) for i in item_ids),
                                     return_exceptions=True)
     done: list[ItemOutcome] = []
     for item_id, outcome in zip(item_ids, outcomes, strict=True):
