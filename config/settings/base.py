@@ -237,3 +237,16 @@ BATCH_PERMANENT_CODES = frozenset({
     "QUOTA_EXCEEDED", "REFERENCE_IN_USE", "RESERVATION_CLOSED", "INVALID_AMOUNT"})
 CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
     "task": "marketplace.gateway.tasks.batch_items_sweep", "schedule": 60.0}
+
+# ---- Discord -------------------------------------------------------------------------
+# The bot (writer.discord, docs/discord.md). `manage.py runbot` reads its token from this
+# file, never from code or a plain variable.
+DISCORD_TOKEN_FILE = env_str("DISCORD_TOKEN_FILE") or None
+# Requests (jobs) one Discord user may start an hour, across servers.
+DISCORD_REQUESTS_PER_HOUR = env_int("DISCORD_REQUESTS_PER_HOUR", 10)
+# Jobs kept per user for !history.
+DISCORD_HISTORY_KEEP = env_int("DISCORD_HISTORY_KEEP", 100)
+# Tokens an answer to !ask, /ask or a mention may have.
+DISCORD_ASK_MAX_TOKENS = env_int("DISCORD_ASK_MAX_TOKENS", 256)
+# Earlier turns of a channel's conversation sent with an answer to a mention.
+DISCORD_CHAT_TURNS = env_int("DISCORD_CHAT_TURNS", 6)
