@@ -223,6 +223,8 @@ BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
 # Items a worker task runs together on its event loop (a host decodes 4 jobs at once).
 BATCH_ITEMS_PER_TASK = env_int("BATCH_ITEMS_PER_TASK", 4)
 BATCH_ITEM_TIMEOUT_S = env_int("BATCH_ITEM_TIMEOUT_S", 300)
+# A claim is held this much longer than an item may run; a worker that died loses it then.
+BATCH_LEASE_GRACE_S = env_int("BATCH_LEASE_GRACE_S", 60)
 BATCH_ITEM_MAX_ATTEMPTS = env_int("BATCH_ITEM_MAX_ATTEMPTS", 5)
 BATCH_RETRY_BASE_S = env_int("BATCH_RETRY_BASE_S", 10)  # then 20 s, 40 s, ...
 # A queued item nobody took for this long is sent to the workers again (beat sweep).
@@ -236,7 +238,8 @@ BATCH_PERMANENT_CODES = frozenset({
     "INVALID_REQUEST", "INVALID_MAX_TOKENS", "INVALID_TEMPERATURE", "CANCELLED", "BLOCKED",
     "QUOTA_EXCEEDED", "REFERENCE_IN_USE", "RESERVATION_CLOSED", "INVALID_AMOUNT"})
 CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
-    "task": "marketplace.gateway.tasks.batch_items_sweep", "schedule": 60.0}
+    "task": "marketplace.gateway.tasks.batch_items_sweep",
+    "schedule": float(env_int("BATCH_SWEEP_INTERVAL_S", 60))}
 
 # ---- Discord -------------------------------------------------------------------------
 # The bot (writer.discord, docs/discord.md). `manage.py runbot` reads its token from this

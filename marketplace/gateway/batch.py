@@ -154,8 +154,8 @@ def retry_delay(attempt: int) -> timedelta:
 
 def lease() -> timedelta:
     # Longer than an item may run (the task cancels it at BATCH_ITEM_TIMEOUT_S), so a
-    # live worker never loses its claim; a dead one's claim expires a minute later.
-    return timedelta(seconds=settings.BATCH_ITEM_TIMEOUT_S + 60)
+    # live worker never loses its claim; a dead one's claim expires a little later.
+    return timedelta(seconds=settings.BATCH_ITEM_TIMEOUT_S + settings.BATCH_LEASE_GRACE_S)
 
 
 def batch_item_claim(*, item_id: int) -> BatchItem | None:
@@ -298,6 +298,12 @@ def batch_item_reconcile(*, item: BatchItem) -> GatewayRequest | Reservation | N
                 reservation = reservation_release(reservation, reason="batch item retried")
             except ReservationClosed:
                 reservation.refresh_from_db()  # it was settled just now, by that worker
+            else:
+                GatewayRequest.objects.filter(
+                    reference=reservation.reference, status=RequestStatus.RUNNING,
+                ).update(status=RequestStatus.FAILED, error_code="WORKER_LOST",
+                         error_message="the worker running it stopped; retried",
+                         finished_at=timezone.now())
         if reservation.state == ReservationState.SETTLED:
             settled = reservation
     if settled is None:
@@ -317,6 +323,17 @@ def _recover(*, item_id: int, found: GatewayRequest | Reservation) -> ItemOutcom
     return ItemOutcome(item_id, "failed")
 
 
+def _held_for(*, item_id: int) -> float | None:
+    """Seconds until the claim on a running item runs out; None if it is not running.
+    A task redelivered after its worker died finds the dead worker's claim still held:
+    it comes back when the claim has run out rather than leaving the item to the sweep."""
+    lease_until = BatchItem.objects.filter(pk=item_id, state=ItemState.RUNNING).values_list(
+        "lease_until", flat=True).first()
+    if lease_until is None:
+        return None
+    return max((lease_until - timezone.now()).total_seconds(), 0.0) + 1.0
+
+
 def _run_options(item: BatchItem) -> dict[str, Any]:
     return {"model": item.model, "prompt": item.prompt,
             "max_tokens": int(item.params.get("max_tokens", 64)),
@@ -326,7 +343,8 @@ def _run_options(item: BatchItem) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ItemOutcome:
     item_id: int
-    status: str  # "succeeded", "failed", "retry", "skipped"
+    status: str  # succeeded, failed, retry (after retry_in_s), held (by another worker,
+    # whose claim runs out in retry_in_s), skipped (finished, or not due)
     retry_in_s: float = 0.0
 
 
@@ -337,6 +355,9 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
 
     item = await sync_to_async(batch_item_claim)(item_id=item_id)
     if item is None:
+        held_for = await sync_to_async(_held_for)(item_id=item_id)
+        if held_for is not None:
+            return ItemOutcome(item_id, "held", held_for)
         return ItemOutcome(item_id, "skipped")
     if item.attempts > 1:
         found = await sync_to_async(batch_item_reconcile)(item=item)

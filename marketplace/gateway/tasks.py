@@ -62,11 +62,11 @@ loop_thread = _LoopThread()
 
 
 def _task_time_limit() -> int:
-    return settings.BATCH_ITEM_TIMEOUT_S + 60
+    return settings.BATCH_ITEM_TIMEOUT_S + 30
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True,
-             time_limit=settings.BATCH_ITEM_TIMEOUT_S + 60,
+             time_limit=settings.BATCH_ITEM_TIMEOUT_S + 45,
              soft_time_limit=settings.BATCH_ITEM_TIMEOUT_S + 30,
              autoretry_for=(Exception,), retry_backoff=5, retry_backoff_max=300,
              retry_jitter=True, max_retries=5)
@@ -79,7 +79,7 @@ def batch_items_run(self, item_ids: list[int]) -> dict[str, int]:
     summary: dict[str, int] = {}
     for outcome in outcomes:
         summary[outcome.status] = summary.get(outcome.status, 0) + 1
-        if outcome.status == "retry":
+        if outcome.status in {"retry", "held"}:
             batch_services.batch_items_enqueue(item_ids=[outcome.item_id],
                                                countdown=outcome.retry_in_s)
     return summary

@@ -50,9 +50,11 @@ class Worker:
 
 @contextlib.contextmanager
 def celery_worker(log: Path, *, env: dict[str, str] | None = None, concurrency: int = 2,
-                  pool: str = "threads") -> Iterator[Worker]:
-    """`celery -A config worker` as its own process, on this test's broker and database."""
-    purge_broker()
+                  pool: str = "threads", purge: bool = True) -> Iterator[Worker]:
+    """`celery -A config worker` as its own process, on this test's broker and database
+    (with beat, -B, so the periodic sweeps run too)."""
+    if purge:
+        purge_broker()
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
                 "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
                 "LOG_FORMAT": "plain", "ACCOUNTS_SIGNUP_CREDIT_WEI": str(CREDIT),
@@ -61,7 +63,8 @@ def celery_worker(log: Path, *, env: dict[str, str] | None = None, concurrency: 
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", pool,
              "--concurrency", str(concurrency), "--loglevel", "info", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"batch-test-{os.getpid()}@%h"],
+             "--without-mingle", "--without-heartbeat", "-n", f"batch-test-{os.getpid()}@%h",
+             "-B", "-s", str(log.with_suffix(".beat"))],
             cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     worker = Worker(proc, log)
     try:
