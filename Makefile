@@ -7,6 +7,7 @@ UV := $(VENV)/bin/uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+LLAMA_BUILD := $(foreach f,NATIVE=OFF AVX=ON AVX2=ON FMA=ON F16C=ON BMI2=ON,-C cmake.define.GGML_$(f))
 
 .PHONY: run test lint bench contracts migrate lock services clean
 
@@ -14,7 +15,9 @@ $(VENV)/.installed: requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
 	# llama-cpp-python compiles from source once; uv keeps the built wheel in its cache.
-	$(UV) pip sync --python $(PY) requirements.lock
+	# Not for the build machine's own CPU (GGML_NATIVE): on CPUs with AMX the native build
+	# uses AMX tiles, which crash in sandboxes that do not grant them; AVX2 runs everywhere.
+	$(UV) pip sync --python $(PY) $(LLAMA_BUILD) requirements.lock
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -4,6 +4,7 @@ the host's own time to first token over its WebSocket, in the same run."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import statistics
 import subprocess
@@ -88,6 +89,21 @@ def main() -> None:
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync"])
                 page = browser.new_page()
+                # Watch #output from the moment each page starts, so the first token is
+                # timed when it is painted, whenever the benchmark gets to look.
+                page.add_init_script("""
+                    new MutationObserver((m, o) => {
+                      const out = document.getElementById('output');
+                      if (out && out.textContent.length && !window.__painted) {
+                        requestAnimationFrame(() => { window.__painted = Date.now(); });
+                        o.disconnect();
+                      }
+                    }).observe(document, {childList: true, subtree: true,
+                                          characterData: true});
+                """)
+                # Playwright's sync API owns this thread's event loop: the host's own
+                # figure is taken on a thread of its own.
+                side = concurrent.futures.ThreadPoolExecutor(max_workers=1)
                 page.goto(f"{web_url}/account/signup/")
                 page.fill("#id_username", "bench")
                 page.fill("#id_email", "bench@example.com")
@@ -95,7 +111,8 @@ def main() -> None:
                 page.fill("#id_password2", "a-long-password-7")
                 page.click("#signup")
                 for i in range(ROUNDS + 1):
-                    host_figures.append(asyncio.run(host_ttft(net, host_url, key.address)))
+                    host_figures.append(side.submit(
+                        asyncio.run, host_ttft(net, host_url, key.address)).result())
                     page.goto(f"{web_url}/")
                     page.select_option("#id_content_type", "summary")
                     page.select_option("#id_length", "short")
@@ -106,14 +123,7 @@ def main() -> None:
                     page.evaluate("sessionStorage.setItem('clicked', String(Date.now()))")
                     page.click("#generate")
                     page.wait_for_url("**/g/*/")
-                    page.evaluate("""() => new Promise(resolve => {
-                        const out = document.getElementById('output');
-                        const done = () => { window.__painted = Date.now(); resolve(); };
-                        if (out.textContent.length) return done();
-                        new MutationObserver((m, o) => { if (out.textContent.length) {
-                            o.disconnect(); requestAnimationFrame(done); } })
-                          .observe(out, {childList: true, subtree: true, characterData: true});
-                    })""")
+                    page.wait_for_function("window.__painted !== undefined", timeout=60000)
                     painted = page.evaluate("window.__painted")
                     clicked = int(page.evaluate("sessionStorage.getItem('clicked')"))
                     browser_figures.append(painted - clicked)

@@ -8,6 +8,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,13 +36,21 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def process(args: list[str], *, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    # Output goes to a file, not a pipe: an unread pipe fills up and blocks the process.
+    log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         args, cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         yield proc
+    except BaseException:
+        if proc.poll() is not None:
+            tail = Path(log.name).read_text(errors="replace")[-3000:]
+            print(f"{args[1:3]} exited with {proc.returncode}:\n{tail}", file=sys.stderr)
+        raise
     finally:
+        log.close()
         proc.terminate()
         try:
             proc.wait(timeout=10)
