@@ -1,12 +1,35 @@
 """Celery tasks of the marketplace. Each takes ids, claims its row atomically and is safe
-to run twice; the work itself lives in services."""
+to run twice; the work itself lives in services (processor, webhooks, refunds).
+
+Every task acks late and is requeued when its worker dies (the broker redelivers it), has
+a time limit, and retries with backoff to a bound; what finally fails becomes a
+DeadLetter that admin can replay. See docs/operations.md."""
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from marketplace import webhooks
+from celery import Task, shared_task
+
+from marketplace import processor, webhooks
 from marketplace.gateway.tasks import batch_items_run, batch_items_sweep  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+class OpsTask(Task):
+    """Late acks, requeue on a lost worker, and a dead letter once retries run out."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = 8  # 10 s, 20 s, ... 10 min between tries: about half an hour in all
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        from marketplace.models import DeadLetter
+
+        DeadLetter.objects.create(task=self.name, args=list(args), kwargs=dict(kwargs),
+                                  error=f"{type(exc).__name__}: {exc}"[:10000])
+        log.error("task %s%r failed for good: %s", self.name, tuple(args), exc)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=60, soft_time_limit=45)
@@ -46,3 +69,62 @@ def refund_abandoned_attempts() -> int:
 
     wallet._handles.clear()
     return asyncio.run(run())
+
+
+# ---- the job processor -------------------------------------------------------------------
+
+
+@shared_task(base=OpsTask, bind=True, time_limit=300, soft_time_limit=240)
+def process_job(self, job_id: str) -> str:
+    """After a job ends: settle what is open on chain, count it, send its webhooks."""
+    try:
+        return processor.job_process(job_id=job_id)
+    except processor.ProcessingDeferred as exc:
+        if self.request.retries >= self.max_retries:
+            processor.job_processing_fail(job_id=job_id, error=str(exc))
+            raise
+        raise self.retry(exc=exc, countdown=min(600, 10 * 2 ** self.request.retries)) from exc
+    except Exception as exc:
+        if self.request.retries >= self.max_retries:
+            processor.job_processing_fail(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+            raise
+        processor.job_processing_defer(job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+        raise self.retry(exc=exc, countdown=min(600, 10 * 2 ** self.request.retries)) from exc
+
+
+@shared_task(base=OpsTask, bind=True, time_limit=300, soft_time_limit=240)
+def recover_job(self, job_id: str) -> str:
+    """Close a job whose process died, from what the chain says (see processor)."""
+    try:
+        return processor.job_recover(job_id=job_id)
+    except processor.ProcessingDeferred as exc:
+        # The claim touched the job; it is orphaned again after OPS_ORPHAN_AFTER_S and the
+        # watcher re-sends it then, so a lost retry message loses nothing.
+        if self.request.retries >= self.max_retries:
+            raise
+        raise self.retry(exc=exc, countdown=min(600, 10 * 2 ** self.request.retries)) from exc
+
+
+@shared_task(acks_late=True, time_limit=120)
+def sweep_processing() -> int:
+    """Beat, every minute: the retry queue. Send every processing row that is due, whatever
+    happened to its message (lost with the broker, retried, or held by a dead worker)."""
+    due = processor.processing_due()
+    for job_id in due:
+        processor.enqueue(process_job, job_id)
+    return len(due)
+
+
+@shared_task(acks_late=True, time_limit=120)
+def watch_orphaned_jobs() -> int:
+    """Beat, every minute: jobs whose process died are recovered by a worker."""
+    orphans = processor.jobs_orphaned()
+    for job_id in orphans:
+        processor.enqueue(recover_job, job_id)
+    return len(orphans)
+
+
+@shared_task(acks_late=True, time_limit=300)
+def release_stale_reservations() -> int:
+    """Beat, every ten minutes: money held for a job that never ended goes back."""
+    return processor.reservations_release_stale()

@@ -25,7 +25,14 @@ from marketplace.models import DeadLetter, DeliveryState, WebhookAttempt, Webhoo
 MAX_ATTEMPTS = 6
 BASE_DELAY_S = 10
 TIMEOUT_S = 10.0
-STUCK_AFTER = timedelta(minutes=5)
+
+
+def _stuck_after() -> timedelta:
+    """How long a sender holds a delivery; past it, a sender that died mid-send is presumed
+    dead and the delivery is due again (the receiver may see the same key twice)."""
+    from django.conf import settings
+
+    return timedelta(seconds=settings.WEBHOOK_STUCK_AFTER_S)
 
 
 def webhook_signature(*, secret: str, timestamp: int, body: bytes) -> str:
@@ -73,11 +80,11 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
     now = timezone.now()
     claimed = WebhookDelivery.objects.filter(
         pk=delivery_id, state=DeliveryState.PENDING, next_attempt_at__lte=now,
-    ).update(state=DeliveryState.SENDING, next_attempt_at=now + STUCK_AFTER)
+    ).update(state=DeliveryState.SENDING, next_attempt_at=now + _stuck_after())
     if not claimed:
         claimed = WebhookDelivery.objects.filter(
             pk=delivery_id, state=DeliveryState.SENDING, next_attempt_at__lte=now,
-        ).update(next_attempt_at=now + STUCK_AFTER)
+        ).update(next_attempt_at=now + _stuck_after())
     return WebhookDelivery.objects.get(pk=delivery_id) if claimed else None
 
 

@@ -158,10 +158,20 @@ LOGGING = {
     },
 }
 
+# The periodic work (docs/operations.md). OPS_BEAT_INTERVAL_S is a minute; fault tests
+# shorten it so they need not wait a minute for each sweep.
+OPS_BEAT_INTERVAL_S = float(env_int("OPS_BEAT_INTERVAL_S", 60))
 CELERY_BEAT_SCHEDULE = {
-    "retry-due-webhooks": {"task": "marketplace.tasks.retry_due_webhooks", "schedule": 60.0},
+    "retry-due-webhooks": {"task": "marketplace.tasks.retry_due_webhooks",
+                           "schedule": OPS_BEAT_INTERVAL_S},
     "refund-abandoned-attempts": {"task": "marketplace.tasks.refund_abandoned_attempts",
-                                  "schedule": 60.0},
+                                  "schedule": OPS_BEAT_INTERVAL_S},
+    "sweep-processing": {"task": "marketplace.tasks.sweep_processing",
+                         "schedule": OPS_BEAT_INTERVAL_S},
+    "watch-orphaned-jobs": {"task": "marketplace.tasks.watch_orphaned_jobs",
+                            "schedule": OPS_BEAT_INTERVAL_S},
+    "release-stale-reservations": {"task": "marketplace.tasks.release_stale_reservations",
+                                   "schedule": 10 * OPS_BEAT_INTERVAL_S},
 }
 
 # ---- Marketplace -------------------------------------------------------------------
@@ -240,6 +250,33 @@ BATCH_PERMANENT_CODES = frozenset({
 CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
     "task": "marketplace.gateway.tasks.batch_items_sweep",
     "schedule": float(env_int("BATCH_SWEEP_INTERVAL_S", 60))}
+
+# ---- Operations ------------------------------------------------------------------------
+# Background work, health and metrics (docs/operations.md).
+# A job not written to for this long has lost its process; the chain watcher closes it.
+OPS_ORPHAN_AFTER_S = env_int("OPS_ORPHAN_AFTER_S", 300)
+# Money still held this long after it was reserved belongs to a job that never ended.
+OPS_RESERVATION_MAX_AGE_S = env_int("OPS_RESERVATION_MAX_AGE_S", 2 * 3600)
+# /health: fewer answering hosts than this is unhealthy (0 lets a product with no hosts
+# of its own yet report healthy); host probes are cached this long.
+OPS_HEALTH_MIN_HOSTS = env_int("OPS_HEALTH_MIN_HOSTS", 1)
+OPS_HEALTH_CACHE_S = env_int("OPS_HEALTH_CACHE_S", 15)
+OPS_HEALTH_MODELS = env_list("OPS_HEALTH_MODELS", ["smollm2-135m-instruct"])
+# The health summary says degraded below this success rate over the last hour.
+OPS_DEGRADED_BELOW = 0.95
+# How long a worker holds a job's processing or a webhook's delivery before another may
+# take it over (the holder is presumed dead).
+OPS_LEASE_S = env_int("OPS_LEASE_S", 300)
+WEBHOOK_STUCK_AFTER_S = env_int("WEBHOOK_STUCK_AFTER_S", 300)
+if REDIS_URL:
+    # A task taken by a worker that dies unacknowledged goes back to the queue after the
+    # visibility timeout; it must exceed the longest countdown any task is retried with.
+    _visibility_s = env_int("CELERY_VISIBILITY_TIMEOUT_S", 3600)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": _visibility_s,
+        "unacked_restore_interval": min(10, _visibility_s),
+        "unacked_restore_throttle": 1,
+    }
 
 # ---- Discord -------------------------------------------------------------------------
 # The bot (writer.discord, docs/discord.md). `manage.py runbot` reads its token from this

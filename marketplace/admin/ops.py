@@ -1,6 +1,14 @@
 from django.contrib import admin, messages
 
-from marketplace.models import DeadLetter, DeliveryState, WebhookAttempt, WebhookDelivery
+from marketplace.models import (
+    DeadLetter,
+    DeliveryState,
+    JobProcessing,
+    UsageStats,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -44,7 +52,42 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_filter = ("resolved", "task")
     search_fields = ("task", "error")
     readonly_fields = ("task", "args", "kwargs", "error", "created")
+    actions = ["replay"]
 
     @admin.display(description="error")
     def short_error(self, obj):
         return obj.error[:100]
+
+    @admin.action(description="Replay the selected tasks")
+    def replay(self, request, queryset):
+        from marketplace.processor import dead_letter_replay
+
+        sent = sum(dead_letter_replay(dead_letter_id=pk)
+                   for pk in queryset.values_list("pk", flat=True))
+        skipped = queryset.count() - sent
+        messages.success(request, f"{sent} tasks sent again"
+                         + (f"; {skipped} were already replayed" if skipped else ""))
+
+
+@admin.register(JobProcessing)
+class JobProcessingAdmin(admin.ModelAdmin):
+    list_display = ("job", "state", "attempts", "counted", "next_attempt_at", "processed_at")
+    list_filter = ("state", "counted")
+    search_fields = ("job__id",)
+    readonly_fields = ("job", "state", "attempts", "counted", "next_attempt_at", "last_error",
+                       "created", "processed_at")
+
+
+@admin.register(UsageStats)
+class UsageStatsAdmin(admin.ModelAdmin):
+    list_display = ("user", "jobs", "tokens", "cost_wei", "failures", "updated")
+    search_fields = ("user__username",)
+    readonly_fields = ("user", "jobs", "tokens", "cost_wei", "failures", "updated")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    list_display = ("owner", "url", "active", "created")
+    list_filter = ("active",)
+    search_fields = ("owner__username", "url")
+    raw_id_fields = ("owner",)

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from eth_account.messages import encode_defunct
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_HOSTS = 4
 RESULT_TIMEOUT_S = 30.0
+# A chain RPC outage is waited out (about a minute, backing off to 15 s) as long as
+# nothing was sent; past that the job fails and the background processor settles it.
+CHAIN_WAIT_ATTEMPTS = 8
+_UNREACHABLE = (OSError, TimeoutError, aiohttp.ClientConnectionError)
 
 TokenCallback = Callable[[int, str], Awaitable[None]]
 StateCallback = Callable[[str, dict], Awaitable[None]]
@@ -115,6 +120,34 @@ class _Progress:
         await bus.publish(StateEvent(str(self.job_id), state, detail))
 
 
+async def _chain_wait(call: Callable[[], Awaitable]):
+    """Call the chain, waiting out an outage while the call had sent nothing (a read, or a
+    write refused before sending); a write that may have landed is never repeated here."""
+    delay = 1.0
+    for attempt in range(CHAIN_WAIT_ATTEMPTS):
+        try:
+            return await call()
+        except (ChainError, *_UNREACHABLE) as exc:
+            transient = (isinstance(exc, _UNREACHABLE) or exc.code == "RPC_UNAVAILABLE"
+                         and exc.tx_hash is None)
+            if not transient or attempt == CHAIN_WAIT_ATTEMPTS - 1:
+                raise
+            log.warning("chain unreachable, waiting %.0f s: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+    raise AssertionError("unreachable: the last attempt re-raises")
+
+
+async def _finished(job_id: uuid.UUID) -> None:
+    """Hand the job to the background processor; never fails the job itself."""
+    from marketplace.processor import job_finished
+
+    try:
+        await sync_to_async(job_finished)(job_id=job_id)
+    except Exception:  # the beat's sweep of unprocessed jobs is the fallback
+        log.exception("could not queue processing of job %s", job_id)
+
+
 async def _transition(progress: _Progress, to: str, **fields) -> None:
     await sync_to_async(job_services.job_transition)(job_id=progress.job_id, to=to, **fields)
     await progress.state(to, {k: str(v) for k, v in fields.items()})
@@ -135,9 +168,12 @@ async def run_job(
     progress = _Progress(job.id, on_token, on_state)
     cancel = cancel or asyncio.Event()
     try:
-        chain = chain or await platform_chain()
+        chain = chain or await _chain_wait(platform_chain)
         return await _run(spec, job.id, progress, chain, cancel)
-    except ChainError as exc:
+    except (ChainError, *_UNREACHABLE) as exc:
+        if not isinstance(exc, ChainError):
+            exc = ChainError("RPC_UNAVAILABLE", str(exc) or type(exc).__name__,
+                             permanent=False)
         error = ClientError(exc.code, exc.message, permanent=True)
         await _fail(progress, error)
         raise error from exc
@@ -148,6 +184,7 @@ async def run_job(
         await _fail(progress, ClientError("CANCELLED", "the job was cancelled"))
         raise
     finally:
+        await _finished(job.id)
         job_id_var.reset(token)
 
 
@@ -168,7 +205,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
     last_error: ClientError | None = None
     for number in range(1, MAX_HOSTS + 1):
         remaining = spec.max_tokens - len(progress.pieces)
-        candidates = await discovery.candidates(spec.model, chain=chain)
+        candidates = await _chain_wait(lambda: discovery.candidates(spec.model, chain=chain))
         ranked = rank(candidates, model=spec.model, max_latency_ms=spec.max_latency_ms,
                       max_price_per_token_wei=spec.max_price_per_token_wei, exclude=excluded)
         if not ranked:
@@ -248,10 +285,10 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     async def note(**fields) -> None:
         await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
 
-    deadline = await chain.block_time() + settings.MARKETPLACE_JOB_DEADLINE_S
-    posted = await with_retries(lambda: chain.post_job(
+    deadline = await _chain_wait(chain.block_time) + settings.MARKETPLACE_JOB_DEADLINE_S
+    posted = await with_retries(lambda: _chain_wait(lambda: chain.post_job(
         model=spec.model, prompt_hash=request.digest(), max_tokens=remaining,
-        max_price_per_token_wei=price, deadline=deadline, host=host.address))
+        max_price_per_token_wei=price, deadline=deadline, host=host.address)))
     await note(chain_job_id=posted.job_id, escrow_wei=posted.escrow_wei,
                tx={"post": posted.tx_hash})
     await _transition(progress, JobState.POSTED)
@@ -310,13 +347,14 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
                quality=verdict.score)
     if verdict.accepted or (cancel.is_set() and submitted.tokens_used == delivered
                             and verdict.checks.get("hash") == 1.0):
-        settled = await with_retries(lambda: chain.accept_result(posted.job_id))
+        settled = await with_retries(lambda: _chain_wait(
+            lambda: chain.accept_result(posted.job_id)))
         tx_hashes.append(settled.tx_hash)
         await note(state=AttemptState.ACCEPTED, paid_wei=settled.paid_wei,
                    refund_wei=settled.refund, tx={"accept": settled.tx_hash})
         return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes)
-    disputed = await with_retries(lambda: chain.dispute(
-        posted.job_id, f"quality {verdict.score:.2f}: {verdict.checks}"))
+    disputed = await with_retries(lambda: _chain_wait(lambda: chain.dispute(
+        posted.job_id, f"quality {verdict.score:.2f}: {verdict.checks}")))
     tx_hashes.append(disputed)
     await note(state=AttemptState.DISPUTED, tx={"dispute": disputed})
     await _transition(progress, JobState.DISPUTED, quality=verdict.score)
@@ -328,7 +366,15 @@ async def _wait_submitted(chain: Chain, chain_job_id: int):
     deadline = time.monotonic() + RESULT_TIMEOUT_S
     from_block = chain.deployment.block
     while time.monotonic() < deadline:
-        found = await chain.submitted_result(chain_job_id, from_block)
+        try:
+            found = await chain.submitted_result(chain_job_id, from_block)
+        except _UNREACHABLE as exc:
+            # The host submits through its own node; ours being down is no reason to give
+            # up on it. The wait resumes, for as long as the outage lasts, once reachable.
+            log.warning("chain unreachable while waiting for job %s: %s", chain_job_id, exc)
+            await _chain_wait(chain.block_time)
+            deadline = max(deadline, time.monotonic() + 5.0)
+            continue
         if found is not None:
             return found
         await asyncio.sleep(0.05)

@@ -9,25 +9,25 @@ pytestmark = pytest.mark.django_db
 
 
 def test_each_response_carries_a_request_id(client):
-    response = client.get("/health")
+    response = client.get("/account/login/")
     assert len(response["X-Request-ID"]) == 32
 
 
 def test_a_callers_request_id_is_kept(client):
-    response = client.get("/health", headers={"X-Request-ID": "trace-42"})
+    response = client.get("/account/login/", headers={"X-Request-ID": "trace-42"})
     assert response["X-Request-ID"] == "trace-42"
 
 
 def test_a_request_is_logged_as_json_with_its_id(client, caplog):
     caplog.set_level(logging.INFO, logger="inkmarket.request")
-    client.get("/health", headers={"X-Request-ID": "trace-43"})
+    client.get("/account/login/", headers={"X-Request-ID": "trace-43"})
     (record,) = [r for r in caplog.records if r.name == "inkmarket.request"]
     token = request_id_var.set("trace-43")
     try:
         line = json.loads(JsonFormatter().format(record))
     finally:
         request_id_var.reset(token)
-    assert line["message"] == "GET /health 200"
+    assert line["message"] == "GET /account/login/ 200"
     assert line["status"] == 200
     assert line["request_id"] == "trace-43"
 

@@ -1,0 +1,399 @@
+"""The job processor: what happens after a marketplace job, away from the process that ran it.
+
+When a job ends, `job_finished` writes a JobProcessing row and enqueues `process_job` once
+the transaction commits. Processing settles whatever the runner left open on chain
+(verify a submitted result and accept or dispute it), adds the job to its owner's
+statistics exactly once, and sends the owner's webhooks. The row is the durable queue: a
+message lost with Redis, or a worker killed mid-task, leaves it due, and the beat's sweep
+enqueues it again.
+
+A job whose process died before it ended (no write for `OPS_ORPHAN_AFTER_S`) is
+recovered by the chain watcher: its attempts are settled from what the chain says, and
+the job is closed (COMPLETED when its last result verifies against the text we hold,
+else FAILED) and then processed like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import aiohttp
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from marketplace import jobs as job_services
+from marketplace import webhooks
+from marketplace.chain.contracts import Chain, JobStatus
+from marketplace.client.verify import verify_result
+from marketplace.models import (
+    TERMINAL_STATES,
+    AttemptState,
+    Job,
+    JobProcessing,
+    JobState,
+    ProcessingState,
+    UsageStats,
+    WebhookEndpoint,
+)
+
+log = logging.getLogger(__name__)
+
+# Attempts the runner finished with on chain; anything else may still need settling.
+SETTLED_ATTEMPTS = frozenset({AttemptState.ACCEPTED, AttemptState.DISPUTED,
+                              AttemptState.REFUNDED, AttemptState.FAILED})
+
+
+class ProcessingDeferred(Exception):
+    """Something the job needs is not possible yet (the chain is down, a deadline has not
+    passed); the task retries later. Not a failure of the job."""
+
+
+def enqueue(task, *args) -> bool:
+    """Send a task; a broker outage must not fail the caller, the sweep re-sends it."""
+    try:
+        task.delay(*args)
+    except Exception as exc:  # kombu raises its own family per transport; all mean "not sent"
+        log.warning("could not enqueue %s%r: %s", task.name, args, exc)
+        return False
+    return True
+
+
+# ---- entry points -----------------------------------------------------------------------
+
+
+def job_finished(*, job_id: uuid.UUID | str) -> None:
+    """Queue a finished job's after-work: the row now, the task once this commits."""
+    from marketplace.tasks import process_job
+
+    _, created = JobProcessing.objects.get_or_create(
+        job_id=job_id, defaults={"next_attempt_at": timezone.now()})
+    if not created:  # a recovered job comes back here: due now, not after its backoff
+        JobProcessing.objects.filter(job_id=job_id, state=ProcessingState.PENDING).update(
+            next_attempt_at=timezone.now())
+    transaction.on_commit(lambda: enqueue(process_job, str(job_id)))
+
+
+def processing_due(*, limit: int = 500) -> list[str]:
+    """Rows whose task is due: never sent, lost, retried, or held by a dead worker."""
+    now = timezone.now()
+    return [str(pk) for pk in JobProcessing.objects.filter(
+        state__in=[ProcessingState.PENDING, ProcessingState.RUNNING],
+        next_attempt_at__lte=now,
+    ).values_list("pk", flat=True)[:limit]]
+
+
+def jobs_orphaned(*, limit: int = 200) -> list[str]:
+    """Jobs not finished and not written to for OPS_ORPHAN_AFTER_S: their process is gone."""
+    cutoff = timezone.now() - timedelta(seconds=settings.OPS_ORPHAN_AFTER_S)
+    return [str(pk) for pk in Job.objects.exclude(state__in=TERMINAL_STATES)
+            .filter(updated__lt=cutoff).values_list("pk", flat=True)[:limit]]
+
+
+# ---- processing a finished job -------------------------------------------------------------
+
+
+def _claim(job_id: str) -> JobProcessing | None:
+    """Take the row if it is due (PENDING) or its holder's lease ran out (RUNNING)."""
+    now = timezone.now()
+    claimed = JobProcessing.objects.filter(
+        Q(state=ProcessingState.PENDING) | Q(state=ProcessingState.RUNNING),
+        pk=job_id, next_attempt_at__lte=now,
+    ).update(state=ProcessingState.RUNNING, attempts=F("attempts") + 1,
+             next_attempt_at=now + timedelta(seconds=settings.OPS_LEASE_S))
+    return JobProcessing.objects.get(pk=job_id) if claimed else None
+
+
+def job_process(*, job_id: str) -> str:
+    """Process one finished job; returns the row's state afterwards ("not-due" when
+    another worker holds it or it is done). Raises ProcessingDeferred to be retried."""
+    processing = _claim(job_id)
+    if processing is None:
+        return "not-due"
+    job = Job.objects.get(pk=job_id)
+    if job.state not in TERMINAL_STATES:
+        # Its runner could not close it; the watcher will, and then queues it again.
+        job_processing_defer(job_id=job_id, error=f"job is still {job.state}",
+                             delay_s=settings.OPS_ORPHAN_AFTER_S)
+        return ProcessingState.PENDING
+    try:
+        _settle_open_attempts(job)
+    except ProcessingDeferred as exc:
+        job_processing_defer(job_id=job_id, error=str(exc))
+        raise
+    job = _with_paid(job)
+    _count(job)
+    _notify(job)
+    JobProcessing.objects.filter(pk=job_id).update(
+        state=ProcessingState.DONE, processed_at=timezone.now(), next_attempt_at=None,
+        last_error="")
+    return ProcessingState.DONE
+
+
+def job_processing_defer(*, job_id: str, error: str, delay_s: float | None = None) -> None:
+    """Hand the row back: due again after `delay_s` (the beat finds it if the task's own
+    retry message is lost)."""
+    processing = JobProcessing.objects.get(pk=job_id)
+    delay = delay_s if delay_s is not None else min(600, 10 * 2 ** max(processing.attempts - 1, 0))
+    JobProcessing.objects.filter(pk=job_id, state=ProcessingState.RUNNING).update(
+        state=ProcessingState.PENDING, next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        last_error=error[:2000])
+
+
+def job_processing_fail(*, job_id: str, error: str) -> None:
+    JobProcessing.objects.filter(pk=job_id).exclude(state=ProcessingState.DONE).update(
+        state=ProcessingState.FAILED, next_attempt_at=None, last_error=error[:2000])
+
+
+def _with_paid(job: Job) -> Job:
+    """The job with what its accepted attempts were paid, settled late or not."""
+    paid = sum(int(a.paid_wei) for a in job.attempts.filter(state=AttemptState.ACCEPTED))
+    if paid > int(job.paid_wei):  # only a late settlement adds; nothing takes away
+        Job.objects.filter(pk=job.pk).update(paid_wei=paid)
+        job.paid_wei = Decimal(paid)
+    return job
+
+
+@transaction.atomic
+def _count(job: Job) -> None:
+    """Add the job to its owner's totals. The flag flips in the same transaction as the
+    increment, so a retry or a second worker can never count it twice."""
+    if not JobProcessing.objects.filter(pk=job.pk, counted=False).update(counted=True):
+        return
+    if job.owner_id is None:
+        return
+    failed = job.state != JobState.COMPLETED
+    UsageStats.objects.get_or_create(user_id=job.owner_id)
+    UsageStats.objects.filter(user_id=job.owner_id).update(
+        jobs=F("jobs") + 1, tokens=F("tokens") + job.tokens,
+        cost_wei=F("cost_wei") + Decimal(job.paid_wei),
+        failures=F("failures") + (1 if failed else 0), updated=timezone.now())
+
+
+def _notify(job: Job) -> None:
+    """One delivery per endpoint and event; the key is fixed by the job, so a second run
+    finds the delivery it made the first time instead of sending another."""
+    if job.owner_id is None:
+        return
+    event = "job.completed" if job.state == JobState.COMPLETED else "job.failed"
+    payload = {
+        "event": event, "job_id": str(job.pk), "state": job.state, "model": job.model,
+        "tokens": job.tokens, "cost_wei": str(int(job.paid_wei)),
+        "error_code": job.error_code or None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+    for endpoint in WebhookEndpoint.objects.filter(owner_id=job.owner_id, active=True):
+        with transaction.atomic():
+            webhooks.webhook_enqueue(url=endpoint.url, event=event, payload=payload,
+                                     secret=endpoint.secret, owner_id=job.owner_id,
+                                     idempotency_key=f"{event}:{job.pk}:{endpoint.pk}")
+
+
+# ---- settling attempts on chain ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Open:
+    attempt_id: int
+    chain_job_id: int
+    state: str
+    start_index: int
+    max_tokens: int
+
+
+def _open_attempts(job: Job) -> list[_Open]:
+    return [
+        _Open(a.pk, a.chain_job_id, a.state, a.start_index, job.max_tokens - a.start_index)
+        for a in job.attempts.exclude(state__in=SETTLED_ATTEMPTS).filter(
+            chain_job_id__isnull=False).order_by("number")
+    ]
+
+
+def committed_suffix(text: str, result_hash: str) -> str | None:
+    """The end of `text` that hashes to what the host committed on chain, if we hold it.
+    A recovered job knows its whole text but not where the last host's part began."""
+    expected = result_hash.lower().removeprefix("0x")
+    for start in range(len(text) + 1):
+        if hashlib.sha256(text[start:].encode("utf-8")).hexdigest() == expected:
+            return text[start:]
+    return None
+
+
+async def _settle(chain: Chain, item: _Open, text: str) -> dict:
+    """Bring one attempt to rest from what the chain says; returns the attempt's fields."""
+    on_chain = await chain.get_job(item.chain_job_id)
+    status = on_chain.status
+    if status in (JobStatus.COMPLETED, JobStatus.RESOLVED):
+        paid = on_chain.tokens_used * on_chain.price_per_token_wei
+        return {"state": AttemptState.ACCEPTED, "paid_wei": paid,
+                "refund_wei": on_chain.escrow_wei - paid, "tokens_billed": on_chain.tokens_used}
+    if status in (JobStatus.REFUNDED, JobStatus.CANCELLED):
+        return {"state": AttemptState.REFUNDED, "refund_wei": on_chain.escrow_wei}
+    if status == JobStatus.DISPUTED:
+        return {"state": AttemptState.DISPUTED}
+    if status == JobStatus.SUBMITTED:
+        submitted = await chain.submitted_result(item.chain_job_id, chain.deployment.block)
+        if submitted is None:
+            raise ProcessingDeferred(f"job {item.chain_job_id} is submitted but its event is "
+                                     "not visible yet")
+        held = committed_suffix(text, submitted.result_hash)
+        verdict = verify_result(text=held or "", result_hash=submitted.result_hash if held
+                                else None, tokens=submitted.tokens_used,
+                                max_tokens=item.max_tokens)
+        fields = {"tokens_billed": submitted.tokens_used, "result_hash": submitted.result_hash,
+                  "result_cid": submitted.cid, "quality": verdict.score}
+        if verdict.accepted:
+            settled = await chain.accept_result(item.chain_job_id)
+            return {**fields, "state": AttemptState.ACCEPTED, "paid_wei": settled.paid_wei,
+                    "refund_wei": settled.refund, "tx": {"accept": settled.tx_hash}}
+        # We cannot vouch for text we do not hold (or that fails the checks): the
+        # arbitrator decides, as the runner does for a result that fails verification.
+        reason = ("result not held by the client after its process stopped" if held is None
+                  else f"quality {verdict.score:.2f}: {verdict.checks}")
+        tx = await chain.dispute(item.chain_job_id, reason)
+        return {**fields, "state": AttemptState.DISPUTED, "tx": {"dispute": tx}}
+    # POSTED or CLAIMED: the host never delivered. Past the deadline the escrow comes back.
+    if await chain.block_time() > on_chain.deadline:
+        tx = await chain.refund_expired(item.chain_job_id)
+        return {"state": AttemptState.REFUNDED, "refund_wei": on_chain.escrow_wei,
+                "tx": {"refund": tx}}
+    return {"state": AttemptState.ABANDONED}  # the watcher refunds it after the deadline
+
+
+async def _settle_all(items: list[_Open], text: str) -> None:
+    from asgiref.sync import sync_to_async
+
+    from marketplace.chain.errors import ChainError
+    from marketplace.wallet import platform_chain
+
+    try:
+        chain = await platform_chain()
+    except ChainError as exc:
+        if exc.permanent:
+            raise
+        raise ProcessingDeferred(f"chain unavailable: {exc.message}") from exc
+    for item in items:
+        try:
+            fields = await _settle(chain, item, text)
+        except ChainError as exc:
+            if exc.permanent:
+                raise
+            raise ProcessingDeferred(f"chain unavailable: {exc.message}") from exc
+        except (OSError, TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise ProcessingDeferred(f"chain unreachable: {exc}") from exc
+        # Written right after each transaction: a crash here is repaired by the next run,
+        # which reads the same outcome back from the chain.
+        await sync_to_async(job_services.attempt_update)(attempt_id=item.attempt_id, **fields)
+
+
+def run_async(coro):
+    """Run chain work from a worker's sync code on a loop of its own, and close the HTTP
+    sessions it opened before the loop goes (handles and pools belong to one loop)."""
+    from marketplace import wallet
+    from marketplace.client import pool
+
+    async def main():
+        try:
+            return await coro
+        finally:
+            handles = list(wallet._handles.values())
+            wallet._handles.clear()
+            for handle in handles:
+                await handle.close()
+            await pool.close()
+
+    wallet._handles.clear()
+    return asyncio.run(main())
+
+
+def _settle_open_attempts(job: Job) -> None:
+    items = [i for i in _open_attempts(job) if i.state != AttemptState.ABANDONED]
+    if items:
+        run_async(_settle_all(items, job.text))
+
+
+# ---- recovering a job whose process died ----------------------------------------------------
+
+
+def job_recover(*, job_id: str) -> str:
+    """Close an orphaned job from what the chain says; returns its state afterwards."""
+    cutoff = timezone.now() - timedelta(seconds=settings.OPS_ORPHAN_AFTER_S)
+    # The claim: touch `updated` only if it is still stale, so one worker wins and a
+    # job that came back to life (its runner wrote again) is left alone.
+    if not Job.objects.exclude(state__in=TERMINAL_STATES).filter(
+            pk=job_id, updated__lt=cutoff).update(updated=timezone.now()):
+        return "not-orphaned"
+    job = Job.objects.get(pk=job_id)
+    items = _open_attempts(job)
+    if items:
+        run_async(_settle_all(items, job.text))
+    last = job.attempts.order_by("-number").first()
+    paid = sum(int(a.paid_wei) for a in job.attempts.filter(state=AttemptState.ACCEPTED))
+    try:
+        if (last is not None and last.state == AttemptState.ACCEPTED
+                and job.state == JobState.STREAMING):
+            job_services.job_transition(job_id=job.pk, to=JobState.COMPLETED, paid_wei=paid,
+                                        quality=last.quality)
+        else:
+            job_services.job_transition(
+                job_id=job.pk, to=JobState.FAILED, paid_wei=paid, error_code="INTERRUPTED",
+                error_message="the process running this job stopped; the chain watcher "
+                              "settled it")
+    except job_services.IllegalTransition:
+        pass  # its runner finished it after all
+    with transaction.atomic():
+        job_finished(job_id=job.pk)
+    return Job.objects.values_list("state", flat=True).get(pk=job_id)
+
+
+def reservations_release_stale() -> int:
+    """Release money held for jobs whose process died before settling them."""
+    from accounts.errors import ReservationClosed
+    from accounts.selectors import reservations_held_before
+    from accounts.services import reservation_release
+
+    cutoff = timezone.now() - timedelta(seconds=settings.OPS_RESERVATION_MAX_AGE_S)
+    released = 0
+    for reservation in reservations_held_before(cutoff=cutoff)[:500]:
+        try:
+            reservation_release(reservation, reason="released by the sweep: its job never "
+                                                    "ended")
+        except ReservationClosed:
+            continue  # settled by its job in the meantime
+        released += 1
+    return released
+
+
+# ---- dead letters -------------------------------------------------------------------------
+
+
+def dead_letter_replay(*, dead_letter_id: int) -> bool:
+    """Send a dead letter's task again, from a clean start; False if already replayed."""
+    from celery import current_app
+
+    from marketplace.models import DeadLetter, DeliveryState, WebhookDelivery
+
+    with transaction.atomic():
+        letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
+        if letter.resolved:
+            return False
+        first = str(letter.args[0]) if letter.args else None
+        # The task's own row decides whether it runs: make it due again.
+        if letter.task == "marketplace.tasks.process_job" and first:
+            JobProcessing.objects.filter(pk=first).exclude(state=ProcessingState.DONE).update(
+                state=ProcessingState.PENDING, next_attempt_at=timezone.now(), attempts=0)
+        elif letter.task == "marketplace.tasks.deliver_webhook" and first:
+            WebhookDelivery.objects.filter(pk=first, state=DeliveryState.FAILED).update(
+                state=DeliveryState.PENDING, next_attempt_at=timezone.now())
+        letter.resolved = True
+        letter.save(update_fields=["resolved"])
+        task, args, kwargs = letter.task, list(letter.args), dict(letter.kwargs)
+        transaction.on_commit(lambda: current_app.send_task(task, args=args, kwargs=kwargs))
+    return True
