@@ -237,8 +237,9 @@ def job_settle(*, job_id, node_price_per_token_wei: int, tokens: int, protocol_f
                text: str, host: str) -> DiscordJob:
     """Charge a finished job for the tokens it got (release it all when it got none) and
     record its answer. Settling a job already closed changes nothing."""
-    job = DiscordJob.objects.select_for_update().select_related("server", "reservation").get(
-        pk=job_id)
+    # Only the job's row: the reservation is locked by the ledger's own services.
+    job = (DiscordJob.objects.select_for_update(of=("self",))
+           .select_related("server", "reservation").get(pk=job_id))
     if job.finished is not None:
         return job
     charged = 0
@@ -267,8 +268,9 @@ def job_settle(*, job_id, node_price_per_token_wei: int, tokens: int, protocol_f
 def job_fail(*, job_id, code: str, message: str, text: str = "") -> DiscordJob:
     """Record a failed job and give back its whole reservation (nothing was delivered for
     which a host was paid)."""
-    job = DiscordJob.objects.select_for_update().select_related("server", "reservation").get(
-        pk=job_id)
+    # Only the job's row: the reservation is locked by the ledger's own services.
+    job = (DiscordJob.objects.select_for_update(of=("self",))
+           .select_related("server", "reservation").get(pk=job_id))
     if job.finished is not None:
         return job
     reservation = job.reservation

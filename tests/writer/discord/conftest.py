@@ -19,7 +19,7 @@ from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
 from accounts.models import User
 from accounts.services import account_get_or_create
-from writer.discord.bot import InkBot, BotCommands
+from writer.discord.bot import BotCommands, InkBot
 from writer.models import DiscordServer
 
 
@@ -192,7 +192,7 @@ async def interact(bot, *, member, channel, name: str, permissions: int = 0, **o
                     "name": channel.name, "position": 0},
         "member": {"user": facts.dict_from_user(member._user),
                    "roles": [str(r.id) for r in member.roles if r != guild.default_role],
-                   "joined_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                   "joined_at": dt.datetime.now(dt.UTC).isoformat(),
                    "deaf": False, "mute": False, "flags": 0,
                    "permissions": str(permissions)},
         "data": {"id": str(facts.make_id()), "name": name, "type": 1,
