@@ -41,7 +41,7 @@ def deliver_webhook(delivery_id: str) -> str:
     return state
 
 
-@shared_task(acks_late=True, time_limit=120)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def retry_due_webhooks() -> int:
     """Beat, every minute: resend what is due, whatever happened to its scheduled retry."""
     due = webhooks.webhooks_due()
@@ -50,7 +50,7 @@ def retry_due_webhooks() -> int:
     return len(due)
 
 
-@shared_task(acks_late=True, time_limit=300)
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def refund_abandoned_attempts() -> int:
     """Beat, every minute: refund (or dispute) on-chain jobs whose host let us down."""
     import asyncio
@@ -105,7 +105,7 @@ def recover_job(self, job_id: str) -> str:
         raise self.retry(exc=exc, countdown=min(600, 10 * 2 ** self.request.retries)) from exc
 
 
-@shared_task(acks_late=True, time_limit=120)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def sweep_processing() -> int:
     """Beat, every minute: the retry queue. Send every processing row that is due, whatever
     happened to its message (lost with the broker, retried, or held by a dead worker)."""
@@ -115,7 +115,7 @@ def sweep_processing() -> int:
     return len(due)
 
 
-@shared_task(acks_late=True, time_limit=120)
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def watch_orphaned_jobs() -> int:
     """Beat, every minute: jobs whose process died are recovered by a worker."""
     orphans = processor.jobs_orphaned()
@@ -124,7 +124,7 @@ def watch_orphaned_jobs() -> int:
     return len(orphans)
 
 
-@shared_task(acks_late=True, time_limit=300)
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def release_stale_reservations() -> int:
     """Beat, every ten minutes: money held for a job that never ended goes back."""
     return processor.reservations_release_stale()

@@ -166,19 +166,30 @@ class Processes:
         return self.start(args, env, "worker")
 
     def kill(self, proc: subprocess.Popen) -> None:
-        os.kill(proc.pid, signal.SIGKILL)
+        """SIGKILL the process and its children (an embedded beat), as a lost machine."""
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
     def stop_all(self) -> None:
         for proc in self.started:
             if proc.poll() is None:
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+            else:
+                # Whatever it started in its session (an embedded beat) goes with it.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             proc.log_file.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log_path.read_text(errors='replace')[-4000:]}"
+                         for p in self.started)
 
 
 @pytest.fixture
