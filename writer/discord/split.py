@@ -51,9 +51,11 @@ def _blocks(text: str) -> list[_Block]:
             language, part = first.strip(), rest
         elif newline and not first.strip():
             part = rest
-        lines = tuple(part.rstrip().split("\n"))
-        if any(line.strip() for line in lines):
-            blocks.append(_Block(code_block(lines, language), language, lines))
+        lines = part.split("\n")
+        while lines and not lines[-1].strip():  # the newline (or indent) before the fence
+            lines.pop()
+        if lines:
+            blocks.append(_Block(code_block(lines, language), language, tuple(lines)))
     return blocks
 
 

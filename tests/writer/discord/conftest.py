@@ -36,6 +36,9 @@ async def bot():
     # setup_hook also syncs the slash commands with Discord; the cog is all it adds here.
     await client.add_cog(BotCommands(client))
     dpytest.configure(client, members=["alice", "bob", "carol"])
+    # dpytest swaps in its own connection state; hand it the command tree as discord.py
+    # does when the tree is made, so interactions reach it.
+    backend.get_state()._command_tree = client.tree
     yield client
     await dpytest.empty_queue()
     callbacks.remove_callback("edit_message")
