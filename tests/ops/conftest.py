@@ -207,3 +207,76 @@ def wait_for(predicate, *, timeout: float, every: float = 0.2, what: str = "cond
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class TcpProxy:
+    """A TCP proxy in front of a server, in a thread of its own. `stop` closes the port and
+    every connection through it (the server becomes unreachable, as when a node or the
+    network in between goes down); `start` opens the same port again."""
+
+    def __init__(self, target_port: int):
+        import asyncio
+
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = None
+        self.writers: set = set()
+
+    def _call(self, coro):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader, client_writer):
+        import asyncio
+
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1",
+                                                                         self.target_port)
+        except OSError:
+            client_writer.close()
+            return
+        self.writers |= {client_writer, server_writer}
+        await asyncio.gather(self._pipe(client_reader, server_writer),
+                             self._pipe(server_reader, client_writer))
+        self.writers -= {client_writer, server_writer}
+
+    async def _start(self):
+        import asyncio
+
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
+                                                 reuse_address=True)
+
+    async def _stop(self):
+        self.server.close()
+        for writer in list(self.writers):
+            writer.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    def stop(self) -> None:
+        self._call(self._stop())
+
+    def close(self) -> None:
+        if self.server is not None and self.server.is_serving():
+            self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
