@@ -8,6 +8,7 @@ from writer.api import api as writer_api
 urlpatterns = [
     path("", include("writer.urls")),
     path("account/", include("accounts.urls")),
+    path("usage/", include("dashboards.urls")),
     path("api/", writer_api.urls),
     path("v1/", gateway_api.urls),
     path("health", health.health, name="health"),

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from dashboards import views
+
+urlpatterns = [
+    path("", views.usage, name="usage"),
+    path("all/", views.staff_usage, name="staff_usage"),
+]

@@ -1,0 +1,55 @@
+"""The usage pages: a user's own, and the staff's across everybody."""
+
+from __future__ import annotations
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from accounts.templatetags.money import eth
+from config.metrics import celery_queue_length, success_summary
+from dashboards import selectors
+from dashboards.charts import bar_chart
+
+
+def _charts(days: list[selectors.DayUsage], *, with_paid: bool = False) -> dict:
+    def when(d):
+        return d.day.strftime("%b %d")
+
+    charts = {
+        "jobs": bar_chart([(when(d), d.jobs) for d in days], title="Jobs per day"),
+        "tokens": bar_chart([(when(d), d.tokens) for d in days], title="Tokens per day",
+                            label=lambda v: f"{int(v):,} tokens"),
+        "cost": bar_chart([(when(d), d.charged_wei) for d in days], title="Cost per day",
+                          label=lambda v: eth(int(v))),
+    }
+    if with_paid:
+        charts["paid"] = bar_chart([(when(d), d.paid_wei) for d in days],
+                                   title="Paid on chain per day", label=lambda v: eth(int(v)))
+    return charts
+
+
+def _active(days: list[selectors.DayUsage]) -> list[selectors.DayUsage]:
+    """The table's rows: days with something in them, newest first."""
+    return [d for d in reversed(days) if d.jobs or d.charged_wei]
+
+
+@login_required
+def usage(request):
+    days = selectors.usage_by_day(user=request.user)
+    return render(request, "dashboards/usage.html", {
+        "days": _active(days), "charts": _charts(days),
+        "totals": selectors.usage_totals(user=request.user), "span": selectors.DAYS,
+    })
+
+
+@staff_member_required
+def staff_usage(request):
+    days = selectors.usage_by_day()
+    return render(request, "dashboards/staff.html", {
+        "days": _active(days), "charts": _charts(days, with_paid=True),
+        "totals": selectors.usage_totals(), "span": selectors.DAYS,
+        "top": selectors.top_users(), "states": selectors.jobs_by_state(),
+        "work": selectors.background_work(), "summary": success_summary(),
+        "queue": celery_queue_length(),
+    })
