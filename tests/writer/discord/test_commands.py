@@ -91,3 +91,39 @@ async def test_a_bare_mention_gets_a_greeting_and_costs_nothing(bot, server):
     (answer,) = sent()
     assert "Hello!" in answer.content
     assert not await DiscordJob.objects.aexists()
+
+
+async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, server, monkeypatch):
+    # A fault that cannot be produced for real here: the database failing mid-command.
+    def broken(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "server_get_or_create", broken)
+    with pytest.raises(commands.CommandInvokeError):
+        await dpytest.message("!ask What is a fjord?")
+    thinking, apology = sent()
+    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+    monkeypatch.undo()
+    await dpytest.message("!help")
+    assert "Inkmarket bot" in sent()[0].content
+
+
+async def test_a_mention_that_crashes_is_answered_by_the_message_guard(bot, server,
+                                                                       monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "server_get_or_create", broken)
+    await dpytest.message(f"<@{bot.user.id}> hello there")
+    *_, apology = sent()
+    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+
+
+async def test_messages_from_bots_are_ignored(bot, server, config):
+    from discord.ext.test import backend
+
+    other = backend.make_user("otherbot", "0042")
+    other.bot = True  # another bot: answering it could start two bots talking forever
+    member = backend.make_member(other, config.guilds[0])
+    await dpytest.message("!help", member=member)
+    assert sent() == []
