@@ -127,3 +127,12 @@ async def test_messages_from_bots_are_ignored(bot, server, config):
     member = backend.make_member(other, config.guilds[0])
     await dpytest.message("!help", member=member)
     assert sent() == []
+
+
+async def test_outside_its_allowed_channels_the_bot_says_where_it_answers(bot, server, config):
+    server.allowed_channel_ids = [424242424242424242]
+    await server.asave()
+    await dpytest.message("!ask What is a fjord?", channel=config.channels[0])
+    (reply,) = sent()
+    assert current(reply) == "⚠️ I answer only in <#424242424242424242> on this server."
+    assert not await DiscordJob.objects.aexists()
