@@ -1,27 +1,62 @@
-"""Production: PostgreSQL, Redis, TLS in front. Passes `manage.py check --deploy` cleanly."""
+"""Production: PostgreSQL, Redis, a real chain, TLS in front. Passes `manage.py check
+--deploy` with no warnings.
+
+Secrets come from files: SECRET_KEY_FILE, and DATABASE_URL_FILE / REDIS_URL_FILE (URLs
+carry passwords) as well as the plain variables; the platform wallet is an encrypted
+keystore and its passphrase, both files (WALLET_KEYSTORE_FILE, WALLET_PASSPHRASE_FILE).
+"""
+
+import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int
-from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASE_URL, DEBUG, REDIS_URL, SECRET_KEY
+from config.env import env_bool, env_int, env_secret
+
+# Read before the base settings parse them, so a *_FILE works wherever the URL would.
+for _name in ("DATABASE_URL", "REDIS_URL"):
+    _value = env_secret(_name)
+    if _value:
+        os.environ[_name] = _value
+
+from config.settings.base import *  # noqa: E402, F403
+from config.settings.base import (  # noqa: E402
+    CHAIN_RPC_URL,
+    DATABASE_URL,
+    DEBUG,
+    REDIS_URL,
+    SECRET_KEY,
+    WALLET_KEYSTORE_FILE,
+    WALLET_PASSPHRASE_FILE,
+)
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production")
-if not DATABASE_URL:
-    raise ImproperlyConfigured("DATABASE_URL must be set in production")
+if not DATABASE_URL or not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL in production")
 if not REDIS_URL:
     raise ImproperlyConfigured("REDIS_URL must be set in production")
+if not CHAIN_RPC_URL:
+    raise ImproperlyConfigured("CHAIN_RPC_URL must be set in production (there is no devnet)")
 if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters of real randomness")
+# The devnet's keys are never a fallback here: a process that pays (web, worker) names its
+# wallet, and the files must be there at start, not at the first job.
+for _setting, _path in (("WALLET_KEYSTORE_FILE", WALLET_KEYSTORE_FILE),
+                        ("WALLET_PASSPHRASE_FILE", WALLET_PASSPHRASE_FILE)):
+    if _path and not Path(_path).is_file():
+        raise ImproperlyConfigured(f"{_setting}={_path!r} is not a readable file")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# Probes and scrapes come from inside the cluster over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^health$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 X_FRAME_OPTIONS = "DENY"

@@ -90,18 +90,60 @@ def test_a_redis_url_with_the_wrong_scheme_is_rejected():
     assert "REDIS_URL has scheme 'http'" in result.stderr
 
 
-def test_production_settings_pass_the_deploy_check():
-    env = {
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        "SECRET_KEY": "k7#Qz!v9@pX2$wR5^mL8&nB3*cF6(hJ1)tY4_gD0+eS7-aU2=iO9",
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/inkmarket",
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
-        "ALLOWED_HOSTS": "inkmarket.example",
-    }
-    full = {**os.environ, **env}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "SECRET_KEY": "k7#Qz!v9@pX2$wR5^mL8&nB3*cF6(hJ1)tY4_gD0+eS7-aU2=iO9",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/inkmarket",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",
+    "CHAIN_RPC_URL": "https://rpc.example-chain.org",
+    "ALLOWED_HOSTS": "inkmarket.example",
+}
+
+
+def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL"}}
+    full.update({k: v for k, v in env.items() if v is not None})
+    return subprocess.run(
+        [sys.executable, "manage.py", *(command or ("check", "--deploy", "--fail-level",
+                                                    "WARNING"))],
         cwd=ROOT, env=full, capture_output=True, text=True, timeout=120,
     )
+
+
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    keystore, passphrase = tmp_path / "keystore.json", tmp_path / "passphrase"
+    keystore.write_text("{}")
+    passphrase.write_text("not used by the check")
+    result = _production({**PRODUCTION, "WALLET_KEYSTORE_FILE": str(keystore),
+                          "WALLET_PASSPHRASE_FILE": str(passphrase)})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "no issues" in result.stdout
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp_path):
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+        (tmp_path / name).write_text(PRODUCTION[name] + "\n")
+    env = {**PRODUCTION, **{name: None for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")},
+           **{f"{name}_FILE": str(tmp_path / name)
+              for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}}
+    result = _production(env, "shell", "-c", "from django.conf import settings as s; "
+                         "print(s.DATABASES['default']['NAME'], s.REDIS_URL)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["inkmarket",
+                                                             "redis://127.0.0.1:6379/15"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"CHAIN_RPC_URL": None}, "CHAIN_RPC_URL must be set in production"),
+    ({"DATABASE_URL": None}, "DATABASE_URL must be a PostgreSQL URL"),
+    ({"REDIS_URL": None}, "REDIS_URL must be set in production"),
+    ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 characters"),
+    ({"DEBUG": "1"}, "DEBUG must be off in production"),
+    ({"WALLET_KEYSTORE_FILE": "/nonexistent/keystore.json",
+      "WALLET_PASSPHRASE_FILE": "/nonexistent/passphrase"}, "is not a readable file"),
+])
+def test_production_refuses_to_start_without_what_it_needs(change, message):
+    result = _production({**PRODUCTION, **change}, "check")
+    assert result.returncode != 0
+    assert message in result.stderr
