@@ -82,7 +82,7 @@ def main() -> None:
             host_url, web_url = f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{web_port}"
             wait_http(f"{host_url}/health")
             wait_http(f"{web_url}/health")
-            host_figures, browser_figures = [], []
+            host_figures, browser_figures, phases = [], [], []
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -127,6 +127,13 @@ def main() -> None:
                     painted = page.evaluate("window.__painted")
                     clicked = int(page.evaluate("sessionStorage.getItem('clicked')"))
                     browser_figures.append(painted - clicked)
+                    # Where the time went: the form's POST and redirect, the page's load,
+                    # then the wait for the stream's first token.
+                    loaded = page.evaluate("performance.timeOrigin + "
+                                           "performance.timing.domContentLoadedEventEnd"
+                                           " - performance.timing.navigationStart")
+                    phases.append((page.evaluate("performance.timeOrigin") - clicked,
+                                   loaded - clicked))
                     page.wait_for_selector("#result .facts", timeout=60000)
                 browser.close()
         # The first round warms up connections and caches on both sides.
@@ -135,6 +142,10 @@ def main() -> None:
         report("host ttft", host, "ms")
         report("browser ttft (click to first token painted)", seen, "ms")
         report("browser added ttft ms", seen - host, "ms")
+        report("click to generation page requested", statistics.median(
+            p[0] for p in phases[1:]), "ms")
+        report("click to generation page loaded", statistics.median(
+            p[1] for p in phases[1:]), "ms")
     finally:
         net.close()
 
