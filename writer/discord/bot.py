@@ -327,7 +327,7 @@ class BotCommands(commands.Cog):
             return await interaction.followup.send(chunk, ephemeral=private, wait=True)
 
         reply = LiveReply(first, send_more)
-        request = _request(guild=interaction.guild, channel_id=interaction.channel_id,
+        request = _request(guild=interaction.guild, channel_id=interaction.channel_id or 0,
                            user=interaction.user, command=command, prompt=prompt,
                            model=model)
         try:

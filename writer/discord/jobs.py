@@ -219,9 +219,15 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
         from marketplace.wallet import platform_chain
 
         fee_bps = await (await platform_chain()).fee_bps()
-    done = await sync_to_async(services.job_settle)(
-        job_id=job.id, node_price_per_token_wei=price, tokens=outcome.tokens,
-        protocol_fee_bps=fee_bps, text=outcome.text, host=outcome.host)
+    try:
+        done = await sync_to_async(services.job_settle)(
+            job_id=job.id, node_price_per_token_wei=price, tokens=outcome.tokens,
+            protocol_fee_bps=fee_bps, text=outcome.text, host=outcome.host)
+    except Exception:
+        # The reservation stays held; the stale-reservation sweep gives it back.
+        log.exception("discord job %s: settlement failed", job.id)
+        raise BotError("INTERNAL", f"The answer arrived but could not be billed; nothing was "
+                                   f"charged. Job id: {job.id}.", job_id=job.id) from None
     log.info("discord job %s done: %s tokens, %s wei", job.id, outcome.tokens, done.cost_wei)
     return Answer(job_id=job.id, parts=shape(request.command, outcome.text), text=outcome.text,
                   tokens=outcome.tokens, cost_wei=done.cost_wei, model=job.model,
