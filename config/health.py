@@ -1,4 +1,5 @@
 """`/health`: each dependency checked for real, with a short timeout, and named.
+(`/health/live` and `/health/ready` are the narrower probes Kubernetes uses.)
 
 Checks: the database, Redis (when configured), the chain's JSON-RPC endpoint, and the
 hosts: how many registered hosts answer their capability probe (at least
@@ -141,10 +142,12 @@ def checks() -> dict[str, Callable[[], dict | None]]:
     return found
 
 
-def run_checks() -> tuple[bool, dict[str, dict]]:
+def run_checks(*, only: set[str] | None = None) -> tuple[bool, dict[str, dict]]:
     results: dict[str, dict] = {}
     healthy = True
     for name, check in checks().items():
+        if only is not None and name not in only:
+            continue
         started = time.perf_counter()
         try:
             detail = check()
@@ -162,6 +165,22 @@ def metrics(request):
 
     body, content_type = render()
     return HttpResponse(body, content_type=content_type)
+
+
+def live(request):
+    """Liveness: the process answers. Nothing outside it is checked, so an outage of a
+    dependency never gets healthy pods restarted."""
+    return JsonResponse({"status": "ok"})
+
+
+def ready(request):
+    """Readiness: what this process needs to serve pages (the database, Redis). The chain
+    and the hosts are left to /health: without them pages still serve, jobs wait."""
+    healthy, results = run_checks(only={"database", "redis"})
+    body: dict = {"status": "ok" if healthy else "unhealthy", "checks": results}
+    if not healthy:
+        body["failing"] = [name for name, result in results.items() if not result["ok"]]
+    return JsonResponse(body, status=200 if healthy else 503)
 
 
 def health(request):

@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/", writer_api.urls),
     path("v1/", gateway_api.urls),
     path("health", health.health, name="health"),
+    path("health/live", health.live, name="health_live"),
+    path("health/ready", health.ready, name="health_ready"),
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -111,3 +111,21 @@ def test_fewer_than_95_percent_of_the_last_hours_jobs_completing_is_degraded(
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json()["summary"]["status"] == "ok"
+
+
+def test_liveness_checks_nothing_outside_the_process(client, settings, unused_port):
+    settings.CHAIN_RPC = f"http://127.0.0.1:{unused_port}"
+    assert client.get("/health/live").json() == {"status": "ok"}
+
+
+def test_readiness_needs_the_database_and_redis_but_not_the_chain(client, own_redis, settings,
+                                                                 unused_port):
+    settings.CHAIN_RPC = f"http://127.0.0.1:{unused_port}"
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert set(response.json()["checks"]) == {"database", "redis"}
+    own_redis.terminate()
+    own_redis.wait()
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["redis"]
