@@ -6,6 +6,10 @@
 #
 # SOURCE_URL is a postgres:// URL. The scratch database is named <source>_restore_check and
 # is dropped afterwards; keep the backup file (default: var/backups/<db>-<UTC time>.dump).
+#
+# The source may be in use: the dump and the source's row counts are taken from one
+# snapshot (a transaction held open while pg_dump runs with --snapshot), so rows written
+# meanwhile are in neither and the comparison stays exact.
 set -euo pipefail
 export PGOPTIONS="--client-min-messages=warning"
 
@@ -19,36 +23,48 @@ scratch="${db}_restore_check"
 scratch_url=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$src" "$scratch")
 admin_url=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/postgres")))' "$src")
 
-counts() {
-  # One "table count" line per user table, sorted, counted exactly (not from statistics).
-  psql "$1" -Atq -v ON_ERROR_STOP=1 <<'SQL'
-CREATE TEMP TABLE _counts(name text, n bigint);
-DO $$
-DECLARE t record; c bigint;
-BEGIN
-  FOR t IN SELECT schemaname, tablename FROM pg_tables
-           WHERE schemaname NOT LIKE 'pg\_%' AND schemaname <> 'information_schema' LOOP
-    EXECUTE format('SELECT count(*) FROM %I.%I', t.schemaname, t.tablename) INTO c;
-    INSERT INTO _counts VALUES (t.schemaname || '.' || t.tablename, c);
-  END LOOP;
-END $$;
-SELECT name || ' ' || n FROM _counts ORDER BY name;
-SQL
-}
-
-echo "backing up $db to $backup"
-pg_dump --format=custom --no-owner --dbname="$src" --file="$backup"
+# One "schema.table count" line per user table, sorted, counted exactly (not from the
+# statistics), in a single statement so it can run inside the snapshot's transaction.
+COUNTS_SQL="SELECT format('%s.%s %s', schemaname, tablename,
+  (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I',
+                                               schemaname, tablename), false, true, '')))[1]::text)
+FROM pg_tables
+WHERE schemaname NOT LIKE 'pg\\_%' AND schemaname <> 'information_schema'
+ORDER BY schemaname, tablename;"
 
 psql "$admin_url" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$scratch\"" \
   -c "CREATE DATABASE \"$scratch\""
-trap 'psql "$admin_url" -q -c "DROP DATABASE IF EXISTS \"$scratch\"" >/dev/null 2>&1 || true' EXIT
+cleanup() {
+  psql "$admin_url" -q -c "DROP DATABASE IF EXISTS \"$scratch\"" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# The snapshot: a session that exports it and stays in its transaction until the counts
+# are read.
+coproc SNAP { psql "$src" -Atq -v ON_ERROR_STOP=1; }
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_export_snapshot();" >&"${SNAP[1]}"
+read -r -t 30 snapshot <&"${SNAP[0]}" || { echo "could not export a snapshot of $db" >&2; exit 1; }
+
+echo "backing up $db to $backup (snapshot $snapshot)"
+pg_dump --format=custom --no-owner --snapshot="$snapshot" --dbname="$src" --file="$backup"
+
+echo "$COUNTS_SQL" >&"${SNAP[1]}"
+echo "SELECT '--end--';" >&"${SNAP[1]}"
+before=""
+while read -r -t 120 line <&"${SNAP[0]}"; do
+  [ "$line" = "--end--" ] && break
+  before+="$line"$'\n'
+done
+echo "COMMIT;" >&"${SNAP[1]}"
+exec {SNAP[1]}>&-
+wait "$SNAP_PID" || true
 
 echo "restoring into $scratch"
 pg_restore --no-owner --exit-on-error --dbname="$scratch_url" "$backup"
+after=$(psql "$scratch_url" -Atq -v ON_ERROR_STOP=1 -c "$COUNTS_SQL")
+before=${before%$'\n'}
 
-before=$(counts "$src")
-after=$(counts "$scratch_url")
-if [ "$before" != "$after" ]; then
+if [ -z "$before" ] || [ "$before" != "$after" ]; then
   echo "row counts differ between $db and its restored copy:" >&2
   diff <(echo "$before") <(echo "$after") >&2 || true
   exit 1
