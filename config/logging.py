@@ -1,4 +1,5 @@
-"""Structured JSON logs carrying the request id and the job id of the work in hand.
+"""Structured JSON logs carrying the request id and the job id of the work in hand, and
+in a Celery worker the task's name and id.
 
 The ids live in context variables, so they follow a request or a job across awaits and
 into the threads Django runs sync code in (asgiref copies the context).
@@ -20,6 +21,16 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id"
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def _current_task():
+    """The Celery task this line is logged from, if any (Celery keeps it per thread)."""
+    try:
+        from celery import current_task
+    except ImportError:  # pragma: no cover - celery is a dependency of the product
+        return None
+    task = current_task._get_current_object() if current_task else None
+    return task if task is not None and getattr(task.request, "id", None) else None
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -32,6 +43,10 @@ class JsonFormatter(logging.Formatter):
             entry["request_id"] = request_id
         if (job_id := job_id_var.get()) is not None:
             entry["job_id"] = job_id
+        task = _current_task()
+        if task is not None:
+            entry["task"] = task.name
+            entry["task_id"] = task.request.id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value if isinstance(value, str | int | float | bool) else str(value)

@@ -134,6 +134,8 @@ def job_process(*, job_id: str) -> str:
     JobProcessing.objects.filter(pk=job_id).update(
         state=ProcessingState.DONE, processed_at=timezone.now(), next_attempt_at=None,
         last_error="")
+    log.info("job processed", extra={"state": job.state, "tokens": job.tokens,
+                                     "paid_wei": str(int(job.paid_wei))})
     return ProcessingState.DONE
 
 

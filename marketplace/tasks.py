@@ -8,9 +8,11 @@ DeadLetter that admin can replay. See docs/operations.md."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 from celery import Task, shared_task
 
+from config.logging import job_id_var
 from marketplace import processor, webhooks
 from marketplace.gateway.tasks import batch_items_run, batch_items_sweep  # noqa: F401
 
@@ -74,9 +76,25 @@ def refund_abandoned_attempts() -> int:
 # ---- the job processor -------------------------------------------------------------------
 
 
+@contextmanager
+def _logging_job(job_id: str):
+    """Every log line of the task names its job (config.logging)."""
+    token = job_id_var.set(job_id)
+    try:
+        yield
+    finally:
+        job_id_var.reset(token)
+
+
+
 @shared_task(base=OpsTask, bind=True, time_limit=300, soft_time_limit=240)
 def process_job(self, job_id: str) -> str:
     """After a job ends: settle what is open on chain, count it, send its webhooks."""
+    with _logging_job(job_id):
+        return _process_job(self, job_id)
+
+
+def _process_job(self, job_id: str) -> str:
     try:
         return processor.job_process(job_id=job_id)
     except processor.ProcessingDeferred as exc:
@@ -95,6 +113,11 @@ def process_job(self, job_id: str) -> str:
 @shared_task(base=OpsTask, bind=True, time_limit=300, soft_time_limit=240)
 def recover_job(self, job_id: str) -> str:
     """Close a job whose process died, from what the chain says (see processor)."""
+    with _logging_job(job_id):
+        return _recover_job(self, job_id)
+
+
+def _recover_job(self, job_id: str) -> str:
     try:
         return processor.job_recover(job_id=job_id)
     except processor.ProcessingDeferred as exc:

@@ -46,7 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.static.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -268,6 +268,8 @@ OPS_DEGRADED_BELOW = 0.95
 # take it over (the holder is presumed dead).
 OPS_LEASE_S = env_int("OPS_LEASE_S", 300)
 WEBHOOK_STUCK_AFTER_S = env_int("WEBHOOK_STUCK_AFTER_S", 300)
+# Workers log through LOGGING above (JSON lines with the task and the job), not Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if REDIS_URL:
     # A task taken by a worker that dies unacknowledged goes back to the queue after the
     # visibility timeout; it must exceed the longest countdown any task is retried with.
