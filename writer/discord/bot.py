@@ -111,7 +111,7 @@ class LiveReply:
 
     async def finish(self, chunks: list[str]) -> None:
         await self._stop()
-        await self._show(chunks or ["(The model returned no text.)"])
+        await self._show(chunks)
 
     async def fail(self, message: str) -> None:
         """Show why there is no answer, in the first message, keeping any text so far."""
@@ -132,6 +132,7 @@ def cost_emoji(answer: jobs.Answer) -> str:
 def final_chunks(answer: jobs.Answer) -> list[str]:
     """The shaped answer as messages, each part on its own, with the cost under the last."""
     chunks = [chunk for part in answer.parts for chunk in split_message(part)]
+    chunks = chunks or ["(The model returned no text.)"]
     footer = cost_line(answer)
     if chunks and len(chunks[-1]) + 1 + len(footer) <= LIMIT:
         chunks[-1] += "\n" + footer
@@ -169,11 +170,14 @@ class _OriginalResponse:
         await self.interaction.delete_original_response()
 
 
-def _request(*, guild: discord.Guild, channel_id: int, user: discord.abc.User, command: str,
+def _request(*, guild: discord.Guild, channel, user: discord.abc.User, command: str,
              prompt: str, model: str | None = None,
              context: tuple[tuple[str, str], ...] = ()) -> jobs.Request:
     roles = tuple(role.id for role in getattr(user, "roles", ()))
-    return jobs.Request(guild_id=guild.id, guild_name=guild.name, channel_id=channel_id,
+    return jobs.Request(guild_id=guild.id, guild_name=guild.name,
+                        channel_id=channel.id if channel is not None else 0,
+                        # a thread is allowed where its channel is
+                        parent_channel_id=getattr(channel, "parent_id", None),
                         user_id=user.id, user_name=user.display_name, command=command,
                         prompt=prompt, model=model, role_ids=roles, context=context)
 
@@ -206,7 +210,7 @@ class BotCommands(commands.Cog):
             return None
         first = await message.reply(THINKING, mention_author=False)
         reply = LiveReply(first, message.channel.send)
-        request = _request(guild=message.guild, channel_id=message.channel.id,
+        request = _request(guild=message.guild, channel=message.channel,
                            user=message.author, command=command, prompt=prompt,
                            context=context)
         try:
@@ -327,7 +331,7 @@ class BotCommands(commands.Cog):
             return await interaction.followup.send(chunk, ephemeral=private, wait=True)
 
         reply = LiveReply(first, send_more)
-        request = _request(guild=interaction.guild, channel_id=interaction.channel_id or 0,
+        request = _request(guild=interaction.guild, channel=interaction.channel,
                            user=interaction.user, command=command, prompt=prompt,
                            model=model)
         try:

@@ -47,6 +47,7 @@ class Request:
     model: str | None = None  # None: the server's default for the command
     role_ids: tuple[int, ...] = ()
     context: tuple[tuple[str, str], ...] = ()  # earlier (speaker, text) turns, for a chat
+    parent_channel_id: int | None = None  # the channel a thread is in
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ async def check(request: Request):
     await sync_to_async(close_old_connections)()  # a long-lived process: drop dead ones
     server = await sync_to_async(services.server_get_or_create)(guild_id=request.guild_id,
                                                                 name=request.guild_name)
-    if not services.channel_allowed(server, channel_id=request.channel_id):
+    if not services.channel_allowed(server, channel_id=request.channel_id,
+                                    parent_id=request.parent_channel_id):
         where = ", ".join(f"<#{c}>" for c in server.allowed_channel_ids)
         raise BotError("CHANNEL_NOT_ALLOWED", f"I answer only in {where} on this server.")
     if request.command == DiscordCommand.IMAGE and not services.image_permitted(

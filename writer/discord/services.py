@@ -128,8 +128,13 @@ def image_permitted(server: DiscordServer, *, user_id: int, role_ids: list[int])
             or bool(set(role_ids) & set(server.image_role_ids)))
 
 
-def channel_allowed(server: DiscordServer, *, channel_id: int) -> bool:
-    return not server.allowed_channel_ids or channel_id in server.allowed_channel_ids
+def channel_allowed(server: DiscordServer, *, channel_id: int,
+                    parent_id: int | None = None) -> bool:
+    """Whether the bot answers here: every channel until some are listed, then those and
+    the threads in them."""
+    allowed = server.allowed_channel_ids
+    return not allowed or channel_id in allowed or (parent_id is not None
+                                                     and parent_id in allowed)
 
 
 # ---- The per-user limit -----------------------------------------------------------------

@@ -189,6 +189,8 @@ def test_channels_are_all_allowed_until_some_are_listed():
     listed = DiscordServer(guild_id=1, allowed_channel_ids=[5])
     assert services.channel_allowed(listed, channel_id=5)
     assert not services.channel_allowed(listed, channel_id=6)
+    assert services.channel_allowed(listed, channel_id=7, parent_id=5)  # a thread in it
+    assert not services.channel_allowed(listed, channel_id=7, parent_id=6)
 
 
 @pytest.mark.django_db
@@ -236,3 +238,27 @@ def test_runbot_says_clearly_when_the_token_file_cannot_be_read(settings, tmp_pa
     settings.DISCORD_TOKEN_FILE = str(empty)
     with pytest.raises(CommandError, match="is empty"):
         call_command("runbot")
+
+
+def answer_of(parts, cost_wei=612, tokens=3):
+    import uuid
+
+    from writer.discord.jobs import Answer
+
+    return Answer(job_id=uuid.uuid4(), parts=parts, text="".join(parts), tokens=tokens,
+                  cost_wei=cost_wei, model="smollm2-135m-instruct", host="0x1")
+
+
+def test_the_cost_goes_under_the_last_message_or_after_it_when_that_one_is_full():
+    from writer.discord.bot import final_chunks
+
+    assert final_chunks(answer_of(["Hi."])) == [
+        "Hi.\n-# 0.000000000000000612 ETH · 3 tokens · smollm2-135m-instruct"]
+    full = final_chunks(answer_of(["x" * 1990]))
+    assert full[0] == "x" * 1990 and full[1].startswith("-# 0.000000000000000612 ETH")
+    assert final_chunks(answer_of([""], cost_wei=0, tokens=0)) == [
+        "(The model returned no text.)\n-# free · 0 tokens · smollm2-135m-instruct"]
+    # each part (a code block, the explanation) is a message of its own
+    assert final_chunks(answer_of(["```python\nprint(1)\n```", "Prints one."])) == [
+        "```python\nprint(1)\n```",
+        "Prints one.\n-# 0.000000000000000612 ETH · 3 tokens · smollm2-135m-instruct"]
