@@ -7,7 +7,7 @@ import uuid
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from accounts.models import Scope
 from marketplace.api.auth import ApiKeyAuth, require_scope
@@ -84,9 +84,9 @@ async def inference(request: HttpRequest, body: InferenceIn):
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     if task.done():
-        return 200, result_out(task.result())  # a GatewayError goes to its handler
-    return 202, {"id": str(request_id), "status": "running", "model": body.model,
-                 "poll": f"/v1/inference/{request_id}"}
+        return Status(200, result_out(task.result()))  # a GatewayError goes to its handler
+    return Status(202, {"id": str(request_id), "status": "running", "model": body.model,
+                 "poll": f"/v1/inference/{request_id}"})
 
 
 @router.get("/inference/{request_id}",
@@ -98,7 +98,7 @@ async def inference_get(request: HttpRequest, request_id: uuid.UUID):
         pk=request_id, user_id=key.user_id).first())
     if record is None:
         raise ApiError(404, "NOT_FOUND", f"no request {request_id}")
-    return 200, record_out(record)
+    return record_out(record)
 
 
 @router.post("/inference/{request_id}/cancel",
@@ -113,8 +113,8 @@ async def inference_cancel(request: HttpRequest, request_id: uuid.UUID):
     cancel = _cancels.get(request_id)
     if cancel is None:
         if record.status != "running":
-            return 200, record_out(record)
+            return record_out(record)
         raise ApiError(409, "NOT_CANCELLABLE", "the request runs in another server process; "
                        "cancel it there or wait for it")
     cancel.set()
-    return 200, record_out(record)
+    return record_out(record)

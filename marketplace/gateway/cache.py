@@ -9,6 +9,8 @@ import json
 from django.conf import settings
 from django.core.cache import cache
 
+from marketplace.gateway.db import db
+
 
 def cache_key(*, model: str, prompt: str, max_tokens: int, temperature: float) -> str:
     """sha256 of the model (case and spaces ignored), the prompt with its whitespace
@@ -22,12 +24,17 @@ def _name(key: str) -> str:
     return f"gateway:result:{key}"
 
 
+# Through the gateway's own threads, not cache.aget: Django's async cache methods are
+# thread-sensitive, and a request task detached from its HTTP request must not wait for
+# the request's own thread (under async_to_sync that thread waits for the task).
+
+
 async def cached_result(key: str) -> dict | None:
-    return await cache.aget(_name(key))
+    return await db(cache.get, _name(key))
 
 
 async def cache_result(key: str, *, text: str, tokens: int, host: str,
                        finish_reason: str) -> None:
-    await cache.aset(_name(key), {"text": text, "tokens": tokens, "host": host,
-                                  "finish_reason": finish_reason},
-                     settings.GATEWAY_CACHE_TTL_S)
+    await db(cache.set, _name(key), {"text": text, "tokens": tokens, "host": host,
+                                     "finish_reason": finish_reason},
+             settings.GATEWAY_CACHE_TTL_S)

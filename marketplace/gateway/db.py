@@ -1,4 +1,5 @@
-"""The gateway's database work, off the event loop, on a small pool of long-lived threads.
+"""The gateway's database (and cache) work, off the event loop, on a small pool of
+long-lived threads.
 
 Django under ASGI gives each request a thread of its own, so a connection opened there
 is a new connection per request. The gateway's queries (the key lookup, the reservation,

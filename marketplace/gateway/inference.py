@@ -13,7 +13,8 @@ accounts.selectors.api_key_authenticate returns it). `reference` names the reser
 reuses the reservation, never charges twice). `on_token(index, text)` is awaited for each
 piece as it arrives; a set `cancel` stops the job and bills only what arrived. `endpoint`
 goes into the request record (pass "batch" for batch items); `request_id` is the record's
-id (made when not given); `recorded` is set once the record exists (or the run failed).
+id (made when not given); `recorded` is set once the money is reserved and the record
+exists (a refusal raises instead).
 
 In order:
   1. validate: UNKNOWN_MODEL, PROMPT_TOO_LONG, INVALID_MAX_TOKENS, INVALID_TEMPERATURE,
@@ -200,37 +201,35 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     stream = on_token is not None
     base = {"api_key": api_key, "request_id": request_id, "endpoint": endpoint,
             "model": model, "max_tokens": max_tokens, "started": started, "stream": stream}
-    try:
-        inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
-                           temperature=temperature)
-        key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
-                                     temperature=temperature)
-        hit = await result_cache.cached_result(key)
-        if hit is not None:
-            await db(_record_hit, hit=hit, **base)
-            if on_token is not None:
-                await on_token(0, hit["text"])
-            return InferenceResult(request_id=request_id, job_id="", text=hit["text"],
-                                   tokens=hit["tokens"], prompt_tokens=0, model=model,
-                                   host=hit["host"], cost_wei=0, cached=True,
-                                   finish_reason=hit["finish_reason"])
-        upstream = bool(settings.GATEWAY_UPSTREAM_URL)
-        if upstream:
-            price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
-        else:
-            from marketplace.client.service import price_quote
+    inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
+                       temperature=temperature)
+    key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
+                                 temperature=temperature)
+    hit = await result_cache.cached_result(key)
+    if hit is not None:
+        await db(_record_hit, hit=hit, **base)
+        if on_token is not None:
+            await on_token(0, hit["text"])
+        return InferenceResult(request_id=request_id, job_id="", text=hit["text"],
+                               tokens=hit["tokens"], prompt_tokens=0, model=model,
+                               host=hit["host"], cost_wei=0, cached=True,
+                               finish_reason=hit["finish_reason"])
+    upstream = bool(settings.GATEWAY_UPSTREAM_URL)
+    if upstream:
+        price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
+    else:
+        from marketplace.client.service import price_quote
 
-            quote = await price_quote(model)
-            if quote is None:
-                error = GatewayError("NO_HOSTS_AVAILABLE",
-                                     f"no host serves {model} right now; try again later")
-                await db(_record_failure, error=error, **base)
-                raise error
-            price_wei = quote.max_price_wei
-        reservation = await db(_open, price_wei=price_wei, reference=reference, **base)
-    finally:
-        if recorded is not None:
-            recorded.set()
+        quote = await price_quote(model)
+        if quote is None:
+            error = GatewayError("NO_HOSTS_AVAILABLE",
+                                 f"no host serves {model} right now; try again later")
+            await db(_record_failure, error=error, **base)
+            raise error
+        price_wei = quote.max_price_wei
+    reservation = await db(_open, price_wei=price_wei, reference=reference, **base)
+    if recorded is not None:
+        recorded.set()  # on a refusal, the task's end is the signal
 
     cancel = cancel or asyncio.Event()
     outcome: _Ran | None = None

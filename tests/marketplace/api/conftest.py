@@ -215,11 +215,11 @@ class Servers:
                 "DATABASE_URL": database_url(), "REDIS_URL": django_settings.REDIS_URL,
                 "LOG_LEVEL": "WARNING", "ACCOUNTS_SIGNUP_CREDIT_WEI": str(CREDIT),
                 "GATEWAY_MODELS": MODEL, **(env or {})}
-        log = open(self.tmp / f"server-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
-             "127.0.0.1", "--port", str(port), "--no-access-log", "--lifespan", "off"],
-            cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.tmp / f"server-{port}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host",
+                 "127.0.0.1", "--port", str(port), "--no-access-log", "--lifespan", "off"],
+                cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
