@@ -18,7 +18,7 @@ from accounts.ratelimit import rate_limit_hit
 from accounts.selectors import api_key_authenticate
 from marketplace.api.auth import raw_key
 from marketplace.api.errors import _BY_STATUS, error_body, error_response
-from marketplace.gateway.db import db
+from marketplace.gateway.db import db, db_sync
 
 PREFIX = "/v1/"
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
@@ -107,7 +107,10 @@ class GatewayMiddleware:
             return self.__acall__(request)
         if not request.path.startswith(PREFIX):
             return self.get_response(request)
-        request.api_key, limit = _admit(raw_key(request), request.META.get("REMOTE_ADDR", ""))
+        # On the gateway's threads even here: a connection opened in this request's own
+        # thread would be a new connection for every request.
+        request.api_key, limit = db_sync(_admit, raw_key(request),
+                                         request.META.get("REMOTE_ADDR", ""))
         refused = _limited(limit) or _read_body(request)
         return _finish(request, refused or self.get_response(request), limit)
 

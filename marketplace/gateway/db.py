@@ -41,6 +41,11 @@ async def db(fn, *args, **kwargs):
         fn, *args, **kwargs)
 
 
+def db_sync(fn, *args, **kwargs):
+    """db() for synchronous callers: the same threads, waited for."""
+    return _executor().submit(_fresh, fn, *args, **kwargs).result()
+
+
 def gateway_db_close() -> None:
     """Close every connection the threads hold and stop them (tests, before the test
     database is dropped). Blocking: call it from synchronous code."""

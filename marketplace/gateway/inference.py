@@ -173,6 +173,39 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
+# ---- Prices --------------------------------------------------------------------------
+# The hosts' prices, shared by the requests of the next few seconds: a burst of requests
+# asks the chain and the hosts once, not once each. A price that rose since cannot cost
+# more than was reserved: the job is posted with the quoted price as its cap.
+QUOTE_TTL_S = 5.0
+_quotes: dict[tuple, tuple[float, object]] = {}
+_quote_locks: dict[tuple, asyncio.Lock] = {}
+
+
+async def _quote(model: str):
+    from marketplace.client.service import price_quote
+
+    where = (settings.CHAIN_RPC, str(settings.CHAIN_DEPLOYMENTS_DIR), model)
+    found = _quotes.get(where)
+    if found is not None and time.monotonic() - found[0] < QUOTE_TTL_S:
+        return found[1]
+    lock = _quote_locks.setdefault((id(asyncio.get_running_loop()), *where), asyncio.Lock())
+    async with lock:
+        found = _quotes.get(where)
+        if found is not None and time.monotonic() - found[0] < QUOTE_TTL_S:
+            return found[1]
+        quote = await price_quote(model)
+        if quote is not None:  # no host now: ask again next time
+            _quotes[where] = (time.monotonic(), quote)
+        return quote
+
+
+def quotes_forget() -> None:
+    """Forget the shared prices (tests that change the hosts)."""
+    _quotes.clear()
+    _quote_locks.clear()
+
+
 # ---- The run ---------------------------------------------------------------------------
 
 
@@ -218,9 +251,7 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     if upstream:
         price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
     else:
-        from marketplace.client.service import price_quote
-
-        quote = await price_quote(model)
+        quote = await _quote(model)
         if quote is None:
             error = GatewayError("NO_HOSTS_AVAILABLE",
                                  f"no host serves {model} right now; try again later")

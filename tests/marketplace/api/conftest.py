@@ -53,6 +53,15 @@ def fresh_rate_limits():
 
 
 @pytest.fixture(autouse=True)
+def forget_quotes():
+    from marketplace.gateway.inference import quotes_forget
+
+    quotes_forget()
+    yield
+    quotes_forget()
+
+
+@pytest.fixture(autouse=True)
 def close_gateway_connections():
     """The gateway's database threads keep their connections; close them after each test
     so the test database can be flushed and dropped."""
