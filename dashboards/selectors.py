@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -15,10 +15,12 @@ from accounts.models import EntryKind, LedgerEntry
 from marketplace.models import (
     DeadLetter,
     DeliveryState,
+    GatewayRequest,
     Job,
     JobProcessing,
     JobState,
     ProcessingState,
+    RequestStatus,
     UsageStats,
     WebhookDelivery,
 )
@@ -140,3 +142,35 @@ def background_work() -> dict[str, int]:
 def jobs_by_state() -> dict[str, int]:
     counts = dict(Job.objects.values_list("state").annotate(n=Count("pk")).order_by())
     return {label: counts.get(value, 0) for value, label in JobState.choices}
+
+
+@dataclass(frozen=True)
+class EndpointUsage:
+    endpoint: str
+    requests: int
+    failed: int
+    cached: int
+    tokens: int
+    avg_ms: float | None
+
+
+def gateway_by_endpoint(*, days: int = DAYS) -> list[EndpointUsage]:
+    """The /v1 gateway's requests over the last `days` days, per endpoint."""
+    since = timezone.now() - timedelta(days=days)
+    rows = (GatewayRequest.objects.filter(created_at__gte=since).values("endpoint")
+            .annotate(requests=Count("pk"), tokens=Sum("tokens"), avg_ms=Avg("duration_ms"),
+                      failed=Count("pk", filter=Q(status=RequestStatus.FAILED)),
+                      cached=Count("pk", filter=Q(cached=True)))
+            .order_by("-requests", "endpoint"))
+    return [EndpointUsage(endpoint=r["endpoint"], requests=r["requests"], failed=r["failed"],
+                          cached=r["cached"], tokens=int(r["tokens"] or 0),
+                          avg_ms=round(r["avg_ms"], 1) if r["avg_ms"] is not None else None)
+            for r in rows]
+
+
+def gateway_requests_by_day(*, days: int = DAYS) -> list[tuple[date, int]]:
+    span = _days(days)
+    counts = dict(GatewayRequest.objects.filter(created_at__date__gte=span[0])
+                  .annotate(day=TruncDate("created_at")).values_list("day")
+                  .annotate(n=Count("pk")).order_by())
+    return [(day, counts.get(day, 0)) for day in span]

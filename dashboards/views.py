@@ -51,5 +51,8 @@ def staff_usage(request):
         "totals": selectors.usage_totals(), "span": selectors.DAYS,
         "top": selectors.top_users(), "states": selectors.jobs_by_state(),
         "work": selectors.background_work(), "summary": success_summary(),
-        "queue": celery_queue_length(),
+        "queue": celery_queue_length(), "gateway": selectors.gateway_by_endpoint(),
+        "gateway_chart": bar_chart(
+            [(d.strftime("%b %d"), n) for d, n in selectors.gateway_requests_by_day()],
+            title="API requests per day"),
     })

@@ -17,7 +17,7 @@ from accounts.tiers import settlement_for
 from dashboards.charts import bar_chart
 from marketplace import processor
 from marketplace.jobs import job_create
-from marketplace.models import DeadLetter, Job, JobState
+from marketplace.models import DeadLetter, GatewayRequest, Job, JobState, RequestStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -120,6 +120,28 @@ def test_staff_see_every_user_and_the_background_work(client, alice, bob):
     assert figure(html, "dead-letters") == "1 dead letter"
     top = html.split('class="table top-users"')[1].split("</table>")[0]
     assert top.index("bob") < top.index("alice")  # most tokens first
-    assert html.count('class="chart"') == 4
+    assert html.count('class="chart"') == 5
     assert 'href="/usage/all/"' in html
     assert figure(html, "summary") == "degraded"  # 2 of 3 completed in the last hour
+
+
+def test_staff_see_the_gateways_requests_per_endpoint(client, alice):
+    for status, cached, ms in ((RequestStatus.DONE, False, 900.0),
+                               (RequestStatus.DONE, True, 5.0),
+                               (RequestStatus.FAILED, False, 100.0)):
+        GatewayRequest.objects.create(user=alice, endpoint="inference", model="m",
+                                      status=status, cached=cached, tokens=10,
+                                      duration_ms=ms)
+    GatewayRequest.objects.create(user=alice, endpoint="chat", model="m", tokens=3)
+    staff = user_create(username="operator", password="a-long-password-4")
+    staff.is_staff = True
+    staff.save()
+    client.force_login(staff)
+    html = client.get("/usage/all/").content.decode()
+    table = html.split('class="table gateway-endpoints"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>"
+                      r"<td>(\d+)</td><td>([^<]*)</td></tr>", table)
+    assert rows == [("inference", "3", "1", "1", "30", "335.0 ms"),
+                    ("chat", "1", "0", "0", "3", "")]
+    chart = html.split("<h2>API requests per day</h2>")[1].split("</svg>")[0]
+    assert f"<title>{timezone.localdate().strftime('%b %d')}: 4</title>" in chart
