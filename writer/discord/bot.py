@@ -24,6 +24,8 @@ from writer.discord.split import LIMIT, split_message
 from writer.models import DiscordCommand
 
 log = logging.getLogger(__name__)
+# discord.py warns at every start that voice needs PyNaCl; the bot has no voice.
+discord.VoiceClient.warn_nacl = False
 
 PREFIX = "!"
 THINKING = "Thinking…"

@@ -262,3 +262,12 @@ def test_the_cost_goes_under_the_last_message_or_after_it_when_that_one_is_full(
     assert final_chunks(answer_of(["```python\nprint(1)\n```", "Prints one."])) == [
         "```python\nprint(1)\n```",
         "Prints one.\n-# 0.000000000000000612 ETH · 3 tokens · smollm2-135m-instruct"]
+
+
+def test_runbot_stops_with_a_sentence_when_discord_refuses_or_cannot_be_reached(settings,
+                                                                               tmp_path):
+    token = tmp_path / "token"
+    token.write_text("not.a.real-token\n")
+    settings.DISCORD_TOKEN_FILE = str(token)
+    with pytest.raises(CommandError, match="^Discord (refused the token|cannot be reached)"):
+        call_command("runbot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import discord
 from django.core.management.base import BaseCommand, CommandError
 
@@ -23,6 +24,8 @@ class Command(BaseCommand):
         except discord.LoginFailure:
             raise CommandError("Discord refused the token in DISCORD_TOKEN_FILE: reset it in "
                                "the developer portal and write the new one there.") from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise CommandError(f"Discord cannot be reached: {exc}") from None
         except discord.PrivilegedIntentsRequired:
             raise CommandError("Discord refused the Message Content intent: turn it on under "
                                "Bot → Privileged Gateway Intents in the developer portal."
