@@ -94,3 +94,15 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(alice, servers)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert "X-RateLimit-Remaining" in response.headers
+
+
+def test_the_limit_holds_across_two_server_processes(alice, servers):
+    first, second = servers.start(), servers.start()
+    answers = [httpx.get(f"{url}/v1/usage", headers=alice.headers)
+               for url in [first, second] * 8]
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 10 and statuses.count(429) == 6
+    assert statuses[:10] == [200] * 10  # in order: the count is one, shared in Redis
+    # Both processes served some and refused some.
+    assert {200, 429} <= set(statuses[0::2]) and {200, 429} <= set(statuses[1::2])
+    assert all(a.json()["error"]["code"] == "RATE_LIMITED" for a in answers[10:])
