@@ -43,6 +43,7 @@ from marketplace.models import (
 log = logging.getLogger(__name__)
 
 WEBHOOK_EVENT = "batch.completed"
+REQUEUE_WAITS_S = (1, 2, 4, 8, 16)
 ITEM_TASK = "marketplace.gateway.tasks.batch_items_run"
 
 
@@ -344,7 +345,8 @@ def _run_options(item: BatchItem) -> dict[str, Any]:
 class ItemOutcome:
     item_id: int
     status: str  # succeeded, failed, retry (after retry_in_s), held (by another worker,
-    # whose claim runs out in retry_in_s), skipped (finished, or not due)
+    # whose claim runs out in retry_in_s), skipped (finished, or not due), stranded (could
+    # not be put back: its lease runs out and the sweep sends it again)
     retry_in_s: float = 0.0
 
 
@@ -414,30 +416,42 @@ async def batch_items_process(*, item_ids: list[int]) -> list[ItemOutcome]:
             continue
         if not isinstance(outcome, Exception):
             raise outcome  # CancelledError, KeyboardInterrupt: not ours to swallow
-        log.exception("batch item %s failed unexpectedly", item_id, exc_info=outcome)
-        try:
-            delay = await sync_to_async(batch_item_requeue)(
-                item_id=item_id, code="INTERNAL_ERROR", message=f"{type(outcome).__name__}: "
-                f"{outcome}")
-        except Exception:
-            log.exception("batch item %s could not be put back; its lease will expire",
-                          item_id)
-            delay = None
-        done.append(ItemOutcome(item_id, "retry" if delay else "failed",
-                                delay.total_seconds() if delay else 0.0))
+        log.error("batch item %s failed unexpectedly", item_id, exc_info=outcome)
+        message = f"{type(outcome).__name__}: {outcome}"[:500]
+        delay: timedelta | None = None
+        status = "failed"
+        # What failed is often the database itself (a restart, no free connection):
+        # putting the item back is tried a few times before leaving it to its lease.
+        for wait in REQUEUE_WAITS_S:
+            try:
+                delay = await sync_to_async(batch_item_requeue)(
+                    item_id=item_id, code="INTERNAL_ERROR", message=message)
+            except Exception:
+                log.warning("batch item %s could not be put back yet", item_id,
+                            exc_info=True)
+                status = "stranded"
+                await asyncio.sleep(wait)
+            else:
+                status = "retry" if delay is not None else "failed"
+                break
+        if status == "stranded":
+            log.error("batch item %s left to its lease and the sweep", item_id)
+        done.append(ItemOutcome(item_id, status, delay.total_seconds() if delay else 0.0))
     return done
 
 
-def batch_items_stuck(*, limit: int = 1000) -> list[int]:
-    """Items nobody is working on although they should be: queued and due for a while
-    (their task was lost with a broker), or held by a worker whose lease ran out."""
+def batch_items_stuck(*, limit: int = 1000, queued_too: bool = True) -> list[int]:
+    """Items nobody is working on although they should be: held by a worker whose lease
+    ran out, and (with queued_too) queued and due for a while, their task lost with a
+    broker that lost its messages."""
     now = timezone.now()
     grace = timedelta(seconds=settings.BATCH_STUCK_AFTER_S)
-    return list(BatchItem.objects.filter(
-        Q(state=ItemState.QUEUED, created__lt=now - grace, not_before__isnull=True)
-        | Q(state=ItemState.QUEUED, not_before__lt=now - grace)
-        | Q(state=ItemState.RUNNING, lease_until__lt=now),
-    ).order_by("pk").values_list("pk", flat=True)[:limit])
+    stuck = Q(state=ItemState.RUNNING, lease_until__lt=now)
+    if queued_too:
+        stuck |= (Q(state=ItemState.QUEUED, created__lt=now - grace, not_before__isnull=True)
+                  | Q(state=ItemState.QUEUED, not_before__lt=now - grace))
+    return list(BatchItem.objects.filter(stuck).order_by("pk")
+                .values_list("pk", flat=True)[:limit])
 
 
 def batch_items_exhausted() -> int:

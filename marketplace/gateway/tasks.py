@@ -20,6 +20,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from celery import shared_task
+from celery.signals import worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
 from marketplace.gateway import batch as batch_services
@@ -49,6 +50,32 @@ class _LoopThread:
                 self._pid = os.getpid()
             return self._loop
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Close what the loop's items opened (host connections, the upstream client, the
+        chain handle) and stop the loop: a worker shutting down leaves nothing unclosed."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None or not loop.is_running() or self._pid != os.getpid():
+            return
+
+        async def close_all() -> None:
+            from marketplace import wallet
+            from marketplace.client import pool
+            from marketplace.gateway.upstream import upstream_close
+
+            await pool.close()
+            await upstream_close()
+            handle = wallet._handles.pop(id(asyncio.get_running_loop()), None)
+            if handle is not None:
+                await handle.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout)
+        except Exception:
+            log.exception("closing the batch loop's connections failed")
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop())
         try:
@@ -59,6 +86,12 @@ class _LoopThread:
 
 
 loop_thread = _LoopThread()
+
+
+@worker_shutdown.connect  # the threads and solo pools: the worker's own process
+@worker_process_shutdown.connect  # a prefork child
+def _close_loop(**_: Any) -> None:
+    loop_thread.close()
 
 
 def _task_time_limit() -> int:
@@ -85,12 +118,29 @@ def batch_items_run(self, item_ids: list[int]) -> dict[str, int]:
     return summary
 
 
-@shared_task(acks_late=True, time_limit=120)
+def _broker_backlog() -> int | None:
+    """Messages waiting in the default queue; None when the broker cannot say."""
+    from celery import current_app
+
+    try:
+        with current_app.connection_for_read() as connection:
+            queue = current_app.conf.task_default_queue
+            return connection.default_channel.queue_declare(
+                queue=queue, passive=True).message_count
+    except Exception:
+        log.warning("could not read the broker's queue length", exc_info=True)
+        return None
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
 def batch_items_sweep() -> int:
     """Beat, every minute: queue again the items whose task was lost (a broker restart,
     a worker killed past its redelivery), and fail those that killed every worker."""
     batch_services.batch_items_exhausted()
-    stuck = batch_services.batch_items_stuck()
+    # A queued item whose task is still waiting in the broker is not lost, only behind a
+    # backlog: queued items are sent again only once the broker's queue is empty.
+    backlog = _broker_backlog()
+    stuck = batch_services.batch_items_stuck(queued_too=backlog == 0)
     if stuck:
         log.warning("requeueing %d batch items nobody was running", len(stuck))
         batch_services.batch_items_enqueue(item_ids=stuck)

@@ -109,11 +109,12 @@ async def test_a_batch_runs_on_real_hosts_and_its_signed_webhook_arrives_once(
 async def test_a_worker_killed_mid_batch_leaves_every_item_done_once_after_a_restart(
         network, alice, tmp_path):
     """SIGKILL takes the worker with items in flight: their tasks were never acknowledged,
-    so the broker delivers them again to the next worker, which waits for the dead one's
-    claims to run out, settles what the dead worker left, and finishes every item once."""
+    so the broker delivers them again to the next worker (and the sweep finds their
+    items too), which waits for the dead one's claims to run out, closes what the dead
+    worker left, and finishes every item once."""
     network.start_hosts({"host-1": PRICE})
     env = {**network_env(network), "BATCH_ITEM_TIMEOUT_S": "20", "BATCH_LEASE_GRACE_S": "2",
-           "CELERY_VISIBILITY_TIMEOUT_S": "5"}
+           "CELERY_VISIBILITY_TIMEOUT_S": "5", "BATCH_SWEEP_INTERVAL_S": "5"}
     with celery_worker(tmp_path / "worker-1.log", env=env) as worker:
         made = await submit(alice, 8)
         deadline = time.monotonic() + 120
