@@ -302,16 +302,18 @@ def run_async(coro):
     from marketplace.client import pool
 
     async def main():
+        # Handles are keyed by loop: a dead loop's handle may sit under this loop's id, and
+        # other loops of this process (a batch's) keep theirs.
+        key = id(asyncio.get_running_loop())
+        wallet._handles.pop(key, None)
         try:
             return await coro
         finally:
-            handles = list(wallet._handles.values())
-            wallet._handles.clear()
-            for handle in handles:
+            handle = wallet._handles.pop(key, None)
+            if handle is not None:
                 await handle.close()
             await pool.close()
 
-    wallet._handles.clear()
     return asyncio.run(main())
 
 

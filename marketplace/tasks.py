@@ -55,22 +55,13 @@ def retry_due_webhooks() -> int:
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def refund_abandoned_attempts() -> int:
     """Beat, every minute: refund (or dispute) on-chain jobs whose host let us down."""
-    import asyncio
-
     from marketplace.client.refunds import refund_abandoned
     from marketplace.wallet import platform_chain
 
     async def run() -> int:
-        chain = await platform_chain()
-        try:
-            return await refund_abandoned(chain)
-        finally:
-            await chain.close()
+        return await refund_abandoned(await platform_chain())
 
-    from marketplace import wallet
-
-    wallet._handles.clear()
-    return asyncio.run(run())
+    return processor.run_async(run())
 
 
 # ---- the job processor -------------------------------------------------------------------
