@@ -118,8 +118,7 @@ class LiveReply:
     async def fail(self, message: str) -> None:
         """Show why there is no answer, in the first message, keeping any text so far."""
         await self._stop()
-        partial = split_message(self._latest) if self._latest.strip() else []
-        await self._show([*partial, f"⚠️ {message}"] if partial else [f"⚠️ {message}"])
+        await self._show(split_message(f"{self._latest.strip()}\n\n⚠️ {message}"))
 
 
 def cost_line(answer: jobs.Answer) -> str:
