@@ -17,12 +17,15 @@ from bench.chainkit import BenchChain
 from bench.common import ROOT, free_port, process, report, wait_http
 
 CHROMIUM = "/usr/bin/chromium"
-ROUNDS = 3
+ROUNDS = 5
 PROMPT = "Tides rise and fall twice a day because of the moon's pull on the oceans."
 
 
-async def host_ttft(net: BenchChain, host_url: str, host_address: str) -> float:
-    """The host's own first token: post a job, then time its stream's first token."""
+async def host_ttft(net: BenchChain, host_url: str, host_address: str, text: str) -> float:
+    """The host's own first token: post a job, then time its stream's first token. The
+    prompt is what the writer sends for a short summary of `text` (the system turn and the
+    instructions are most of its tokens, and the prompt's length sets the time to the
+    first token), so both figures evaluate prompts of the same length."""
     from eth_account.messages import encode_defunct
 
     from marketplace.client import pool
@@ -30,10 +33,14 @@ async def host_ttft(net: BenchChain, host_url: str, host_address: str) -> float:
     from marketplace.protocol import GenerationRequest
 
     client = net.chain("host-4")
-    request = GenerationRequest(model="smollm2-135m-instruct", prompt=PROMPT, maxTokens=32,
-                                temperature=0.0)
+    from marketplace.prompts import build_prompt
+
+    spec = build_prompt("summary", text, length="short")
+    request = GenerationRequest(model="smollm2-135m-instruct", prompt=spec.text,
+                                maxTokens=spec.max_tokens, temperature=0.0)
     posted = await client.post_job(model=request.model, prompt_hash=request.digest(),
-                                   max_tokens=32, max_price_per_token_wei=2 * 10**9,
+                                   max_tokens=request.max_tokens,
+                                   max_price_per_token_wei=2 * 10**9,
                                    deadline=await client.block_time() + 600, host=host_address)
     first: list[float] = []
 
@@ -50,6 +57,22 @@ async def host_ttft(net: BenchChain, host_url: str, host_address: str) -> float:
     await client.close()
     await pool.close()
     return (first[0] - started) * 1000
+
+
+def server_times(var: Path, generation_id: str) -> tuple[float, float]:
+    """When the server created the generation (ms since the epoch, the browser's clock on
+    this machine) and how long its job took to the first token, from the database."""
+    import datetime
+    import sqlite3
+
+    with sqlite3.connect(var / "db.sqlite3") as db:
+        created, ttft = db.execute("SELECT created, ttft_ms FROM writer_generation "
+                                   "WHERE replace(id, '-', '') = ?",
+                                   (generation_id.replace("-", ""),)).fetchone()
+    when = datetime.datetime.fromisoformat(created)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.timestamp() * 1000, float(ttft or 0)
 
 
 def main() -> None:
@@ -112,7 +135,8 @@ def main() -> None:
                 page.click("#signup")
                 for i in range(ROUNDS + 1):
                     host_figures.append(side.submit(
-                        asyncio.run, host_ttft(net, host_url, key.address)).result())
+                        asyncio.run, host_ttft(net, host_url, key.address,
+                                             f"{PROMPT} ({i}, by the host)")).result())
                     page.goto(f"{web_url}/")
                     page.select_option("#id_content_type", "summary")
                     page.select_option("#id_length", "short")
@@ -132,8 +156,10 @@ def main() -> None:
                     loaded = page.evaluate("performance.timeOrigin + "
                                            "performance.timing.domContentLoadedEventEnd"
                                            " - performance.timing.navigationStart")
+                    generation = page.url.rstrip("/").rsplit("/", 1)[-1]
+                    created, ttft = server_times(var, generation)
                     phases.append((page.evaluate("performance.timeOrigin") - clicked,
-                                   loaded - clicked))
+                                   loaded - clicked, created - clicked, ttft))
                     page.wait_for_selector("#result .facts", timeout=60000)
                 browser.close()
         # The first round warms up connections and caches on both sides.
@@ -146,6 +172,10 @@ def main() -> None:
             p[0] for p in phases[1:]), "ms")
         report("click to generation page loaded", statistics.median(
             p[1] for p in phases[1:]), "ms")
+        report("click to generation created (server)", statistics.median(
+            p[2] for p in phases[1:]), "ms")
+        report("job start to first token (server)", statistics.median(
+            p[3] for p in phases[1:]), "ms")
     finally:
         net.close()
 

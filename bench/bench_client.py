@@ -68,11 +68,11 @@ async def main(var_dir: Path) -> None:
         platform = await wallet.platform_chain()
         spec = JobSpec(model=backend.model_id, prompt=PROMPT, max_tokens=MAX_TOKENS,
                        temperature=0.0)
-        await direct(node.worker, request)  # warm-up
+        await direct(backend, node.worker, request)  # warm-up
         await run_job(spec)  # warm-up: connections, first queries
         direct_runs, path_runs, txs, phases = [], [], [], []
         for _ in range(ROUNDS):
-            direct_runs.append(await direct(node.worker, request))
+            direct_runs.append(await direct(backend, node.worker, request))
             discovery.invalidate()  # each job discovers hosts as a fresh client would
             marks: dict[str, float] = {}
             first: list[float] = []
