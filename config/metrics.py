@@ -13,6 +13,7 @@ are in the database (jobs, ledger).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -42,16 +43,20 @@ hosts_available = Gauge("inkmarket_hosts_available", "Hosts that answered the la
 
 class _SharedCounts:
     """Counters kept in a Redis hash (one total across processes), or in this process
-    when there is no Redis. Counting never fails the caller: while Redis is unreachable
-    the counts stay in this process and are added to Redis when it is back."""
+    when there is no Redis. Counting never fails the caller and rarely waits: counts
+    gather in the process and go to Redis at most once a second (and at exit); while
+    Redis is unreachable they stay here and are added when it is back."""
 
     RETRY_AFTER_S = 5.0
+    FLUSH_EVERY_S = 1.0
 
     def __init__(self, key: str):
         self.key = key
         self.local: _Tally[str] = _Tally()
         self.lock = threading.Lock()
         self._down_until = 0.0
+        self._flushed_at = 0.0
+        atexit.register(self.flush)
 
     def _client(self):
         from django.conf import settings
@@ -63,12 +68,14 @@ class _SharedCounts:
     def add(self, field: str, amount: int = 1) -> None:
         with self.lock:
             self.local[field] += amount
-        self.flush()
+        if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+            self.flush()
 
     def flush(self) -> None:
         client = self._client()
         if client is None or time.monotonic() < self._down_until:
             return
+        self._flushed_at = time.monotonic()
         with self.lock:
             pending, self.local = self.local, _Tally()
         if not pending:
@@ -117,7 +124,8 @@ rate_limit_counts = _SharedCounts("inkmarket:metrics:ratelimit")
 
 
 def count_cache_lookup(*, hit: bool, cache: str = "result") -> None:
-    """Count one look-up in a result cache (`cache` names which: writer, gateway, ...)."""
+    """Count one look-up in a result cache (`cache` names which: writer, gateway, ...).
+    Fine to call from async code: at most one short Redis call a second per process."""
     cache_counts.add(f"{cache}:{'hit' if hit else 'miss'}")
 
 

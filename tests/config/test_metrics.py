@@ -132,3 +132,22 @@ def test_the_degraded_gauge_follows_the_last_hours_success_rate(client):
     found = scrape(client)
     assert found["inkmarket_job_success_ratio_1h"][()] == 0.9
     assert found["inkmarket_degraded"][()] == 1
+
+
+def test_hosts_available_counts_the_hosts_that_answer(client, network, settings):
+    settings.OPS_HEALTH_MODELS = ["smollm2-135m-instruct"]
+    (host,) = network.start_hosts({"host-1": 10**9})
+    found = scrape(client)["inkmarket_hosts_available"]
+    assert found[(("model", "smollm2-135m-instruct"),)] == 1
+    host.kill()
+    found = scrape(client)["inkmarket_hosts_available"]
+    assert found[(("model", "smollm2-135m-instruct"),)] == 0
+
+
+def test_counting_often_costs_little(settings):
+    counts = metrics._SharedCounts("inkmarket:metrics:test-often")
+    started = time.monotonic()
+    for _ in range(5000):
+        counts.add("x")
+    assert time.monotonic() - started < 1.0  # one Redis call a second, not one a count
+    assert counts.read()["x"] >= 5000
