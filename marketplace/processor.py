@@ -36,6 +36,7 @@ from marketplace.client.verify import verify_result
 from marketplace.models import (
     TERMINAL_STATES,
     AttemptState,
+    DeadLetter,
     Job,
     JobProcessing,
     JobState,
@@ -46,6 +47,9 @@ from marketplace.models import (
 
 log = logging.getLogger(__name__)
 
+# Runs of one job's processing before it is a dead letter whatever happened to them (the
+# task's own retries stop at 8; this bounds runs that died without counting).
+MAX_CLAIMS = 12
 # Attempts the runner finished with on chain; anything else may still need settling.
 SETTLED_ATTEMPTS = frozenset({AttemptState.ACCEPTED, AttemptState.DISPUTED,
                               AttemptState.REFUNDED, AttemptState.FAILED})
@@ -117,6 +121,14 @@ def job_process(*, job_id: str) -> str:
     processing = _claim(job_id)
     if processing is None:
         return "not-due"
+    if processing.attempts > MAX_CLAIMS:
+        # Only a run that never got to record its failure (killed at its hard time limit,
+        # its worker lost each time) gets here: stop, and leave it to a person.
+        error = f"gave up after {processing.attempts - 1} runs: {processing.last_error}"
+        job_processing_fail(job_id=job_id, error=error)
+        DeadLetter.objects.create(task="marketplace.tasks.process_job", args=[job_id],
+                                  error=error)
+        return ProcessingState.FAILED
     job = Job.objects.get(pk=job_id)
     if job.state not in TERMINAL_STATES:
         # Its runner could not close it; the watcher will, and then queues it again.

@@ -114,6 +114,18 @@ def test_a_job_that_is_not_finished_is_left_for_the_watcher(alice):
     assert not UsageStats.objects.filter(user=alice).exists()
 
 
+def test_a_job_whose_processing_keeps_dying_becomes_a_dead_letter(alice):
+    job = finished_job(alice)
+    JobProcessing.objects.create(job=job, state=ProcessingState.RUNNING,
+                                 attempts=processor.MAX_CLAIMS, last_error="killed",
+                                 next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert processor.job_process(job_id=str(job.id)) == ProcessingState.FAILED
+    (letter,) = DeadLetter.objects.all()
+    assert letter.args == [str(job.id)] and "gave up after 12 runs: killed" in letter.error
+    assert not UsageStats.objects.filter(user=alice).exists()
+    assert processor.processing_due() == []
+
+
 def test_the_sweep_finds_rows_whose_message_was_lost_or_whose_worker_died(alice):
     lost = finished_job(alice)
     held = finished_job(alice)
