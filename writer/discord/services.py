@@ -216,7 +216,7 @@ def job_reserve(*, server: DiscordServer, user_id: int, user_name: str, channel_
         raise BotError("OVER_CAP",
                        f"This server has reached its daily spending cap ({server.daily_cap_wei:,} "
                        f"wei; {spend.committed_wei:,} wei used today and this request could "
-                       f"cost up to {worst:,}). It resets at midnight UTC.")
+                       f"cost up to {worst:,} wei). It resets at midnight UTC.")
     job = DiscordJob.objects.create(
         server=server, user_id=user_id, user_name=user_name[:100], channel_id=channel_id,
         command=command, prompt=prompt, full_prompt=full_prompt, model=model,

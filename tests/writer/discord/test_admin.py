@@ -28,6 +28,7 @@ def test_an_admin_adds_a_server_with_its_channels_roles_and_payer(client, staff)
     assert server.allowed_channel_ids == [223456789012345678, 323456789012345678]
     assert server.image_role_ids == [] and server.image_user_ids == [423456789012345678]
     assert server.billing_user == staff and server.daily_cap_wei == 5000
+    assert "Owls" in client.get("/admin/writer/discordserver/").content.decode()
     page = client.get(f"/admin/writer/discordserver/{server.pk}/change/").content.decode()
     assert "223456789012345678, 323456789012345678" in page
 
