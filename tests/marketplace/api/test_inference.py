@@ -90,10 +90,36 @@ async def test_a_slow_request_answers_202_and_is_polled_to_its_end(network, alic
     assert (await account_of(alice)).held_wei == 0
 
 
+async def test_a_running_request_is_cancelled_and_billed_for_what_it_generated(
+        network, alice, settings):
+    network.start_hosts({"host-1": 10**9})
+    settings.GATEWAY_WAIT_S = 0
+    await sync_to_async(account_set_tier)(await account_of(alice), tier="premium")
+    before = await account_of(alice)
+    response = await infer(alice, prompt=f"Write a long story about a dragon. ({nonce()})",
+                           max_tokens=400)
+    assert response.status_code == 202
+    poll = response.json()["poll"]
+    await asyncio.sleep(2.0)  # long enough for the host to start writing
+    cancelled = await AsyncClient().post(f"{poll}/cancel", headers=alice.headers)
+    assert cancelled.status_code == 200
+    for _ in range(300):
+        polled = (await AsyncClient().get(poll, headers=alice.headers)).json()
+        if polled["status"] != "running":
+            break
+        await asyncio.sleep(0.2)
+    assert polled["status"] == "cancelled"
+    assert 0 < polled["tokens"] < 400
+    charge = price_for("premium", 10**9, polled["tokens"]).charge_wei
+    assert polled["cost"] == str(charge)
+    after = await account_of(alice)
+    assert after.balance_wei == before.balance_wei - charge and after.held_wei == 0
+    assert await sync_to_async(ledger_invariant_violations)() == []
+
+
 async def test_no_host_serving_the_model_is_a_503_and_costs_nothing(network, alice,
                                                                     settings):
-    settings.GATEWAY_MODELS = [MODEL, "tinyllama-1b"]
-    network.start_hosts({"host-1": 10**9})
+    settings.GATEWAY_MODELS = [MODEL, "tinyllama-1b"]  # listed, but no host serves it
     before = await account_of(alice)
     response = await infer(alice, model="tinyllama-1b", prompt="Hello")
     assert response.status_code == 503
