@@ -32,5 +32,15 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
         path = request.path_info
         static_file = self.find_file(path) if self.autorefresh else self.files.get(path)
         if static_file is not None:
-            return self.serve(static_file, request)
+            response = self.serve(static_file, request)
+            if response.streaming and not response.is_async:
+                # Django's ASGI handler would read a sync iterator in a thread, warning
+                # each time; the files are small, so read them on the loop.
+                response.streaming_content = _chunks(response.streaming_content)
+            return response
         return await self.get_response(request)
+
+
+async def _chunks(iterator):
+    for chunk in iterator:
+        yield chunk

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
@@ -64,8 +65,12 @@ class GenerationConsumer(AsyncWebsocketConsumer):
             await self._send_final(generation)
 
     async def _send_final(self, generation):
-        await self.send(text_data=render_to_string("writer/_final.html",
-                                                   {"generation": generation, "oob": True}))
+        # No request here, so no CSRF token from the middleware: the page's CSRF cookie
+        # holds the secret itself, which Django accepts as a token too. (The forms are
+        # htmx-boosted and also send the page's token from <body hx-headers>.)
+        secret = self.scope.get("cookies", {}).get(settings.CSRF_COOKIE_NAME, "")
+        await self.send(text_data=render_to_string("writer/_final.html", {
+            "generation": generation, "oob": True, "csrf_token": secret}))
 
     async def gen_token(self, event):
         index = event["index"]
