@@ -33,6 +33,7 @@ THINKING = "Thinking…"
 # one edit per 1.2 s per message stays under that with room for the final edit.
 EDIT_INTERVAL_S = 1.2
 HISTORY_SHOWN = 10
+SORRY = "Something went wrong on our side; nothing was charged for it."
 
 HELP = f"""**Inkmarket bot**: answers from the marketplace's models, billed to this server.
 `{PREFIX}ask QUESTION`: an answer, streamed in as it is written
@@ -221,6 +222,11 @@ class BotCommands(commands.Cog):
                      message.author.id, exc.message)
             await reply.fail(exc.message)
             return None
+        except Exception:
+            # Said in the reply that promised an answer, rather than left at "Thinking…".
+            log.exception("discord %s for user %s crashed", command, message.author.id)
+            await reply.fail(SORRY)
+            return None
         await reply.finish(final_chunks(answer))
         await first.add_reaction(cost_emoji(answer))
         return answer
@@ -342,6 +348,10 @@ class BotCommands(commands.Cog):
                      interaction.user.id, exc.message)
             await reply.fail(exc.message)
             return None
+        except Exception:
+            log.exception("discord /%s for user %s crashed", command, interaction.user.id)
+            await reply.fail(SORRY)
+            return None
         await reply.finish(final_chunks(answer))
         if not private and first.message is not None:
             await first.message.add_reaction(cost_emoji(answer))
@@ -433,7 +443,7 @@ class _Tree(app_commands.CommandTree):
         else:
             log.error("slash command %s failed", getattr(interaction.command, "name", "?"),
                       exc_info=error)
-            text = "Something went wrong on our side; nothing was charged for it."
+            text = SORRY
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -481,7 +491,7 @@ class InkBot(commands.Bot):
                 await self.process_commands(message)
         except Exception:
             log.exception("message %s could not be handled", message.id)
-            await _say(message, "Something went wrong on our side; nothing was charged for it.")
+            await _say(message, SORRY)
 
     async def on_command_error(self, ctx: commands.Context,
                                error: commands.CommandError) -> None:
@@ -494,5 +504,5 @@ class InkBot(commands.Bot):
         else:
             original = getattr(error, "original", error)
             log.error("command %s failed", ctx.command, exc_info=original)
-            text = "Something went wrong on our side; nothing was charged for it."
+            text = SORRY
         await _say(ctx.message, text)

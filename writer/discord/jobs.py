@@ -215,6 +215,7 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
                                                message=str(exc)[:500], text="".join(pieces))
         raise BotError("INTERNAL", f"Something went wrong on our side; nothing was charged. "
                                    f"Job id: {job.id}.", job_id=job.id) from None
+    parts = shape(request.command, outcome.text)  # before billing: a charge means an answer
     price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
     fee_bps = 0
     if outcome.tokens:
@@ -231,6 +232,6 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
         raise BotError("INTERNAL", f"The answer arrived but could not be billed; nothing was "
                                    f"charged. Job id: {job.id}.", job_id=job.id) from None
     log.info("discord job %s done: %s tokens, %s wei", job.id, outcome.tokens, done.cost_wei)
-    return Answer(job_id=job.id, parts=shape(request.command, outcome.text), text=outcome.text,
+    return Answer(job_id=job.id, parts=parts, text=outcome.text,
                   tokens=outcome.tokens, cost_wei=done.cost_wei, model=job.model,
                   host=outcome.host)

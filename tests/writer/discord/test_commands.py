@@ -99,10 +99,9 @@ async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, serve
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(services, "server_get_or_create", broken)
-    with pytest.raises(commands.CommandInvokeError):
-        await dpytest.message("!ask What is a fjord?")
-    thinking, apology = sent()
-    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+    await dpytest.message("!ask What is a fjord?")
+    (reply,) = sent()  # said in the reply that promised an answer
+    assert current(reply) == "⚠️ Something went wrong on our side; nothing was charged for it."
     monkeypatch.undo()
     await dpytest.message("!help")
     assert "Inkmarket bot" in sent()[0].content
@@ -110,12 +109,26 @@ async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, serve
 
 async def test_a_mention_that_crashes_is_answered_by_the_message_guard(bot, server,
                                                                        monkeypatch):
+    def broken(channel_id):
+        raise RuntimeError("context store went away")
+
+    monkeypatch.setattr(bot.context, "turns", broken)
+    await dpytest.message(f"<@{bot.user.id}> hello there")
+    (apology,) = sent()
+    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+
+
+async def test_a_crash_in_a_command_is_answered_by_the_command_error_handler(
+        bot, server, monkeypatch):
+    from writer.discord import selectors
+
     def broken(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(services, "server_get_or_create", broken)
-    await dpytest.message(f"<@{bot.user.id}> hello there")
-    *_, apology = sent()
+    monkeypatch.setattr(selectors, "history_for_user", broken)
+    with pytest.raises(commands.CommandInvokeError):
+        await dpytest.message("!history")
+    (apology,) = sent()
     assert apology.content == "Something went wrong on our side; nothing was charged for it."
 
 
