@@ -147,3 +147,13 @@ def test_production_refuses_to_start_without_what_it_needs(change, message):
     result = _production({**PRODUCTION, **change}, "check")
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_host_settings_need_a_chain_but_no_database_or_redis(tmp_path):
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings.host", "VAR_DIR": str(tmp_path),
+           "SECRET_KEY": PRODUCTION["SECRET_KEY"], "CHAIN_RPC_URL": "https://rpc.example"}
+    result = _production(env, "runhost", "--help")
+    assert result.returncode == 0, result.stderr
+    result = _production({**env, "CHAIN_RPC_URL": None}, "runhost", "--help")
+    assert result.returncode != 0
+    assert "CHAIN_RPC_URL must be set on a host" in result.stderr
