@@ -39,6 +39,7 @@ WORKER_THREADS = int(os.environ.get("BENCH_BATCH_THREADS", "2"))
 ITEMS_PER_TASK = int(os.environ.get("BENCH_BATCH_PER_TASK", "4"))
 IN_FLIGHT = WORKER_THREADS * ITEMS_PER_TASK  # the direct side runs as many at once
 MODEL = "smollm2-135m-instruct"
+ROUNDS = 2
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/inkmarket_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 
@@ -172,15 +173,12 @@ def prompts(side: str, count: int) -> list[str]:
 
 async def run_direct(count: int) -> float:
     """Items per second, run_job straight to the hosts, IN_FLIGHT at a time."""
-    from asgiref.sync import ThreadSensitiveContext
-
     from marketplace.client.service import JobSpec, run_job
 
     gate = asyncio.Semaphore(IN_FLIGHT)
 
     async def one(prompt: str) -> None:
-        async with gate, ThreadSensitiveContext():
-            # A thread of its own for each job's database work, as each batch item has.
+        async with gate:
             await run_job(JobSpec(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS,
                                   temperature=0.0, max_price_per_token_wei=PRICE))
 
@@ -248,7 +246,7 @@ def make_caller():
     return api_key_create(user=user, name="bench", scopes=["batch"]).raw
 
 
-def run_batches(base_url: str, raw_key: str, count: int) -> tuple[float, list[str]]:
+def run_batches(base_url: str, raw_key: str, count: int) -> float:
     """Items per second from the first POST to the end of the last item."""
     import httpx
 
@@ -289,7 +287,19 @@ def run_batches(base_url: str, raw_key: str, count: int) -> tuple[float, list[st
     failed = sum(b.failed for b in batches)
     if failed:
         print(f"warning: {failed} batch items failed", file=sys.stderr)
-    return count / (ended - started), ids
+    return count / (ended - started)
+
+
+async def alternate(direct, batch, count: int) -> tuple[float, float]:
+    """Items per second of each side over ROUNDS rounds of count/ROUNDS items, the sides
+    taking turns, so a change in the machine's load during the run (other work on two
+    cores) falls on both sides alike."""
+    share = count // ROUNDS
+    times = {"direct": 0.0, "batch": 0.0}
+    for _ in range(ROUNDS):
+        times["direct"] += share / await direct(share)
+        times["batch"] += share / await batch(share)
+    return share * ROUNDS / times["direct"], share * ROUNDS / times["batch"]
 
 
 async def main(var_dir: Path, env: dict[str, str]) -> None:
@@ -326,8 +336,9 @@ async def main(var_dir: Path, env: dict[str, str]) -> None:
         raw_key = await asyncio.to_thread(make_caller)
         await run_direct(IN_FLIGHT)  # warm-up: connections, the model's first prompts
         discovery.invalidate()
-        direct = await run_direct(ITEMS)
-        batch, _ = await asyncio.to_thread(run_batches, base_url, raw_key, ITEMS)
+        direct, batch = await alternate(
+            lambda n: run_direct(n),
+            lambda n: asyncio.to_thread(run_batches, base_url, raw_key, n), ITEMS)
         stop([worker])
 
         llama, upstream_url = start_llama_server(var_dir)
@@ -337,9 +348,9 @@ async def main(var_dir: Path, env: dict[str, str]) -> None:
                               name="worker-upstream")
         procs.append(worker)
         await run_direct_upstream(upstream_url, IN_FLIGHT)  # warm-up
-        direct_up = await run_direct_upstream(upstream_url, UPSTREAM_ITEMS)
-        batch_up, _ = await asyncio.to_thread(run_batches, base_url, raw_key,
-                                              UPSTREAM_ITEMS)
+        direct_up, batch_up = await alternate(
+            lambda n: run_direct_upstream(upstream_url, n),
+            lambda n: asyncio.to_thread(run_batches, base_url, raw_key, n), UPSTREAM_ITEMS)
         stop([worker])
         report("batch items in flight", IN_FLIGHT, "items")
         report("batch max tokens", MAX_TOKENS, "tokens")

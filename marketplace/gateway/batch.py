@@ -18,9 +18,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import close_old_connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -29,6 +29,7 @@ from accounts.models import ApiKey, Reservation, ReservationState
 from accounts.services import reservation_release
 from marketplace import webhooks
 from marketplace.client.errors import ClientError
+from marketplace.gateway.db import db
 from marketplace.gateway.errors import GatewayError
 from marketplace.models import (
     Batch,
@@ -175,8 +176,9 @@ def batch_item_claim(*, item_id: int) -> BatchItem | None:
     item = BatchItem.objects.select_related(
         "batch", "batch__api_key", "batch__api_key__user", "batch__api_key__user__account",
     ).get(pk=item_id)
-    Batch.objects.filter(pk=item.batch_id, state=BatchState.QUEUED).update(
-        state=BatchState.RUNNING, started_at=now)
+    if item.batch.state == BatchState.QUEUED:
+        Batch.objects.filter(pk=item.batch_id, state=BatchState.QUEUED).update(
+            state=BatchState.RUNNING, started_at=now)
     return item
 
 
@@ -355,20 +357,20 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
     winner runs it, and no attempt runs while an earlier one could still be charged."""
     from marketplace.gateway.inference import inference_run
 
-    item = await sync_to_async(batch_item_claim)(item_id=item_id)
+    item = await db(batch_item_claim, item_id=item_id)
     if item is None:
-        held_for = await sync_to_async(_held_for)(item_id=item_id)
+        held_for = await db(_held_for, item_id=item_id)
         if held_for is not None:
             return ItemOutcome(item_id, "held", held_for)
         return ItemOutcome(item_id, "skipped")
     if item.attempts > 1:
-        found = await sync_to_async(batch_item_reconcile)(item=item)
+        found = await db(batch_item_reconcile, item=item)
         if found is not None:
-            return await sync_to_async(_recover)(item_id=item_id, found=found)
+            return await db(_recover, item_id=item_id, found=found)
     api_key = item.batch.api_key
     if api_key is None:
-        await sync_to_async(batch_item_fail)(item_id=item_id, code="API_KEY_DELETED",
-                                             message="the batch's API key was deleted")
+        await db(batch_item_fail, item_id=item_id, code="API_KEY_DELETED",
+                 message="the batch's API key was deleted")
         return ItemOutcome(item_id, "failed")
     try:
         result = await asyncio.wait_for(
@@ -381,33 +383,25 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
         code, message, retry = ("TIMEOUT", f"no answer within {settings.BATCH_ITEM_TIMEOUT_S} s",
                                 True)
     else:
-        await sync_to_async(batch_item_succeed)(item_id=item_id, result=result)
+        await db(batch_item_succeed, item_id=item_id, result=result)
         return ItemOutcome(item_id, "succeeded")
     if retry:
-        delay = await sync_to_async(batch_item_requeue)(item_id=item_id, code=code,
-                                                        message=message)
+        delay = await db(batch_item_requeue, item_id=item_id, code=code, message=message)
         if delay is not None:
             log.info("batch item %s: %s, retrying in %s", item_id, code, delay)
             return ItemOutcome(item_id, "retry", delay.total_seconds())
         return ItemOutcome(item_id, "failed")
-    await sync_to_async(batch_item_fail)(item_id=item_id, code=code, message=message)
+    await db(batch_item_fail, item_id=item_id, code=code, message=message)
     return ItemOutcome(item_id, "failed")
-
-
-async def _process_in_own_thread(item_id: int) -> ItemOutcome:
-    # Each item's synchronous database work (its own and the marketplace client's) on a
-    # thread of its own: items in flight together do not queue behind one shared thread.
-    async with ThreadSensitiveContext():
-        try:
-            return await batch_item_process(item_id=item_id)
-        finally:
-            await sync_to_async(connections.close_all)()
 
 
 async def batch_items_process(*, item_ids: list[int]) -> list[ItemOutcome]:
     """Run several items together. An item that raises something unexpected goes back
     to the queue (or, if even that fails, waits for its lease to run out)."""
-    outcomes = await asyncio.gather(*(_process_in_own_thread(i) for i in item_ids),
+    # The marketplace client's own database calls go to asgiref's one thread for code
+    # outside a request; its connection is checked here, as a request would.
+    await sync_to_async(close_old_connections)()
+    outcomes = await asyncio.gather(*(batch_item_process(item_id=i) for i in item_ids),
                                     return_exceptions=True)
     done: list[ItemOutcome] = []
     for item_id, outcome in zip(item_ids, outcomes, strict=True):
@@ -424,8 +418,8 @@ async def batch_items_process(*, item_ids: list[int]) -> list[ItemOutcome]:
         # putting the item back is tried a few times before leaving it to its lease.
         for wait in REQUEUE_WAITS_S:
             try:
-                delay = await sync_to_async(batch_item_requeue)(
-                    item_id=item_id, code="INTERNAL_ERROR", message=message)
+                delay = await db(batch_item_requeue, item_id=item_id, code="INTERNAL_ERROR",
+                                 message=message)
             except Exception:
                 log.warning("batch item %s could not be put back yet", item_id,
                             exc_info=True)
