@@ -1,4 +1,5 @@
-"""`/health` requests per second through the ASGI server, against a bare ASGI app.
+"""`/health/ready` (the database and Redis checks; `/health` also asks the chain and
+every host) requests per second through the ASGI server, against a bare ASGI app.
 
 Both are served by the same uvicorn, on the same machine, in the same run, and loaded by
 the same client, so the ratio shows what Django, the middleware and a real database
@@ -51,7 +52,7 @@ def main() -> None:
     env = {"DJANGO_SETTINGS_MODULE": "config.settings.dev", "DEBUG": "0",
            "VAR_DIR": str(ROOT / "var" / "bench"), "PYTHONPATH": str(ROOT)}
     base_rps, base_lat = measure("bench.baseline_asgi:app", "/", env)
-    rps, lat = measure("config.asgi:application", "/health", env)
+    rps, lat = measure("config.asgi:application", "/health/ready", env)
     report("baseline bare asgi rps", base_rps, "req/s")
     report("health rps", rps, "req/s")
     report("health p50 latency", percentile(lat, 50) * 1000, "ms")
