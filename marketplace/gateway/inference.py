@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from accounts.errors import BillingError, InsufficientFunds
@@ -133,10 +133,15 @@ def _record_hit(*, api_key, request_id, endpoint, model, max_tokens, hit: dict,
 def _open(*, api_key, request_id, endpoint, model, max_tokens, price_wei: int,
           reference: str, stream: bool, started: float):
     """Reserve the worst case and record the request as running; or record the refusal."""
-    account = account_get_or_create(api_key.user)
-    worst = price_for(account.tier, price_wei, max_tokens).charge_wei
     try:
-        reservation = balance_reserve(account, amount_wei=worst, reference=reference)
+        # One transaction, so one commit (one WAL flush) for the money and the record.
+        with transaction.atomic():
+            account = account_get_or_create(api_key.user)
+            worst = price_for(account.tier, price_wei, max_tokens).charge_wei
+            reservation = balance_reserve(account, amount_wei=worst, reference=reference)
+            GatewayRequest.objects.create(
+                id=request_id, user_id=api_key.user_id, api_key=api_key, endpoint=endpoint,
+                model=model, max_tokens=max_tokens, stream=stream, reference=reference)
     except InsufficientFunds as exc:
         error = GatewayError(
             "INSUFFICIENT_FUNDS", f"this request may cost up to {exc.required_wei} wei; "
@@ -148,15 +153,14 @@ def _open(*, api_key, request_id, endpoint, model, max_tokens, price_wei: int,
         raise error from exc
     except BillingError as exc:
         raise GatewayError(exc.code, exc.message) from exc
-    GatewayRequest.objects.create(
-        id=request_id, user_id=api_key.user_id, api_key=api_key, endpoint=endpoint,
-        model=model, max_tokens=max_tokens, stream=stream, reference=reference)
     return reservation
 
 
+@transaction.atomic
 def _close(reservation, *, request_id, price_wei: int, tokens: int, fee_bps: int,
            fields: dict) -> int:
-    """Settle for `tokens` (release all when there are none); finish the record."""
+    """Settle for `tokens` (release all when there are none) and finish the record, in
+    one transaction."""
     if tokens == 0:
         reservation_release(reservation, reason=fields.get("error_code") or "no tokens")
         charged = 0

@@ -124,6 +124,7 @@ class Upstream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # no 40 ms wait for a delayed ACK
 
             def log_message(self, *args):
                 pass
