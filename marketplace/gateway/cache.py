@@ -29,12 +29,15 @@ def _name(key: str) -> str:
 # the request's own thread (under async_to_sync that thread waits for the task).
 
 
+def cached_result_sync(key: str) -> dict | None:
+    return cache.get(_name(key))
+
+
+def cache_result_sync(key: str, *, text: str, tokens: int, host: str,
+                      finish_reason: str) -> None:
+    cache.set(_name(key), {"text": text, "tokens": tokens, "host": host,
+                           "finish_reason": finish_reason}, settings.GATEWAY_CACHE_TTL_S)
+
+
 async def cached_result(key: str) -> dict | None:
-    return await db(cache.get, _name(key))
-
-
-async def cache_result(key: str, *, text: str, tokens: int, host: str,
-                       finish_reason: str) -> None:
-    await db(cache.set, _name(key), {"text": text, "tokens": tokens, "host": host,
-                                     "finish_reason": finish_reason},
-             settings.GATEWAY_CACHE_TTL_S)
+    return await db(cached_result_sync, key)

@@ -156,11 +156,30 @@ def _open(*, api_key, request_id, endpoint, model, max_tokens, price_wei: int,
     return reservation
 
 
-@transaction.atomic
 def _close(reservation, *, request_id, price_wei: int, tokens: int, fee_bps: int,
-           fields: dict) -> int:
+           fields: dict, keep: dict | None = None) -> int:
     """Settle for `tokens` (release all when there are none) and finish the record, in
-    one transaction."""
+    one transaction; then cache the result `keep` when given."""
+    charged = _settle(reservation, request_id=request_id, price_wei=price_wei,
+                      tokens=tokens, fee_bps=fee_bps, fields=fields)
+    if keep is not None:
+        result_cache.cache_result_sync(**keep)
+    return charged
+
+
+def _open_unless_cached(*, key: str, **opening):
+    """(the cached result, None) on a hit, recorded as such; else (None, reservation)."""
+    hit = result_cache.cached_result_sync(key)
+    if hit is not None:
+        _record_hit(hit=hit, **{k: v for k, v in opening.items()
+                                if k not in ("price_wei", "reference")})
+        return hit, None
+    return None, _open(**opening)
+
+
+@transaction.atomic
+def _settle(reservation, *, request_id, price_wei: int, tokens: int, fee_bps: int,
+            fields: dict) -> int:
     if tokens == 0:
         reservation_release(reservation, reason=fields.get("error_code") or "no tokens")
         charged = 0
@@ -242,27 +261,32 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                        temperature=temperature)
     key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
                                  temperature=temperature)
-    hit = await result_cache.cached_result(key)
+    upstream = bool(settings.GATEWAY_UPSTREAM_URL)
+    if upstream:
+        # The price is known: the cache and the reservation in one trip to the threads.
+        price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
+        hit, reservation = await db(_open_unless_cached, key=key, price_wei=price_wei,
+                                    reference=reference, **base)
+    else:
+        hit = await result_cache.cached_result(key)
+        if hit is None:
+            quote = await _quote(model)
+            if quote is None:
+                error = GatewayError("NO_HOSTS_AVAILABLE",
+                                     f"no host serves {model} right now; try again later")
+                await db(_record_failure, error=error, **base)
+                raise error
+            price_wei = quote.max_price_wei
+            reservation = await db(_open, price_wei=price_wei, reference=reference, **base)
+        else:
+            await db(_record_hit, hit=hit, **base)
     if hit is not None:
-        await db(_record_hit, hit=hit, **base)
         if on_token is not None:
             await on_token(0, hit["text"])
         return InferenceResult(request_id=request_id, job_id="", text=hit["text"],
                                tokens=hit["tokens"], prompt_tokens=0, model=model,
                                host=hit["host"], cost_wei=0, cached=True,
                                finish_reason=hit["finish_reason"])
-    upstream = bool(settings.GATEWAY_UPSTREAM_URL)
-    if upstream:
-        price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
-    else:
-        quote = await _quote(model)
-        if quote is None:
-            error = GatewayError("NO_HOSTS_AVAILABLE",
-                                 f"no host serves {model} right now; try again later")
-            await db(_record_failure, error=error, **base)
-            raise error
-        price_wei = quote.max_price_wei
-    reservation = await db(_open, price_wei=price_wei, reference=reference, **base)
     if recorded is not None:
         recorded.set()  # on a refusal, the task's end is the signal
 
@@ -302,16 +326,15 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     tokens = min(outcome.tokens, max_tokens)
     cancelled = outcome.finish_reason == "cancelled"
     status = RequestStatus.CANCELLED if cancelled else RequestStatus.DONE
+    keep = {"key": key, "text": outcome.text, "tokens": tokens, "host": outcome.host,
+            "finish_reason": outcome.finish_reason} if tokens and not cancelled else None
     charged = await asyncio.shield(asyncio.ensure_future(db(
         _close, reservation, request_id=request_id, price_wei=outcome.price_wei,
-        tokens=tokens, fee_bps=outcome.fee_bps, fields={
+        tokens=tokens, fee_bps=outcome.fee_bps, keep=keep, fields={
             "status": status, "text": outcome.text, "host": outcome.host,
             "job_id": outcome.job_id, "prompt_tokens": outcome.prompt_tokens,
             "finish_reason": outcome.finish_reason, "ttft_ms": outcome.ttft_ms,
             "duration_ms": _ms(started)})))
-    if not cancelled and tokens:
-        await result_cache.cache_result(key, text=outcome.text, tokens=tokens,
-                                        host=outcome.host, finish_reason=outcome.finish_reason)
     return InferenceResult(request_id=request_id, job_id=outcome.job_id, text=outcome.text,
                            tokens=tokens, prompt_tokens=outcome.prompt_tokens, model=model,
                            host=outcome.host, cost_wei=charged, cached=False,
