@@ -21,6 +21,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from accounts.tiers import tier_policy
+from config.metrics import count_rate_limit_rejection
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def rate_limit_hit(*, tier: str, api_key_id: int | None = None,
         log.exception("rate limit store unreachable; letting the request through")
         return RateLimit(allowed=True, limit=limit, remaining=limit, reset_s=0)
     reset_s = max(0, math.ceil(stats.reset_time - time.time()))
+    if not allowed:
+        count_rate_limit_rejection(tier=tier)
     return RateLimit(allowed=allowed, limit=limit, remaining=max(0, stats.remaining),
                      reset_s=reset_s)
 

@@ -20,6 +20,7 @@ from accounts.services import (
     reservation_settle,
 )
 from accounts.tiers import price_for, settlement_for
+from config.metrics import count_cache_lookup
 from marketplace.prompts import build_prompt
 from writer.models import Generation, GenerationProfile, Status
 from writer.postprocess import process
@@ -70,6 +71,7 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
         full_prompt=spec.text, model=chosen.model, max_tokens=chosen.max_tokens,
         temperature=chosen.temperature, cache_key=key)
     hit = cache.get(f"writer:result:{key}")
+    count_cache_lookup(hit=bool(hit), cache="writer")
     if hit:
         generation.text = hit["text"]
         generation.seq = hit["tokens"]

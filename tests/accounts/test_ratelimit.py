@@ -103,3 +103,14 @@ def test_when_redis_is_unreachable_requests_go_through_and_it_is_logged(settings
     answer = rate_limit_hit(tier="free", api_key_id=1)
     assert answer.allowed
     assert "rate limit store unreachable" in caplog.text
+
+
+def test_a_refused_request_is_counted_for_metrics_by_its_tier(key_id):
+    from config.metrics import rate_limit_counts
+
+    rate_limit_counts.flush()
+    before = rate_limit_counts.read().get("basic", 0)
+    for _ in range(101):
+        rate_limit_hit(tier="basic", api_key_id=key_id)
+    rate_limit_counts.flush()
+    assert rate_limit_counts.read().get("basic", 0) == before + 1
