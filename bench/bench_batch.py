@@ -167,8 +167,10 @@ def stop(procs) -> None:
 
 def prompts(side: str, count: int) -> list[str]:
     # Every prompt its own: a repeated one would be a cache hit on the batch side.
+    # Prompts a raw completion continues: an instruct model given a bare instruction
+    # without its chat template (the upstream's /v1/completions) often ends at once.
     tag = uuid.uuid4().hex[:8]
-    return [f"Say one word about the number {i} ({side} {tag})." for i in range(count)]
+    return [f"Item {side}-{tag}-{i}. Counting up: {i}, {i + 1}," for i in range(count)]
 
 
 async def run_direct(count: int) -> float:
