@@ -40,7 +40,11 @@ class Net:
     async def time_travel(self, seconds: int) -> None:
         provider = self.w3.provider
         tester = provider.ethereum_tester
-        tester.time_travel(int(tester.get_block_by_number("latest")["timestamp"]) + seconds)
+        target = int(tester.get_block_by_number("latest")["timestamp"]) + seconds
+        # The pending block's time follows the wall clock; on a slow run it can be past
+        # the target already, and travelling there would be going backwards.
+        pending = int(tester.get_block_by_number("pending")["timestamp"])
+        tester.time_travel(max(target, pending + 1))
 
     async def now(self) -> int:
         return int((await self.w3.eth.get_block("latest"))["timestamp"])
