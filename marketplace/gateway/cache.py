@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 
 from marketplace.gateway.db import db
 
@@ -29,13 +29,26 @@ def _name(key: str) -> str:
 # the request's own thread (under async_to_sync that thread waits for the task).
 
 
+_shared = None
+
+
+def _cache():
+    """One cache client for the whole process. `django.core.cache.cache` is one per
+    thread and async context, so under ASGI each request would make its own Redis
+    client and open a new connection for its single look-up."""
+    global _shared
+    if _shared is None:
+        _shared = caches.create_connection("default")
+    return _shared
+
+
 def cached_result_sync(key: str) -> dict | None:
-    return cache.get(_name(key))
+    return _cache().get(_name(key))
 
 
 def cache_result_sync(key: str, *, text: str, tokens: int, host: str,
                       finish_reason: str) -> None:
-    cache.set(_name(key), {"text": text, "tokens": tokens, "host": host,
+    _cache().set(_name(key), {"text": text, "tokens": tokens, "host": host,
                            "finish_reason": finish_reason}, settings.GATEWAY_CACHE_TTL_S)
 
 
