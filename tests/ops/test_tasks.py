@@ -23,14 +23,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def our_tasks():
     app.loader.import_default_modules()
     return {name: task for name, task in app.tasks.items()
-            if name.startswith("marketplace.tasks.")}
+            if name.startswith(("marketplace.tasks.", "marketplace.gateway.tasks."))}
 
 
 def test_every_task_acks_late_and_has_limits_celery_accepts():
     tasks = our_tasks()
     assert {"marketplace.tasks.process_job", "marketplace.tasks.recover_job",
             "marketplace.tasks.sweep_processing", "marketplace.tasks.watch_orphaned_jobs",
-            "marketplace.tasks.deliver_webhook"} <= set(tasks)
+            "marketplace.tasks.deliver_webhook", "marketplace.gateway.tasks.batch_items_run",
+            "marketplace.gateway.tasks.batch_items_sweep"} <= set(tasks)
     for name, task in tasks.items():
         assert task.acks_late, name
         hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
