@@ -28,7 +28,10 @@ SECONDS = 8.0
 WARMUP_S = 2.0
 WORKERS = os.cpu_count() or 2
 DATABASE = "inkmarket_bench"
-DB_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
+# BENCH_DATABASE_URL may add options, e.g. ?options=-c%20synchronous_commit%3Doff to see
+# what the commits' WAL flush costs.
+DB_URL = os.environ.get("BENCH_DATABASE_URL",
+                        f"postgres://postgres@127.0.0.1:5432/{DATABASE}")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 MODEL = "smollm2-135m-instruct"
 
