@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -68,33 +68,43 @@ def rate_limit_identity(*, api_key_id: int | None, client_ip: str | None) -> str
     raise ValueError("a request needs an API key id or a client address to be limited")
 
 
-def rate_limit_hit(*, tier: str, api_key_id: int | None = None,
-                   client_ip: str | None = None) -> RateLimit:
-    """Count one request against the tier's per-minute limit and answer whether it may go on.
+def window_hit(item: RateLimitItem, *identity: str) -> RateLimit:
+    """Count one request against `item` (so many per minute, hour, ...) for `identity`
+    in the shared moving window, and answer whether it may go on.
 
     If the counter store is unreachable the request is let through and the failure
     logged: balances are protected by reservations, and an outage of Redis should not
     turn into an outage of the API.
     """
-    limit = tier_policy(tier).requests_per_minute
-    item = RateLimitItemPerMinute(limit)
-    identity = rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip)
     limiter = _limiter()
     try:
-        allowed = limiter.hit(item, identity)
-        stats = limiter.get_window_stats(item, identity)
+        allowed = limiter.hit(item, *identity)
+        stats = limiter.get_window_stats(item, *identity)
     except StorageError:
         log.exception("rate limit store unreachable; letting the request through")
-        return RateLimit(allowed=True, limit=limit, remaining=limit, reset_s=0)
+        return RateLimit(allowed=True, limit=item.amount, remaining=item.amount, reset_s=0)
     reset_s = max(0, math.ceil(stats.reset_time - time.time()))
-    if not allowed:
-        count_rate_limit_rejection(tier=tier)
-    return RateLimit(allowed=allowed, limit=limit, remaining=max(0, stats.remaining),
+    return RateLimit(allowed=allowed, limit=item.amount, remaining=max(0, stats.remaining),
                      reset_s=reset_s)
+
+
+def window_clear(item: RateLimitItem, *identity: str) -> None:
+    """Forget the requests counted against `item` for `identity` (tests, support)."""
+    _limiter().clear(item, *identity)
+
+
+def rate_limit_hit(*, tier: str, api_key_id: int | None = None,
+                   client_ip: str | None = None) -> RateLimit:
+    """Count one request against the tier's per-minute limit (window_hit)."""
+    item = RateLimitItemPerMinute(tier_policy(tier).requests_per_minute)
+    answer = window_hit(item, rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip))
+    if not answer.allowed:
+        count_rate_limit_rejection(tier=tier)
+    return answer
 
 
 def rate_limit_clear(*, tier: str, api_key_id: int | None = None,
                      client_ip: str | None = None) -> None:
     """Forget the requests counted for a key or address (tests, support)."""
-    item = RateLimitItemPerMinute(tier_policy(tier).requests_per_minute)
-    _limiter().clear(item, rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip))
+    window_clear(RateLimitItemPerMinute(tier_policy(tier).requests_per_minute),
+                 rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip))

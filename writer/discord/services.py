@@ -12,22 +12,16 @@ cannot both pass a cap that only one fits under.
 from __future__ import annotations
 
 import logging
-import math
 import re
-import threading
-import time
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from limits import RateLimitItemPerHour
-from limits.errors import StorageError
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
 from accounts.errors import ReservationClosed
 from accounts.models import ReservationState
+from accounts.ratelimit import RateLimit, window_clear, window_hit
 from accounts.services import (
     account_get_or_create,
     balance_reserve,
@@ -139,30 +133,9 @@ def channel_allowed(server: DiscordServer, *, channel_id: int,
 
 # ---- The per-user limit -----------------------------------------------------------------
 
-_lock = threading.Lock()
-_limiters: dict[str, MovingWindowRateLimiter] = {}
-
-
-@dataclass(frozen=True)
-class Quota:
-    allowed: bool
-    limit: int
-    remaining: int
-    reset_s: int
-
-
-def _limiter() -> MovingWindowRateLimiter:
-    # The same store and strategy as the gateway's limits (accounts.ratelimit): a moving
-    # window in Redis, so "10 an hour" holds across restarts and is never 20 across a
-    # window's edge.
-    uri = settings.ACCOUNTS_RATELIMIT_STORAGE_URL
-    with _lock:
-        limiter = _limiters.get(uri)
-        if limiter is None:
-            options = {"key_prefix": "inkmarket:discord"} if uri.startswith("redis") else {}
-            storage = storage_from_string(uri, wrap_exceptions=True, **options)
-            limiter = _limiters[uri] = MovingWindowRateLimiter(storage)
-        return limiter
+# The gateway's store and strategy (accounts.ratelimit): a moving window in Redis, so
+# "10 an hour" holds across restarts and processes and is never 20 across a window's edge.
+Quota = RateLimit
 
 
 def _item() -> RateLimitItemPerHour:
@@ -172,20 +145,11 @@ def _item() -> RateLimitItemPerHour:
 def quota_hit(*, user_id: int) -> Quota:
     """Count one request of this Discord user against the hourly limit. An unreachable
     store lets the request through (logged): the cap and the balance still hold."""
-    item = _item()
-    limiter = _limiter()
-    try:
-        allowed = limiter.hit(item, "user", str(user_id))
-        stats = limiter.get_window_stats(item, "user", str(user_id))
-    except StorageError:
-        log.exception("rate limit store unreachable; letting the request through")
-        return Quota(True, item.amount, item.amount, 0)
-    return Quota(allowed, item.amount, max(0, stats.remaining),
-                 max(0, math.ceil(stats.reset_time - time.time())))
+    return window_hit(_item(), "discord-user", str(user_id))
 
 
 def quota_clear(*, user_id: int) -> None:
-    _limiter().clear(_item(), "user", str(user_id))
+    window_clear(_item(), "discord-user", str(user_id))
 
 
 # ---- Billing and history --------------------------------------------------------------
