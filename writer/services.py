@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
-import json
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -21,6 +19,7 @@ from accounts.services import (
 )
 from accounts.tiers import price_for, settlement_for
 from config.metrics import count_cache_lookup
+from marketplace.gateway.cache import cache_key  # the gateway's normalization, shared
 from marketplace.prompts import build_prompt
 from writer.models import Generation, GenerationProfile, Status
 from writer.postprocess import process
@@ -44,13 +43,6 @@ def profile_for(content_type: str, length: str, *, model: str | None = None,
                  .max_tokens, 0.7)
     return Settings(model or base.model, max_tokens or base.max_tokens,
                     base.temperature if temperature is None else temperature)
-
-
-def cache_key(*, model: str, prompt: str, max_tokens: int, temperature: float) -> str:
-    """sha256 of the normalized model, prompt and parameters."""
-    normalized = {"model": model.strip().lower(), "prompt": " ".join(prompt.split()),
-                  "max_tokens": max_tokens, "temperature": round(temperature, 3)}
-    return hashlib.sha256(json.dumps(normalized, sort_keys=True).encode()).hexdigest()
 
 
 @transaction.atomic
