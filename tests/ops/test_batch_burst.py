@@ -34,7 +34,8 @@ from marketplace.host.backends import bundled_model_path
 from marketplace.models import Batch, BatchItem, BatchState, GatewayRequest, ItemState
 from marketplace.webhooks import webhook_verify
 from tests.conftest import MODEL, free_port
-from tests.marketplace.api.batchkit import Receiver, celery_worker, in_thread, nonce
+from tests.marketplace.api.batchkit import celery_worker, in_thread, nonce
+from tests.marketplace.receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BATCHES, PER_BATCH = 10, 100

@@ -4,15 +4,12 @@ database, a real HTTP server receiving webhooks, and waiting for a batch to end.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import redis
@@ -81,41 +78,6 @@ def celery_worker(log: Path, *, env: dict[str, str] | None = None, concurrency: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-class Receiver:
-    """A real HTTP server that takes webhooks: it answers 503 to the first `failures`
-    requests, then 204, and keeps every request it got."""
-
-    def __init__(self, failures: int = 0):
-        self.failures = failures
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.arrived = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                failing = len(receiver.requests) <= receiver.failures
-                self.send_response(503 if failing else 204)
-                self.end_headers()
-                if not failing:
-                    receiver.arrived.set()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batch"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def wait_batch_done(batch_id, *, timeout: float) -> None:

@@ -20,8 +20,9 @@ from accounts.services import account_get_or_create, account_set_tier
 from marketplace.models import BatchItem, DeadLetter, ItemState, Job, WebhookDelivery
 from marketplace.webhooks import webhook_verify
 from tests.conftest import MODEL
-from tests.marketplace.api.batchkit import Receiver, celery_worker, nonce
+from tests.marketplace.api.batchkit import celery_worker, nonce
 from tests.marketplace.api.conftest import network_env
+from tests.marketplace.receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PRICE = 10**9
