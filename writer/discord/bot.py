@@ -172,6 +172,24 @@ class _OriginalResponse:
         await self.interaction.delete_original_response()
 
 
+async def _run_into(reply: LiveReply, request, *, label: str) -> jobs.Answer | None:
+    """Run the job, streaming into `reply`; a refusal or a crash is said in that same
+    reply (never left at "Thinking…") and gives None."""
+    try:
+        answer = await jobs.run(request, on_text=reply.update)
+    except BotError as exc:
+        log.info("discord %s refused (%s) for user %s: %s", label, exc.code,
+                 request.user_id, exc.message)
+        await reply.fail(exc.message)
+        return None
+    except Exception:
+        log.exception("discord %s for user %s crashed", label, request.user_id)
+        await reply.fail(SORRY)
+        return None
+    await reply.finish(final_chunks(answer))
+    return answer
+
+
 def _request(*, guild: discord.Guild, channel, user: discord.abc.User, command: str,
              prompt: str, model: str | None = None,
              context: tuple[tuple[str, str], ...] = ()) -> jobs.Request:
@@ -215,20 +233,9 @@ class BotCommands(commands.Cog):
         request = _request(guild=message.guild, channel=message.channel,
                            user=message.author, command=command, prompt=prompt,
                            context=context)
-        try:
-            answer = await jobs.run(request, on_text=reply.update)
-        except BotError as exc:
-            log.info("discord %s refused (%s) for user %s: %s", command, exc.code,
-                     message.author.id, exc.message)
-            await reply.fail(exc.message)
-            return None
-        except Exception:
-            # Said in the reply that promised an answer, rather than left at "Thinking…".
-            log.exception("discord %s for user %s crashed", command, message.author.id)
-            await reply.fail(SORRY)
-            return None
-        await reply.finish(final_chunks(answer))
-        await first.add_reaction(cost_emoji(answer))
+        answer = await _run_into(reply, request, label=command)
+        if answer is not None:
+            await first.add_reaction(cost_emoji(answer))
         return answer
 
     # ---- Message commands -----------------------------------------------------------
@@ -341,19 +348,8 @@ class BotCommands(commands.Cog):
         request = _request(guild=interaction.guild, channel=interaction.channel,
                            user=interaction.user, command=command, prompt=prompt,
                            model=model)
-        try:
-            answer = await jobs.run(request, on_text=reply.update)
-        except BotError as exc:
-            log.info("discord /%s refused (%s) for user %s: %s", command, exc.code,
-                     interaction.user.id, exc.message)
-            await reply.fail(exc.message)
-            return None
-        except Exception:
-            log.exception("discord /%s for user %s crashed", command, interaction.user.id)
-            await reply.fail(SORRY)
-            return None
-        await reply.finish(final_chunks(answer))
-        if not private and first.message is not None:
+        answer = await _run_into(reply, request, label=f"/{command}")
+        if answer is not None and not private and first.message is not None:
             await first.message.add_reaction(cost_emoji(answer))
         return answer
 
