@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.common import ensure_database, wait_answering
+
 ITEMS = int(os.environ.get("BENCH_BATCH_ITEMS", "200"))
 UPSTREAM_ITEMS = int(os.environ.get("BENCH_BATCH_UPSTREAM_ITEMS", "1000"))
 MAX_TOKENS = 4  # short outputs: the cost of an item is its path, not its decoding
@@ -42,17 +44,6 @@ MODEL = "smollm2-135m-instruct"
 ROUNDS = 2
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/inkmarket_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = url.rsplit("/", 1)[1]
-    admin = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def setup_django(var_dir: Path) -> dict[str, str]:
@@ -133,25 +124,6 @@ def start_server(var_dir: Path, port: int, env: dict[str, str]):
          "--port", str(port), "--log-level", "warning", "--lifespan", "off"],
         cwd=ROOT, env={**os.environ, **env}, stdout=open(var_dir / "server.log", "wb"),
         stderr=subprocess.STDOUT)
-
-
-def wait_answering(url: str, timeout: float = 60.0) -> None:
-    """Until the server answers at all (/health may say 503 when a part it checks is
-    missing; that is an answer)."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def stop(procs) -> None:

@@ -15,13 +15,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import aiohttp
 
-from bench.common import ROOT, free_port, percentile, process, report
+from bench.common import (
+    ROOT,
+    ensure_database,
+    free_port,
+    percentile,
+    process,
+    report,
+    wait_answering,
+)
 
 RATES = (50, 200)
 SECONDS = 8.0
@@ -46,16 +52,6 @@ account_set_tier(account, tier="premium")
 balance_deposit(account, amount_wei=10**30)
 print(api_key_create(user=user, name="bench").raw)
 """
-
-
-def ensure_database() -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres",
-                         autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                            (DATABASE,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
 
 async def load(session: aiohttp.ClientSession, url: str, make_body, headers: dict,
@@ -123,22 +119,8 @@ async def run(upstream: str, gateway: str, key: str) -> None:
                     report(f"{label} {pct} added ms at {rate} rps", added, "ms")
 
 
-def wait_answering(url: str, timeout: float = 90.0) -> None:
-    """Until the server answers anything at all (/health would also want a chain)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-
-
 def main() -> None:
-    ensure_database()
+    ensure_database(DB_URL)
     var = tempfile.mkdtemp(prefix="bench-gateway-")
     upstream_port, gateway_port = free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"

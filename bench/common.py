@@ -59,6 +59,39 @@ def process(args: list[str], *, env: dict[str, str] | None = None) -> Iterator[s
             proc.wait()
 
 
+def wait_answering(url: str, timeout: float = 90.0) -> None:
+    """Until the server answers at all: an HTTP error is an answer too (/health may say
+    503 when a part it checks is missing)."""
+    import urllib.error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database a postgres:// URL names, if it is not there."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def uvicorn(app: str, port: int, env: dict[str, str] | None = None):
     return process(
         [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
