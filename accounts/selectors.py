@@ -29,21 +29,33 @@ _KEY_FORMAT = re.compile(r"sk_[0-9a-f]{64}")
 def api_key_authenticate(raw: str | None) -> ApiKey | None:
     """The usable key that `raw` is, or None (malformed, unknown, revoked, expired, or its
     user is inactive). Records the use at most once a minute (api_key_mark_used)."""
-    if not raw or not _KEY_FORMAT.fullmatch(raw):
+    if not api_key_well_formed(raw):
         return None
-    digest = api_key_hash(raw)
-    found = None
     candidates = (ApiKey.objects.filter(prefix=raw[:ApiKey.PREFIX_LENGTH])
                   .select_related("user", "user__account"))
+    now = timezone.now()
+    found = api_key_match(raw, candidates, now=now, active=lambda key: key.user.is_active)
+    if found is not None:
+        api_key_mark_used(found, now=now)
+    return found
+
+
+def api_key_well_formed(raw: str | None) -> bool:
+    return bool(raw) and _KEY_FORMAT.fullmatch(raw) is not None
+
+
+def api_key_match(raw: str, candidates, *, now: datetime, active) -> ApiKey | None:
+    """Of the keys sharing `raw`'s prefix, the one whose hash it is, if usable at `now`
+    and `active(key)` (its user may sign in)."""
+    digest = api_key_hash(raw)
+    found = None
     for candidate in candidates:
         # Constant-time, and over every candidate: the time taken tells nothing about
         # how much of a guessed hash matched.
         if hmac.compare_digest(candidate.key_hash, digest):
             found = candidate
-    now = timezone.now()
-    if found is None or not found.is_usable(now) or not found.user.is_active:
+    if found is None or not found.is_usable(now) or not active(found):
         return None
-    api_key_mark_used(found, now=now)
     return found
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from ninja.security.base import AuthBase
 
 from accounts.models import ApiKey
-from accounts.selectors import api_key_authenticate
 from marketplace.api.errors import ApiError
+from marketplace.gateway.keys import api_key_lookup
 
 _UNSET = object()
 
@@ -36,7 +35,7 @@ class ApiKeyAuth(AuthBase):
     async def authenticate(self, request: HttpRequest) -> ApiKey | None:
         found = getattr(request, "api_key", _UNSET)
         if found is _UNSET:
-            found = await sync_to_async(api_key_authenticate)(raw_key(request))
+            found = await api_key_lookup(raw_key(request))
         return found
 
     async def __call__(self, request: HttpRequest) -> ApiKey | None:

@@ -4,7 +4,8 @@ error shape for answers Django makes itself (an unknown path, a wrong method).
 
 The key is looked up once here (one query), for the limit and for the endpoint's auth
 (request.api_key); the limit is counted in Redis by key, or by client address for a
-request without a usable key.
+request without a usable key. Under ASGI both are awaited on the event loop
+(marketplace.gateway.keys, accounts.ratelimit.rate_limit_hit_async).
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import json
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
-from accounts.ratelimit import rate_limit_hit
+from accounts.ratelimit import rate_limit_hit, rate_limit_hit_async
 from accounts.selectors import api_key_authenticate
 from marketplace.api.auth import raw_key
 from marketplace.api.errors import _BY_STATUS, error_body, error_response
-from marketplace.gateway.db import db, db_sync
+from marketplace.gateway.db import db_sync
+from marketplace.gateway.keys import api_key_lookup
 
 PREFIX = "/v1/"
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
 
 
 def _tier(api_key) -> str:
+    account = getattr(api_key, "gateway_account", None)
+    if account is not None:
+        return account[1]
     try:
         return api_key.user.account.tier
     except Exception:  # a user without an account yet: it is made on the first charge
@@ -37,6 +42,15 @@ def _admit(raw: str | None, client_ip: str):
     if api_key is not None:
         return api_key, rate_limit_hit(tier=_tier(api_key), api_key_id=api_key.pk)
     return None, rate_limit_hit(tier=settings.GATEWAY_ANONYMOUS_TIER, client_ip=client_ip)
+
+
+async def _admit_async(raw: str | None, client_ip: str):
+    api_key = await api_key_lookup(raw) if raw else None
+    if api_key is not None:
+        return api_key, await rate_limit_hit_async(tier=_tier(api_key),
+                                                   api_key_id=api_key.pk)
+    return None, await rate_limit_hit_async(tier=settings.GATEWAY_ANONYMOUS_TIER,
+                                            client_ip=client_ip)
 
 
 def _too_large():
@@ -117,7 +131,7 @@ class GatewayMiddleware:
     async def __acall__(self, request):
         if not request.path.startswith(PREFIX):
             return await self.get_response(request)
-        request.api_key, limit = await db(_admit, raw_key(request),
-                                          request.META.get("REMOTE_ADDR", ""))
+        request.api_key, limit = await _admit_async(raw_key(request),
+                                                    request.META.get("REMOTE_ADDR", ""))
         refused = _limited(limit) or _read_body(request)
         return _finish(request, refused or await self.get_response(request), limit)

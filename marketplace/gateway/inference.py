@@ -47,22 +47,14 @@ from dataclasses import dataclass
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.db import connections, transaction
-from django.utils import timezone
+from django.db import connections
 
-from accounts.errors import BillingError, InsufficientFunds
-from accounts.services import (
-    account_get_or_create,
-    balance_reserve,
-    reservation_release,
-    reservation_settle,
-)
-from accounts.tiers import price_for, settlement_for
 from marketplace.client.errors import ClientError
 from marketplace.gateway import cache as result_cache
-from marketplace.gateway.db import db
+from marketplace.gateway.books import books as books_here
+from marketplace.gateway.books import ms_since
 from marketplace.gateway.errors import GatewayError
-from marketplace.models.gateway import GatewayRequest, RequestStatus
+from marketplace.models.gateway import RequestStatus
 
 log = logging.getLogger(__name__)
 
@@ -106,94 +98,6 @@ def inference_validate(*, model: str, prompt: str, max_tokens: int,
     if not 0.0 <= temperature <= 2.0:
         raise GatewayError("INVALID_TEMPERATURE",
                            f"temperature must be between 0 and 2, got {temperature}")
-
-
-# ---- Records and money (synchronous; run through db()) ---------------------------------
-
-
-def _record_failure(*, api_key, request_id, endpoint, model, max_tokens, error: GatewayError,
-                    started: float, stream: bool) -> None:
-    GatewayRequest.objects.create(
-        id=request_id, user_id=api_key.user_id, api_key=api_key, endpoint=endpoint,
-        model=model, max_tokens=max_tokens, status=RequestStatus.FAILED, stream=stream,
-        error_code=error.code, error_message=error.message[:500],
-        finished_at=timezone.now(), duration_ms=_ms(started))
-
-
-def _record_hit(*, api_key, request_id, endpoint, model, max_tokens, hit: dict,
-                started: float, stream: bool) -> None:
-    GatewayRequest.objects.create(
-        id=request_id, user_id=api_key.user_id, api_key=api_key, endpoint=endpoint,
-        model=model, max_tokens=max_tokens, status=RequestStatus.DONE, cached=True,
-        stream=stream, tokens=hit["tokens"], cost_wei=0, text=hit["text"], host=hit["host"],
-        finish_reason=hit["finish_reason"], finished_at=timezone.now(),
-        duration_ms=_ms(started))
-
-
-def _open(*, api_key, request_id, endpoint, model, max_tokens, price_wei: int,
-          reference: str, stream: bool, started: float):
-    """Reserve the worst case and record the request as running; or record the refusal."""
-    try:
-        # One transaction, so one commit (one WAL flush) for the money and the record.
-        with transaction.atomic():
-            account = account_get_or_create(api_key.user)
-            worst = price_for(account.tier, price_wei, max_tokens).charge_wei
-            reservation = balance_reserve(account, amount_wei=worst, reference=reference)
-            GatewayRequest.objects.create(
-                id=request_id, user_id=api_key.user_id, api_key=api_key, endpoint=endpoint,
-                model=model, max_tokens=max_tokens, stream=stream, reference=reference)
-    except InsufficientFunds as exc:
-        error = GatewayError(
-            "INSUFFICIENT_FUNDS", f"this request may cost up to {exc.required_wei} wei; "
-            f"{exc.available_wei} wei are available", required=str(exc.required_wei),
-            available=str(exc.available_wei))
-        _record_failure(api_key=api_key, request_id=request_id, endpoint=endpoint,
-                        model=model, max_tokens=max_tokens, error=error, started=started,
-                        stream=stream)
-        raise error from exc
-    except BillingError as exc:
-        raise GatewayError(exc.code, exc.message) from exc
-    return reservation
-
-
-def _close(reservation, *, request_id, price_wei: int, tokens: int, fee_bps: int,
-           fields: dict, keep: dict | None = None) -> int:
-    """Settle for `tokens` (release all when there are none) and finish the record, in
-    one transaction; then cache the result `keep` when given."""
-    charged = _settle(reservation, request_id=request_id, price_wei=price_wei,
-                      tokens=tokens, fee_bps=fee_bps, fields=fields)
-    if keep is not None:
-        result_cache.cache_result_sync(**keep)
-    return charged
-
-
-def _open_unless_cached(*, key: str, **opening):
-    """(the cached result, None) on a hit, recorded as such; else (None, reservation)."""
-    hit = result_cache.cached_result_sync(key)
-    if hit is not None:
-        _record_hit(hit=hit, **{k: v for k, v in opening.items()
-                                if k not in ("price_wei", "reference")})
-        return hit, None
-    return None, _open(**opening)
-
-
-@transaction.atomic
-def _settle(reservation, *, request_id, price_wei: int, tokens: int, fee_bps: int,
-            fields: dict) -> int:
-    if tokens == 0:
-        reservation_release(reservation, reason=fields.get("error_code") or "no tokens")
-        charged = 0
-    else:
-        split = settlement_for(reservation.tier, price_wei, tokens, protocol_fee_bps=fee_bps)
-        reservation_settle(reservation, **split._asdict())
-        charged = split.charged_wei
-    GatewayRequest.objects.filter(pk=request_id).update(
-        tokens=tokens, cost_wei=charged, finished_at=timezone.now(), **fields)
-    return charged
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
 
 
 # ---- Prices --------------------------------------------------------------------------
@@ -250,7 +154,8 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         on_token: TokenCallback | None = None,
                         cancel: asyncio.Event | None = None, endpoint: str = "inference",
                         request_id: uuid.UUID | None = None,
-                        recorded: asyncio.Event | None = None) -> InferenceResult:
+                        recorded: asyncio.Event | None = None,
+                        books=None) -> InferenceResult:
     """Run and bill one request (see the module's docstring); raises GatewayError."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4()
@@ -262,24 +167,22 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
                                  temperature=temperature)
     upstream = bool(settings.GATEWAY_UPSTREAM_URL)
-    if upstream:
-        # The price is known: the cache and the reservation in one trip to the threads.
-        price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
-        hit, reservation = await db(_open_unless_cached, key=key, price_wei=price_wei,
-                                    reference=reference, **base)
-    else:
-        hit = await result_cache.cached_result(key)
-        if hit is None:
+    books = books or books_here()
+    hit = await result_cache.cached_result(key)
+    if hit is None:
+        if upstream:
+            price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
+        else:
             quote = await _quote(model)
             if quote is None:
                 error = GatewayError("NO_HOSTS_AVAILABLE",
                                      f"no host serves {model} right now; try again later")
-                await db(_record_failure, error=error, **base)
+                await books.record_failure(error=error, **base)
                 raise error
             price_wei = quote.max_price_wei
-            reservation = await db(_open, price_wei=price_wei, reference=reference, **base)
-        else:
-            await db(_record_hit, hit=hit, **base)
+        held = await books.open(price_wei=price_wei, reference=reference, **base)
+    else:
+        await books.record_hit(hit=hit, **base)
     if hit is not None:
         if on_token is not None:
             await on_token(0, hit["text"])
@@ -315,26 +218,30 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
         if outcome is None:
             status = RequestStatus.CANCELLED if failure and failure.code == "CANCELLED" \
                 else RequestStatus.FAILED
-            closing = db(_close, reservation, request_id=request_id, price_wei=price_wei,
-                         tokens=0, fee_bps=0, fields={
-                             "status": status, "error_code": failure.code if failure else "",
-                             "error_message": failure.message[:500] if failure else "",
-                             "duration_ms": _ms(started)})
+            closing = books.close(held, request_id=request_id, price_wei=price_wei,
+                                  tokens=0, fee_bps=0, fields={
+                                      "status": status,
+                                      "error_code": failure.code if failure else "",
+                                      "error_message": failure.message[:500] if failure
+                                      else "",
+                                      "duration_ms": ms_since(started)})
             await asyncio.shield(asyncio.ensure_future(closing))
     if failure is not None:
         raise failure
     tokens = min(outcome.tokens, max_tokens)
     cancelled = outcome.finish_reason == "cancelled"
     status = RequestStatus.CANCELLED if cancelled else RequestStatus.DONE
-    keep = {"key": key, "text": outcome.text, "tokens": tokens, "host": outcome.host,
-            "finish_reason": outcome.finish_reason} if tokens and not cancelled else None
-    charged = await asyncio.shield(asyncio.ensure_future(db(
-        _close, reservation, request_id=request_id, price_wei=outcome.price_wei,
-        tokens=tokens, fee_bps=outcome.fee_bps, keep=keep, fields={
+    charged = await asyncio.shield(asyncio.ensure_future(books.close(
+        held, request_id=request_id, price_wei=outcome.price_wei, tokens=tokens,
+        fee_bps=outcome.fee_bps, fields={
             "status": status, "text": outcome.text, "host": outcome.host,
             "job_id": outcome.job_id, "prompt_tokens": outcome.prompt_tokens,
             "finish_reason": outcome.finish_reason, "ttft_ms": outcome.ttft_ms,
-            "duration_ms": _ms(started)})))
+            "duration_ms": ms_since(started)})))
+    if tokens and not cancelled:
+        await result_cache.cache_result(key, text=outcome.text, tokens=tokens,
+                                        host=outcome.host,
+                                        finish_reason=outcome.finish_reason)
     return InferenceResult(request_id=request_id, job_id=outcome.job_id, text=outcome.text,
                            tokens=tokens, prompt_tokens=outcome.prompt_tokens, model=model,
                            host=outcome.host, cost_wei=charged, cached=False,

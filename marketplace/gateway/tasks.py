@@ -61,10 +61,12 @@ class _LoopThread:
         async def close_all() -> None:
             from marketplace import wallet
             from marketplace.client import pool
+            from marketplace.gateway.conn import gateway_connections_close
             from marketplace.gateway.upstream import upstream_close
 
             await pool.close()
             await upstream_close()
+            await gateway_connections_close()
             handle = wallet._handles.pop(id(asyncio.get_running_loop()), None)
             if handle is not None:
                 await handle.close()
