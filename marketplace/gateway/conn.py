@@ -79,12 +79,16 @@ _redis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def pg_pool() -> PgPool | None:
     """The running loop's pool, or None when the database is not PostgreSQL or the
     gateway's direct SQL is switched off (GATEWAY_DIRECT_SQL)."""
-    wrapper = connections["default"]
-    if wrapper.vendor != "postgresql" or not settings.GATEWAY_DIRECT_SQL:
-        return None
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
+        if not settings.GATEWAY_DIRECT_SQL:
+            return None
+        # Looked at once per loop: under ASGI each request has a connection handler of
+        # its own, and asking it here would build a database wrapper for every request.
+        wrapper = connections["default"]
+        if wrapper.vendor != "postgresql":
+            return None
         # The same server, database and options as Django's own connection (under the
         # test runner, the test database).
         params = wrapper.get_connection_params()

@@ -1,7 +1,8 @@
 """Direct upstream mode: an OpenAI-compatible server (settings.GATEWAY_UPSTREAM_URL)
 answers instead of the marketplace — an operator's private host, or the benchmark's.
 
-One httpx.AsyncClient per event loop, kept open, so requests reuse their connections.
+One aiohttp session per event loop, kept open, so requests reuse their connections
+(aiohttp's client parses HTTP in C: at the gateway's rates the client's own cost shows).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from django.conf import settings
 
 from marketplace.gateway.errors import GatewayError
 
-_clients: dict[int, httpx.AsyncClient] = {}
+_sessions: dict[int, aiohttp.ClientSession] = {}
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 @dataclass
@@ -30,22 +32,24 @@ class UpstreamResult:
     ttft_s: float | None = None
 
 
-def _client() -> httpx.AsyncClient:
+def _session() -> aiohttp.ClientSession:
     loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
-    if client is None or client.is_closed:
-        client = _clients[id(loop)] = httpx.AsyncClient(
-            base_url=settings.GATEWAY_UPSTREAM_URL.rstrip("/"),
-            timeout=httpx.Timeout(settings.GATEWAY_UPSTREAM_TIMEOUT_S, connect=5.0),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100))
-    return client
+    session = _sessions.get(id(loop))
+    if session is None or session.closed:
+        session = _sessions[id(loop)] = aiohttp.ClientSession(
+            base_url=settings.GATEWAY_UPSTREAM_URL.rstrip("/") + "/",
+            timeout=aiohttp.ClientTimeout(total=settings.GATEWAY_UPSTREAM_TIMEOUT_S,
+                                          connect=5.0),
+            connector=aiohttp.TCPConnector(limit=200, limit_per_host=200),
+            cookie_jar=aiohttp.DummyCookieJar())
+    return session
 
 
 async def upstream_close() -> None:
-    """Close this loop's client (tests, shutdown)."""
-    client = _clients.pop(id(asyncio.get_running_loop()), None)
-    if client is not None:
-        await client.aclose()
+    """Close this loop's session (tests, shutdown)."""
+    session = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if session is not None:
+        await session.close()
 
 
 def _failed(exc_or_status) -> GatewayError:
@@ -92,13 +96,14 @@ async def upstream_complete(*, model: str, prompt: str, max_tokens: int, tempera
 
 async def _whole(body: dict) -> UpstreamResult:
     try:
-        response = await _client().post("/v1/completions", json=body)
-    except httpx.HTTPError as exc:
-        raise _failed(exc) from exc
-    if response.status_code != 200:
-        raise _failed(f"HTTP {response.status_code}")
+        async with _session().post("v1/completions", json=body) as response:
+            if response.status != 200:
+                raise _failed(f"HTTP {response.status}")
+            raw = await response.read()
+    except _FAILURES as exc:
+        raise _failed(str(exc) or type(exc).__name__) from exc
     try:
-        data = response.json()
+        data = json.loads(raw)
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         text = choice.get("text") or ""
@@ -116,10 +121,11 @@ async def _stream(body: dict, result: UpstreamResult, pieces: list[str],
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with _client().stream("POST", "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                raise _failed(f"HTTP {response.status_code}")
-            async for line in response.aiter_lines():
+        async with _session().post("v1/completions", json=body) as response:
+            if response.status != 200:
+                raise _failed(f"HTTP {response.status}")
+            async for raw in response.content:
+                line = raw.decode().strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -141,8 +147,8 @@ async def _stream(body: dict, result: UpstreamResult, pieces: list[str],
                             await on_piece(piece)
                     if choice.get("finish_reason"):
                         result.finish_reason = choice["finish_reason"]
-    except httpx.HTTPError as exc:
-        raise _failed(exc) from exc
+    except _FAILURES as exc:
+        raise _failed(str(exc) or type(exc).__name__) from exc
     except (ValueError, TypeError) as exc:
         raise _failed(f"malformed stream ({exc})") from exc
     result.finish_reason = result.finish_reason or "stop"
