@@ -118,8 +118,13 @@ def window_hit(item: RateLimitItem, *identity: str) -> RateLimit:
     limiter = _limiter()
     try:
         if isinstance(limiter.storage, RedisStorage):
-            client = limiter.storage.get_connection()
-            return _answer(item, client.eval(_HIT, 1, *_hit_args(item, identity)))
+            uri = settings.ACCOUNTS_RATELIMIT_STORAGE_URL
+            script = _scripts.get(uri)
+            if script is None:
+                script = _scripts[uri] = (
+                    limiter.storage.get_connection().register_script(_HIT))
+            return _answer(item, script(keys=[_key(item, identity)],
+                                        args=_hit_args(item)))
         allowed = limiter.hit(item, *identity)
         stats = limiter.get_window_stats(item, *identity)
     except StorageError:
@@ -131,18 +136,22 @@ def window_hit(item: RateLimitItem, *identity: str) -> RateLimit:
     return _rate_limit(item, allowed, stats.remaining, stats.reset_time)
 
 
-_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The script by its SHA (EVALSHA, sent whole again only if Redis has forgotten it), on
+# the threads' client or on each event loop's own async client.
+_scripts: dict[str, object] = {}
+_async_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _async_client(uri: str):
+def _async_script(uri: str):
     import redis.asyncio
 
-    clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
-    client = clients.get(uri)
-    if client is None:
-        client = clients[uri] = redis.asyncio.Redis.from_url(
+    scripts = _async_scripts.setdefault(asyncio.get_running_loop(), {})
+    script = scripts.get(uri)
+    if script is None:
+        client = redis.asyncio.Redis.from_url(
             uri.replace("redis+unix", "unix"), socket_connect_timeout=2, socket_timeout=5)
-    return client
+        script = scripts[uri] = client.register_script(_HIT)
+    return script
 
 
 async def window_hit_async(item: RateLimitItem, *identity: str) -> RateLimit:
@@ -152,8 +161,8 @@ async def window_hit_async(item: RateLimitItem, *identity: str) -> RateLimit:
     if not uri.startswith(("redis", "unix")):
         return window_hit(item, *identity)  # process memory: no I/O to wait for
     try:
-        return _answer(item, await _async_client(uri).eval(
-            _HIT, 1, *_hit_args(item, identity)))
+        return _answer(item, await _async_script(uri)(keys=[_key(item, identity)],
+                                                      args=_hit_args(item)))
     except Exception as exc:
         if not _is_redis_error(exc):
             raise
@@ -162,13 +171,16 @@ async def window_hit_async(item: RateLimitItem, *identity: str) -> RateLimit:
 
 async def rate_limit_clients_close() -> None:
     """Close the running loop's async Redis clients (tests, shutdown)."""
-    for client in _async_clients.pop(asyncio.get_running_loop(), {}).values():
-        await client.aclose()
+    for script in _async_scripts.pop(asyncio.get_running_loop(), {}).values():
+        await script.registered_client.aclose()
 
 
-def _hit_args(item: RateLimitItem, identity: tuple[str, ...]) -> tuple:
-    return (f"{_PREFIX}:{item.key_for(*identity)}", repr(time.time()), item.amount,
-            item.get_expiry())
+def _key(item: RateLimitItem, identity: tuple[str, ...]) -> str:
+    return f"{_PREFIX}:{item.key_for(*identity)}"
+
+
+def _hit_args(item: RateLimitItem) -> list:
+    return [repr(time.time()), item.amount, item.get_expiry()]
 
 
 def _answer(item: RateLimitItem, reply) -> RateLimit:

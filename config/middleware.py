@@ -2,17 +2,20 @@
 
 Django runs a MiddlewareMixin's hooks in a thread when the request is async: two hops
 for each of them on every request, and under ASGI the first hop starts a thread for the
-request. Two adaptations, each named where it is used (config.settings.base.MIDDLEWARE):
+request. settings.MIDDLEWARE names Django's classes (so Django's own checks see them);
+the ASGI handler (config.handler) builds its chain from these adaptations (ASYNC):
 
   * on the loop: Security, Common and XFrameOptions only read the request and set
     headers (no I/O), so their hooks run on the event loop directly;
   * for pages only: the session, CSRF, authentication and messages middleware serve the
     browser's pages; the JSON API (/v1/, API keys, no cookies) passes them by. Pages go
     through them as before, session and message storage in threads as Django runs them.
+    The CSRF view hook is a coroutine, so the API's requests skip it without a hop.
 """
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
@@ -54,6 +57,23 @@ Security = _on_loop(SecurityMiddleware)
 Common = _on_loop(CommonMiddleware)
 XFrameOptions = _on_loop(XFrameOptionsMiddleware)
 Session = _pages_only(SessionMiddleware)
-Csrf = _pages_only(CsrfViewMiddleware)
+
+
+class Csrf(_pages_only(CsrfViewMiddleware)):
+    async def process_view(self, request, callback, callback_args, callback_kwargs):
+        if request.path_info.startswith(API_PREFIX):
+            return None
+        return await sync_to_async(super().process_view)(request, callback, callback_args,
+                                                         callback_kwargs)
+
+
 Authentication = _pages_only(AuthenticationMiddleware)
 Messages = _pages_only(MessageMiddleware)
+
+
+# Django's class (as settings.MIDDLEWARE names it) -> its adaptation here.
+ASYNC = {f"{base.__module__}.{base.__name__}": f"{__name__}.{name}" for base, name in (
+    (SecurityMiddleware, "Security"), (CommonMiddleware, "Common"),
+    (XFrameOptionsMiddleware, "XFrameOptions"), (SessionMiddleware, "Session"),
+    (CsrfViewMiddleware, "Csrf"), (AuthenticationMiddleware, "Authentication"),
+    (MessageMiddleware, "Messages"))}

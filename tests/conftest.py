@@ -187,6 +187,20 @@ class Network:
 
 
 @pytest.fixture(autouse=True)
+async def close_loop_clients():
+    """The gateway's upstream session, database connections and async Redis clients
+    belong to the test's event loop: closed with it."""
+    yield
+    from accounts.ratelimit import rate_limit_clients_close
+    from marketplace.gateway.conn import gateway_connections_close
+    from marketplace.gateway.upstream import upstream_close
+
+    await upstream_close()
+    await gateway_connections_close()
+    await rate_limit_clients_close()
+
+
+@pytest.fixture(autouse=True)
 async def close_db_connections():
     """The runner reaches the database from asgiref's worker thread; close that
     connection after each test so the test database can be dropped."""

@@ -45,16 +45,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.logging.RequestIdMiddleware",
-    # Django's own, adapted to run async without a thread per request (config.middleware).
-    "config.middleware.Security",
+    "django.middleware.security.SecurityMiddleware",
     "config.static.AsyncWhiteNoiseMiddleware",
-    "config.middleware.Session",
-    "config.middleware.Common",
-    "config.middleware.Csrf",
-    "config.middleware.Authentication",
-    "config.middleware.Messages",
-    "config.middleware.XFrameOptions",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Under ASGI (config.handler) Django's own middleware above runs in its async adaptation
+# from config.middleware, which hands no hook to a thread that needs none.
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"

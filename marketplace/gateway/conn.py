@@ -124,3 +124,4 @@ async def gateway_connections_close() -> None:
     client = _redis.pop(loop, None)
     if client is not None:
         await client.aclose()
+

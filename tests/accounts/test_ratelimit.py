@@ -114,3 +114,32 @@ def test_a_refused_request_is_counted_for_metrics_by_its_tier(key_id):
         rate_limit_hit(tier="basic", api_key_id=key_id)
     rate_limit_counts.flush()
     assert rate_limit_counts.read().get("basic", 0) == before + 1
+
+
+async def test_the_event_loop_path_counts_in_the_same_window_as_the_threads(key_id):
+    from accounts.ratelimit import rate_limit_clients_close, rate_limit_hit_async
+
+    try:
+        for _ in range(4):
+            rate_limit_hit(tier="free", api_key_id=key_id)
+        answers = [await rate_limit_hit_async(tier="free", api_key_id=key_id)
+                   for _ in range(7)]
+        assert [a.allowed for a in answers] == [True] * 6 + [False]
+        assert [a.remaining for a in answers] == [5, 4, 3, 2, 1, 0, 0]
+        assert 55 <= answers[-1].reset_s <= 60
+        assert not rate_limit_hit(tier="free", api_key_id=key_id).allowed
+    finally:
+        await rate_limit_clients_close()
+
+
+async def test_the_event_loop_path_lets_requests_through_when_redis_is_down(
+        settings, caplog, unused_port):
+    from accounts.ratelimit import rate_limit_clients_close, rate_limit_hit_async
+
+    settings.ACCOUNTS_RATELIMIT_STORAGE_URL = f"redis://127.0.0.1:{unused_port}/0"
+    try:
+        answer = await rate_limit_hit_async(tier="free", api_key_id=1)
+    finally:
+        await rate_limit_clients_close()
+    assert answer.allowed and answer.remaining == 10
+    assert "rate limit store unreachable" in caplog.text

@@ -71,20 +71,6 @@ def close_gateway_connections():
     gateway_db_close()
 
 
-@pytest.fixture(autouse=True)
-async def close_loop_clients():
-    """The upstream client, the gateway's own database connections and the async Redis
-    clients belong to the test's event loop: closed with it."""
-    yield
-    from accounts.ratelimit import rate_limit_clients_close
-    from marketplace.gateway.conn import gateway_connections_close
-    from marketplace.gateway.upstream import upstream_close
-
-    await upstream_close()
-    await gateway_connections_close()
-    await rate_limit_clients_close()
-
-
 class Named:
     def __init__(self, user, raw: str, key):
         self.user, self.raw, self.key = user, raw, key
