@@ -93,13 +93,13 @@ class Reservation(models.Model):
     """
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="reservations")
-    reference = models.CharField(max_length=200, unique=True,
+    reference = models.CharField(max_length=200,
                                  help_text="The job or request this money is for.")
     amount_wei = WeiField()
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.FREE,
                             help_text="The account's tier when reserved: the settlement's price.")
     state = models.CharField(max_length=16, choices=ReservationState.choices,
-                             default=ReservationState.HELD, db_index=True)
+                             default=ReservationState.HELD)
     charged_wei = WeiField(default=0)
     refunded_wei = WeiField(default=0)
     host_payout_wei = WeiField(default=0)
@@ -111,6 +111,13 @@ class Reservation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Few indexes, since every request writes this row twice: the reference's unique
+        # index (a plain one; `unique=True` on a CharField adds a second, for LIKE), and
+        # the held ones by age for the sweep (settled rows leave that index).
+        constraints = [models.UniqueConstraint(fields=["reference"],
+                                               name="reservation_reference_unique")]
+        indexes = [models.Index(fields=["created_at"], name="reservation_held_created",
+                                condition=models.Q(state="held"))]
 
     def __str__(self):
         return f"{self.reference} ({self.state})"
@@ -137,7 +144,9 @@ class LedgerEntry(models.Model):
     balance_after_wei and held_after_wei are the account's figures after the entry.
     """
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # No index of its own: (account, id) below serves every look-up by account.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries",
+                                db_index=False)
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     amount_wei = WeiField()
     balance_after_wei = WeiField()
@@ -150,7 +159,8 @@ class LedgerEntry(models.Model):
     platform_fee_wei = WeiField(null=True, blank=True)
     memo = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+                                   on_delete=models.SET_NULL, related_name="+",
+                                   db_index=False)  # set on staff adjustments only
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
