@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,7 +63,8 @@ def celery_worker(log: Path, *, env: dict[str, str] | None = None, concurrency: 
              "--concurrency", str(concurrency), "--loglevel", "info", "--without-gossip",
              "--without-mingle", "--without-heartbeat", "-n", f"batch-test-{os.getpid()}@%h",
              "-B", "-s", str(log.with_suffix(".beat"))],
-            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its group: -B forks a beat process of its own
     worker = Worker(proc, log)
     try:
         deadline = time.monotonic() + 60
@@ -72,12 +74,24 @@ def celery_worker(log: Path, *, env: dict[str, str] | None = None, concurrency: 
             time.sleep(0.2)
         yield worker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the worker and the processes it forked, SIGKILL to what is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # a forked child that outlived its parent
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def wait_batch_done(batch_id, *, timeout: float) -> None:
