@@ -59,12 +59,11 @@ def insufficient(required_wei: int, available_wei: int) -> GatewayError:
 
 @dataclass(frozen=True)
 class Held:
-    """A reservation made by SqlBooks."""
+    """An open reservation, as either way to the ledger made it."""
 
     id: int
     amount_wei: int
     tier: str
-    reference: str
 
 
 # ---- The ORM -----------------------------------------------------------------------------
@@ -138,7 +137,7 @@ class OrmBooks:
     async def open(self, **kwargs) -> Held:
         reservation = await db(_open, **kwargs)
         return Held(id=reservation.pk, amount_wei=reservation.amount_wei,
-                    tier=reservation.tier, reference=reservation.reference)
+                    tier=reservation.tier)
 
     async def close(self, held: Held, **kwargs) -> int:
         """Settle for `tokens` (release all when there are none) and finish the record
@@ -347,7 +346,7 @@ class SqlBooks:
                     break  # the reference was reserved before: accounts.services decides
                 row = await cursor.fetchone()
                 if row is not None:
-                    return Held(id=row[0], amount_wei=worst, tier=tier, reference=reference)
+                    return Held(id=row[0], amount_wei=worst, tier=tier)
                 # Refused: short of money, or the tier changed since the key was read.
                 cursor = await conn.execute(
                     f"SELECT balance_wei, tier FROM {_ACCOUNT} WHERE id = %s", (account_id,))

@@ -23,7 +23,8 @@ In order:
      charged nothing;
   3. the worst case: max_tokens at the dearest current host's price
      (marketplace.client.service.price_quote) × the tier (accounts.tiers.price_for),
-     reserved under the account's row lock (accounts.services.balance_reserve);
+     reserved under the account's row lock (marketplace.gateway.books: one SQL
+     statement on PostgreSQL, else accounts.services.balance_reserve);
      INSUFFICIENT_FUNDS carries `required` and `available` (strings of wei),
      NO_HOSTS_AVAILABLE when no host serves the model now;
   4. the job, through the marketplace client (run_job, capped at that price) or, when
@@ -51,7 +52,7 @@ from django.db import connections
 
 from marketplace.client.errors import ClientError
 from marketplace.gateway import cache as result_cache
-from marketplace.gateway.books import books as books_here
+from marketplace.gateway.books import books as ledger_books
 from marketplace.gateway.books import ms_since
 from marketplace.gateway.errors import GatewayError
 from marketplace.models.gateway import RequestStatus
@@ -154,8 +155,7 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         on_token: TokenCallback | None = None,
                         cancel: asyncio.Event | None = None, endpoint: str = "inference",
                         request_id: uuid.UUID | None = None,
-                        recorded: asyncio.Event | None = None,
-                        books=None) -> InferenceResult:
+                        recorded: asyncio.Event | None = None) -> InferenceResult:
     """Run and bill one request (see the module's docstring); raises GatewayError."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4()
@@ -167,29 +167,27 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
                                  temperature=temperature)
     upstream = bool(settings.GATEWAY_UPSTREAM_URL)
-    books = books or books_here()
+    books = ledger_books()
     hit = await result_cache.cached_result(key)
-    if hit is None:
-        if upstream:
-            price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
-        else:
-            quote = await _quote(model)
-            if quote is None:
-                error = GatewayError("NO_HOSTS_AVAILABLE",
-                                     f"no host serves {model} right now; try again later")
-                await books.record_failure(error=error, **base)
-                raise error
-            price_wei = quote.max_price_wei
-        held = await books.open(price_wei=price_wei, reference=reference, **base)
-    else:
-        await books.record_hit(hit=hit, **base)
     if hit is not None:
+        await books.record_hit(hit=hit, **base)
         if on_token is not None:
             await on_token(0, hit["text"])
         return InferenceResult(request_id=request_id, job_id="", text=hit["text"],
                                tokens=hit["tokens"], prompt_tokens=0, model=model,
                                host=hit["host"], cost_wei=0, cached=True,
                                finish_reason=hit["finish_reason"])
+    if upstream:
+        price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
+    else:
+        quote = await _quote(model)
+        if quote is None:
+            error = GatewayError("NO_HOSTS_AVAILABLE",
+                                 f"no host serves {model} right now; try again later")
+            await books.record_failure(error=error, **base)
+            raise error
+        price_wei = quote.max_price_wei
+    held = await books.open(price_wei=price_wei, reference=reference, **base)
     if recorded is not None:
         recorded.set()  # on a refusal, the task's end is the signal
 
