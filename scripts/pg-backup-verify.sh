@@ -40,24 +40,28 @@ cleanup() {
 trap cleanup EXIT
 
 # The snapshot: a session that exports it and stays in its transaction until the counts
-# are read.
+# are read. Bash unsets SNAP and SNAP_PID as soon as it reaps the coprocess, so the
+# script works on copies of its descriptors and pid.
 coproc SNAP { psql "$src" -Atq -v ON_ERROR_STOP=1; }
-echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_export_snapshot();" >&"${SNAP[1]}"
-read -r -t 30 snapshot <&"${SNAP[0]}" || { echo "could not export a snapshot of $db" >&2; exit 1; }
+snap_pid=$SNAP_PID
+exec {snap_in}>&"${SNAP[1]}" {snap_out}<&"${SNAP[0]}"
+exec {SNAP[1]}>&- {SNAP[0]}<&-
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_export_snapshot();" >&"$snap_in"
+read -r -t 30 snapshot <&"$snap_out" || { echo "could not export a snapshot of $db" >&2; exit 1; }
 
 echo "backing up $db to $backup (snapshot $snapshot)"
 pg_dump --format=custom --no-owner --snapshot="$snapshot" --dbname="$src" --file="$backup"
 
-echo "$COUNTS_SQL" >&"${SNAP[1]}"
-echo "SELECT '--end--';" >&"${SNAP[1]}"
+echo "$COUNTS_SQL" >&"$snap_in"
+echo "SELECT '--end--';" >&"$snap_in"
 before=""
-while read -r -t 120 line <&"${SNAP[0]}"; do
+while read -r -t 120 line <&"$snap_out"; do
   [ "$line" = "--end--" ] && break
   before+="$line"$'\n'
 done
-echo "COMMIT;" >&"${SNAP[1]}"
-exec {SNAP[1]}>&-
-wait "$SNAP_PID" || true
+echo "COMMIT;" >&"$snap_in"
+exec {snap_in}>&- {snap_out}<&-
+wait "$snap_pid" || true
 
 echo "restoring into $scratch"
 pg_restore --no-owner --exit-on-error --dbname="$scratch_url" "$backup"
