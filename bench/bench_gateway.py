@@ -33,6 +33,7 @@ RATES = (50, 200)
 SECONDS = 8.0
 WARMUP_S = 2.0
 WORKERS = os.cpu_count() or 2
+CLIENTS = 16
 DATABASE = "inkmarket_bench"
 # BENCH_DATABASE_URL may add options, e.g. ?options=-c%20synchronous_commit%3Doff to see
 # what the commits' WAL flush costs.
@@ -54,15 +55,16 @@ print(api_key_create(user=user, name="bench").raw)
 """
 
 
-async def load(session: aiohttp.ClientSession, url: str, make_body, headers: dict,
+async def load(sessions: list[aiohttp.ClientSession], url: str, make_body, headers: dict,
                rate: float, seconds: float) -> list[float]:
     """Send `rate` requests a second for `seconds`, each at its own planned time whatever
-    the answers before it did (open loop), and return each one's latency in seconds."""
+    the answers before it did (open loop), taking the clients (`sessions`) in turn, and
+    return each one's latency in seconds."""
     latencies: list[float] = []
     errors: dict[int, int] = {}
     sample: list[bytes] = []
 
-    async def one(planned: float) -> None:
+    async def one(planned: float, session: aiohttp.ClientSession) -> None:
         delay = planned - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -77,7 +79,8 @@ async def load(session: aiohttp.ClientSession, url: str, make_body, headers: dic
 
     start = time.perf_counter() + 0.05
     count = int(rate * seconds)
-    await asyncio.gather(*(one(start + i / rate) for i in range(count)))
+    await asyncio.gather(*(one(start + i / rate, sessions[i % len(sessions)])
+                           for i in range(count)))
     if errors:
         raise RuntimeError(f"{url}: {sum(errors.values())} of {count} failed: {errors}; "
                            f"first answer: {sample[0]!r}")
@@ -101,14 +104,18 @@ async def run(upstream: str, gateway: str, key: str) -> None:
         "inference": (f"{gateway}/v1/inference", completion_body, auth),
         "chat": (f"{gateway}/v1/chat/completions", chat_body, auth),
     }
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for url, body, headers in targets.values():  # connections, first queries, JIT caches
-            await load(session, url, body, headers, 50, WARMUP_S)
+    # Many clients, each with its own keep-alive connections, as a gateway is used: one
+    # client's few connections would all be accepted by one of the server's processes.
+    sessions = [aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                for _ in range(CLIENTS)]
+    try:
         for rate in RATES:
             figures = {}
             for name, (url, body, headers) in targets.items():
-                latencies = await load(session, url, body, headers, rate, SECONDS)
+                # Each target warms at the rate it is measured at: the connections that
+                # rate needs, first queries, caches; then the measured seconds.
+                await load(sessions, url, body, headers, rate, WARMUP_S)
+                latencies = await load(sessions, url, body, headers, rate, SECONDS)
                 figures[name] = (percentile(latencies, 50) * 1000,
                                  percentile(latencies, 95) * 1000)
                 report(f"{name} p50 ms at {rate} rps", figures[name][0], "ms")
@@ -117,6 +124,9 @@ async def run(upstream: str, gateway: str, key: str) -> None:
                 for i, pct in enumerate(("p50", "p95")):
                     added = figures[name][i] - figures["direct"][i]
                     report(f"{label} {pct} added ms at {rate} rps", added, "ms")
+    finally:
+        for session in sessions:
+            await session.close()
 
 
 def main() -> None:

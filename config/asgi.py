@@ -1,5 +1,13 @@
-"""One ASGI application: Django over HTTP, Channels consumers over WebSocket."""
+"""One ASGI application: Django over HTTP, Channels consumers over WebSocket.
 
+Once it is built, with every view imported, what start-up made (some 190,000 objects
+that live as long as the process) is moved out of the garbage collector's sight
+(gc.freeze): a full collection would walk all of them, a pause of 100-180 ms on the
+event loop each time that every request in flight waits through. Later collections
+walk only what serving made.
+"""
+
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
@@ -15,6 +23,8 @@ from config.handler import Handler  # noqa: E402
 
 django_app = Handler()
 
+from django.urls import get_resolver  # noqa: E402
+
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -25,3 +35,7 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+get_resolver().url_patterns  # noqa: B018 (imports every view, as the first request would)
+gc.collect()
+gc.freeze()

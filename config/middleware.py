@@ -71,6 +71,13 @@ Authentication = _pages_only(AuthenticationMiddleware)
 Messages = _pages_only(MessageMiddleware)
 
 
+# What passes the API's requests by untouched: left out of the handler's shorter chain
+# for its busiest endpoints (config.handler). Whitenoise serves only STATIC_URL.
+API_PASSES = frozenset({
+    f"{base.__module__}.{base.__name__}" for base in (
+        SessionMiddleware, CsrfViewMiddleware, AuthenticationMiddleware, MessageMiddleware)
+} | {"config.static.AsyncWhiteNoiseMiddleware"})
+
 # Django's class (as settings.MIDDLEWARE names it) -> its adaptation here.
 ASYNC = {f"{base.__module__}.{base.__name__}": f"{__name__}.{name}" for base, name in (
     (SecurityMiddleware, "Security"), (CommonMiddleware, "Common"),

@@ -230,6 +230,15 @@ GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 8)
 # (marketplace.gateway.books); off, it goes through the ORM like on SQLite.
 GATEWAY_DIRECT_SQL = env_bool("GATEWAY_DIRECT_SQL", True)
 GATEWAY_DB_CONNECTIONS = env_int("GATEWAY_DB_CONNECTIONS", 10)
+# Whether the gateway's own statements (reserve, settle, request records) wait for their
+# commit to reach the disk. Off: a crash of the database server may lose the last
+# fraction of a second of them, always a suffix in commit order, so the platform, never
+# a user, bears it (a lost settlement is released by the sweep: refunded). See
+# docs/gateway.md, "Durability".
+GATEWAY_SYNCHRONOUS_COMMIT = env_bool("GATEWAY_SYNCHRONOUS_COMMIT", False)
+# POST /v1/inference and /v1/chat/completions through the ASGI handler's shorter way
+# (config.handler: the same middleware and views, less of Django's request cycle).
+GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
 # Before the session and CSRF middleware: over-limit and oversized requests stop here.
 MIDDLEWARE.insert(MIDDLEWARE.index("config.logging.RequestIdMiddleware") + 1,
                   "marketplace.api.middleware.GatewayMiddleware")

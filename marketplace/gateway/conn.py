@@ -27,12 +27,14 @@ from psycopg.pq import TransactionStatus
 
 
 class PgPool:
-    """At most `size` autocommit connections, opened on demand and kept. A connection
+    """At most `size` autocommit connections, opened on demand and kept; with
+    `synchronous_commit` False their commits do not wait for the disk. A connection
     that broke, or was left inside a transaction (a query cancelled half-way), is closed
     rather than handed to the next caller."""
 
-    def __init__(self, params: dict, size: int):
+    def __init__(self, params: dict, size: int, *, synchronous_commit: bool = True):
         self._params = params
+        self._synchronous = synchronous_commit
         self._idle: list[psycopg.AsyncConnection] = []
         self._slots = asyncio.Semaphore(size)
         self._closed = False
@@ -47,6 +49,8 @@ class PgPool:
                     conn = None
             if conn is None:
                 conn = await psycopg.AsyncConnection.connect(**self._params, autocommit=True)
+                if not self._synchronous:
+                    await conn.execute("SET synchronous_commit TO off")
             reusable = False
             try:
                 yield conn
@@ -96,7 +100,8 @@ def pg_pool() -> PgPool | None:
         # of a statement; Django turns them off for the sake of connection poolers).
         for name in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(name, None)
-        pool = _pools[loop] = PgPool(params, settings.GATEWAY_DB_CONNECTIONS)
+        pool = _pools[loop] = PgPool(params, settings.GATEWAY_DB_CONNECTIONS,
+                                     synchronous_commit=settings.GATEWAY_SYNCHRONOUS_COMMIT)
     return pool
 
 
