@@ -157,3 +157,14 @@ def test_host_settings_need_a_chain_but_no_database_or_redis(tmp_path):
     result = _production({**env, "CHAIN_RPC_URL": None}, "runhost", "--help")
     assert result.returncode != 0
     assert "CHAIN_RPC_URL must be set on a host" in result.stderr
+
+
+def test_the_asgi_application_freezes_what_start_up_made():
+    """config.asgi moves start-up's objects out of the collector's sight, so a full
+    collection does not walk them (a pause on the event loop of 100 ms or more)."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import gc, config.asgi; print(gc.get_freeze_count())"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"})
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert int(found.stdout.split()[-1]) > 50_000

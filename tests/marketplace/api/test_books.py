@@ -158,3 +158,16 @@ async def test_a_user_without_an_account_gets_one_with_the_credit_first(books,
     account = await Account.objects.aget(user=user)
     assert (account.balance_wei, account.held_wei) == (CREDIT - held.amount_wei,
                                                        held.amount_wei)
+
+
+@pytest.mark.parametrize("synchronous", [False, True])
+async def test_the_gateways_commits_wait_for_the_disk_only_when_configured(
+        synchronous, settings):
+    settings.GATEWAY_SYNCHRONOUS_COMMIT = synchronous
+    from marketplace.gateway.conn import gateway_connections_close
+
+    await gateway_connections_close()  # a pool made under the setting
+    async with pg_pool().connection() as conn:
+        cursor = await conn.execute("SHOW synchronous_commit")
+        assert (await cursor.fetchone())[0] == ("on" if synchronous else "off")
+    await gateway_connections_close()
