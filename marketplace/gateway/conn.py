@@ -5,7 +5,7 @@ Django's ORM is synchronous, so every query from an async view is a hop to a thr
 back, and under ASGI a request's own thread opens a connection of its own. A /v1 request
 needs four round trips to the database and three to Redis; made from the loop on
 long-lived connections, they cost a fraction of what the ORM and the hops cost (see
-docs/gateway.md, "Where the time goes").
+docs/gateway.md, "Benchmark").
 
 Both are kept per event loop (connections belong to the loop that opened them): one for
 the life of a server process, one per test. `gateway_connections_close()` closes the
