@@ -1,6 +1,6 @@
 """What the gateway adds to a request: an upstream that answers at once, called directly and
 through `/v1/inference` and `/v1/chat/completions`, at a fixed arrival rate (open loop),
-same run, same client.
+same run, the same CLIENTS clients taken in turn, each target warmed at its rate first.
 
 The gateway runs as in production: uvicorn with one worker per core, PostgreSQL, Redis
 (rate limits, cache), each request authenticated, limited, reserved, settled and recorded.
@@ -35,8 +35,7 @@ WARMUP_S = 2.0
 WORKERS = os.cpu_count() or 2
 CLIENTS = 16
 DATABASE = "inkmarket_bench"
-# BENCH_DATABASE_URL may add options, e.g. ?options=-c%20synchronous_commit%3Doff to see
-# what the commits' WAL flush costs.
+# GATEWAY_SYNCHRONOUS_COMMIT=1 in the environment measures commits that wait for the disk.
 DB_URL = os.environ.get("BENCH_DATABASE_URL",
                         f"postgres://postgres@127.0.0.1:5432/{DATABASE}")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")

@@ -50,11 +50,9 @@ _api_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
 API_LANE = frozenset({"/v1/inference", "/v1/chat/completions"})
 
 
-async def _read_capped(receive, limit: int, declared: int) -> bytes:
-    """The request's body, cut off after `limit` + 1 bytes (enough for the gateway
-    middleware to see it is over); nothing when the declared length is already over."""
-    if declared > limit:
-        return b""
+async def _read_capped(receive, limit: int) -> bytes:
+    """The request's body, cut off after `limit` + 1 bytes: enough for the gateway
+    middleware to see it is over (it also refuses a declared length over the limit)."""
     body = bytearray()
     while True:
         message = await receive()
@@ -63,16 +61,6 @@ async def _read_capped(receive, limit: int, declared: int) -> bytes:
         body += message.get("body", b"")
         if len(body) > limit or not message.get("more_body", False):
             return bytes(body[:limit + 1])
-
-
-def _declared_length(scope) -> int:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
 
 
 class Handler(ASGIHandler):
@@ -118,8 +106,7 @@ class Handler(ASGIHandler):
 
     async def _handle_lane(self, scope, receive, send):
         try:
-            body = await _read_capped(receive, settings.GATEWAY_MAX_BODY_BYTES,
-                                      _declared_length(scope))
+            body = await _read_capped(receive, settings.GATEWAY_MAX_BODY_BYTES)
         except RequestAborted:
             return
         set_script_prefix(get_script_prefix(scope))
