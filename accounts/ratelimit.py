@@ -25,7 +25,7 @@ from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from accounts.tiers import tier_policy
-from config.metrics import count_rate_limit_rejection
+from observability.metrics import count_rate_limit_rejection
 
 log = logging.getLogger(__name__)
 

@@ -161,7 +161,7 @@ def balance_reserve(account: Account, *, amount_wei: int, reference: str) -> Res
 
 def _lock_reservation(reservation: Reservation) -> tuple[Account, Reservation]:
     # Reservation first, then account: the order the gateway's single statements take
-    # them in (marketplace.gateway.books), so the two never deadlock. balance_reserve
+    # them in (gateway.books), so the two never deadlock. balance_reserve
     # locks only the account (its reservation is new).
     locked = Reservation.objects.select_for_update().get(pk=reservation.pk)
     return _lock(reservation.account_id), locked

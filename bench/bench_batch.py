@@ -147,7 +147,7 @@ def prompts(side: str, count: int) -> list[str]:
 
 async def run_direct(count: int) -> float:
     """Items per second, run_job straight to the hosts, IN_FLIGHT at a time."""
-    from marketplace.client.service import JobSpec, run_job
+    from marketplace.services import JobSpec, run_job
 
     gate = asyncio.Semaphore(IN_FLIGHT)
 
@@ -224,7 +224,7 @@ def run_batches(base_url: str, raw_key: str, count: int) -> float:
     """Items per second from the first POST to the end of the last item."""
     import httpx
 
-    from marketplace.models import Batch, BatchState
+    from gateway.models import Batch, BatchState
 
     items = prompts("batch", count)
     headers = {"X-API-Key": raw_key}

@@ -33,7 +33,7 @@ async def host_ttft(net: BenchChain, host_url: str, host_address: str, text: str
     from marketplace.protocol import GenerationRequest
 
     client = net.chain("host-4")
-    from marketplace.prompts import build_prompt
+    from content.prompts import build_prompt
 
     spec = build_prompt("summary", text, length="short")
     request = GenerationRequest(model="smollm2-135m-instruct", prompt=spec.text,

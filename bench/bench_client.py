@@ -38,11 +38,11 @@ async def main(var_dir: Path) -> None:
     from bench.common import free_port, report
     from marketplace import wallet
     from marketplace.client import discovery, pool
-    from marketplace.client.runner import JobSpec, run_job
     from marketplace.host.backends import LlamaCppBackend
     from marketplace.host.cid import ResultStore
     from marketplace.host.server import HostConfig, HostNode
     from marketplace.protocol import GenerationRequest
+    from marketplace.services import JobSpec, run_job
 
     net = BenchChain()
     try:

@@ -24,7 +24,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from prometheus_client import generate_latest
 call_command("migrate", verbosity=0)
-from config.metrics import registry
+from observability.metrics import registry
 from marketplace.models import Job, JobState
 jobs = int(sys.argv[1])
 now = timezone.now()

@@ -10,7 +10,7 @@ Threads: Django gives each async request a context of its own for thread-bound
 (thread-sensitive) sync code, and the first such call starts a thread for that request
 alone; every request makes at least two (the request_started and request_finished
 signals close stale database connections). Requests to the JSON API (/v1/) do their
-database work on the event loop and on the gateway's own threads (marketplace.gateway),
+database work on the event loop and on the gateway's own threads (gateway),
 so theirs is mostly that bookkeeping: they share one long-lived thread for it, as
 requests shared threads under WSGI, instead of starting one each. Pages keep a thread
 per request.
@@ -22,7 +22,7 @@ above that), its route is resolved once per process, and the chain leaves out th
 middleware that passes /v1/ by (API_PASSES: sessions, CSRF, authentication, messages,
 static files). The request signals are sent on the event loop, where they find no
 connection of Django's to close: these views hold none (the billed run is a task of its
-own, marketplace.gateway.inference.inference_start), so nothing goes to a thread. A
+own, gateway.inference.inference_start), so nothing goes to a thread. A
 client that hangs up cancels the view, as under Django's own handler (which watches for
 that with two more tasks a request).
 """

@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from config import health
-from marketplace.api import api as gateway_api
+from gateway.api import api as gateway_api
+from observability import health
 from writer.api import api as writer_api
 
 urlpatterns = [

@@ -12,15 +12,14 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import EntryKind, LedgerEntry
+from gateway.models import GatewayRequest, RequestStatus
 from marketplace.models import (
     DeadLetter,
     DeliveryState,
-    GatewayRequest,
     Job,
     JobProcessing,
     JobState,
     ProcessingState,
-    RequestStatus,
     UsageStats,
     WebhookDelivery,
 )

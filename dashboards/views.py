@@ -7,9 +7,10 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from accounts.templatetags.money import eth
-from config.metrics import celery_queue_length, success_summary
 from dashboards import selectors
 from dashboards.charts import bar_chart
+from marketplace.metrics import success_summary
+from observability.metrics import celery_queue_length
 
 
 def _charts(days: list[selectors.DayUsage], *, with_paid: bool = False) -> dict:

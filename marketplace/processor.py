@@ -44,6 +44,7 @@ from marketplace.models import (
     UsageStats,
     WebhookEndpoint,
 )
+from marketplace.queue import DELIVER_WEBHOOK, PROCESS_JOB, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +61,17 @@ class ProcessingDeferred(Exception):
     passed); the task retries later. Not a failure of the job."""
 
 
-def enqueue(task, *args) -> bool:
-    """Send a task; a broker outage must not fail the caller, the sweep re-sends it."""
-    try:
-        task.delay(*args)
-    except Exception as exc:  # kombu raises its own family per transport; all mean "not sent"
-        log.warning("could not enqueue %s%r: %s", task.name, args, exc)
-        return False
-    return True
-
-
 # ---- entry points -----------------------------------------------------------------------
 
 
 def job_finished(*, job_id: uuid.UUID | str) -> None:
     """Queue a finished job's after-work: the row now, the task once this commits."""
-    from marketplace.tasks import process_job
-
     _, created = JobProcessing.objects.get_or_create(
         job_id=job_id, defaults={"next_attempt_at": timezone.now()})
     if not created:  # a recovered job comes back here: due now, not after its backoff
         JobProcessing.objects.filter(job_id=job_id, state=ProcessingState.PENDING).update(
             next_attempt_at=timezone.now())
-    transaction.on_commit(lambda: enqueue(process_job, str(job_id)))
+    transaction.on_commit(lambda: enqueue(PROCESS_JOB, str(job_id)))
 
 
 def processing_due(*, limit: int = 500) -> list[str]:
@@ -126,7 +115,7 @@ def job_process(*, job_id: str) -> str:
         # its worker lost each time) gets here: stop, and leave it to a person.
         error = f"gave up after {processing.attempts - 1} runs: {processing.last_error}"
         job_processing_fail(job_id=job_id, error=error)
-        DeadLetter.objects.create(task="marketplace.tasks.process_job", args=[job_id],
+        DeadLetter.objects.create(task=PROCESS_JOB, args=[job_id],
                                   error=error)
         return ProcessingState.FAILED
     job = Job.objects.get(pk=job_id)
@@ -402,10 +391,10 @@ def dead_letter_replay(*, dead_letter_id: int) -> bool:
             return False
         first = str(letter.args[0]) if letter.args else None
         # The task's own row decides whether it runs: make it due again.
-        if letter.task == "marketplace.tasks.process_job" and first:
+        if letter.task == PROCESS_JOB and first:
             JobProcessing.objects.filter(pk=first).exclude(state=ProcessingState.DONE).update(
                 state=ProcessingState.PENDING, next_attempt_at=timezone.now(), attempts=0)
-        elif letter.task == "marketplace.tasks.deliver_webhook" and first:
+        elif letter.task == DELIVER_WEBHOOK and first:
             WebhookDelivery.objects.filter(pk=first, state=DeliveryState.FAILED).update(
                 state=DeliveryState.PENDING, next_attempt_at=timezone.now())
         letter.resolved = True

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 
 from celery import Task, shared_task
 
-from config.logging import job_id_var
 from marketplace import processor, webhooks
-from marketplace.gateway.tasks import batch_items_run, batch_items_sweep  # noqa: F401
+from marketplace.queue import enqueue
+from observability.logging import job_id_var
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def refund_abandoned_attempts() -> int:
 
 @contextmanager
 def _logging_job(job_id: str):
-    """Every log line of the task names its job (config.logging)."""
+    """Every log line of the task names its job (observability.logging)."""
     token = job_id_var.set(job_id)
     try:
         yield
@@ -125,7 +125,7 @@ def sweep_processing() -> int:
     happened to its message (lost with the broker, retried, or held by a dead worker)."""
     due = processor.processing_due()
     for job_id in due:
-        processor.enqueue(process_job, job_id)
+        enqueue(process_job.name, job_id)
     return len(due)
 
 
@@ -134,7 +134,7 @@ def watch_orphaned_jobs() -> int:
     """Beat, every minute: jobs whose process died are recovered by a worker."""
     orphans = processor.jobs_orphaned()
     for job_id in orphans:
-        processor.enqueue(recover_job, job_id)
+        enqueue(recover_job.name, job_id)
     return len(orphans)
 
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from marketplace.models import DeadLetter, DeliveryState, WebhookAttempt, WebhookDelivery
+from marketplace.queue import DELIVER_WEBHOOK, send
 
 MAX_ATTEMPTS = 6
 BASE_DELAY_S = 10
@@ -63,15 +64,13 @@ def webhook_enqueue(*, url: str, event: str, payload: dict[str, Any], secret: st
                     idempotency_key: str | None = None, owner_id: int | None = None
                     ) -> WebhookDelivery:
     """Record the delivery and send it once the surrounding transaction commits."""
-    from marketplace.tasks import deliver_webhook
-
     delivery, created = WebhookDelivery.objects.get_or_create(
         idempotency_key=idempotency_key or f"{event}:{uuid.uuid4()}",
         defaults={"url": url, "event": event, "payload": payload, "secret": secret,
                   "owner_id": owner_id, "next_attempt_at": timezone.now()},
     )
     if created:
-        transaction.on_commit(lambda: deliver_webhook.delay(str(delivery.id)))
+        transaction.on_commit(lambda: send(DELIVER_WEBHOOK, str(delivery.id)))
     return delivery
 
 
@@ -131,7 +130,7 @@ def webhook_attempt(*, delivery_id: str, client: httpx.Client | None = None) -> 
         elif number >= MAX_ATTEMPTS:
             fields.update(state=DeliveryState.FAILED, next_attempt_at=None)
             DeadLetter.objects.create(
-                task="marketplace.tasks.deliver_webhook", args=[str(delivery.id)],
+                task=DELIVER_WEBHOOK, args=[str(delivery.id)],
                 error=f"gave up after {number} attempts: {error}",
             )
         else:

@@ -192,8 +192,8 @@ async def close_loop_clients():
     belong to the test's event loop: closed with it."""
     yield
     from accounts.ratelimit import rate_limit_clients_close
-    from marketplace.gateway.conn import gateway_connections_close
-    from marketplace.gateway.upstream import upstream_close
+    from gateway.conn import gateway_connections_close
+    from gateway.upstream import upstream_close
 
     await upstream_close()
     await gateway_connections_close()

@@ -13,7 +13,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import SessionAuth
 
 from accounts.errors import InsufficientFunds
-from writer import selectors, services
+from writer import runner, selectors, services
 from writer.models import Generation
 from writer.services import MAX_PROMPT_CHARS
 
@@ -133,7 +133,7 @@ async def generate(request: HttpRequest, body: GenerateIn):
     except services.NoHosts as exc:
         return _error(request, "NO_HOSTS_AVAILABLE", str(exc), 503)
     if not generation.cached:
-        services.generation_start(generation.id)
+        runner.generation_start(generation.id)
     return {"jobId": generation.id, "estimatedTime": estimate.seconds,
             "cost": "0" if generation.cached else (
                 str(estimate.cost_wei) if estimate.cost_wei is not None else None),

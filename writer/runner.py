@@ -8,6 +8,7 @@ job send the whole text once. A Stop from any page reaches the job through the s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 
@@ -16,10 +17,11 @@ from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.utils import timezone
 
+from content.postprocess import process
 from marketplace.client.errors import ClientError
-from marketplace.client.runner import JobSpec, run_job
+from marketplace.services import JobSpec, run_job
 from writer.models import Generation, Status
-from writer.postprocess import process
+from writer.services import cache_store, generation_bill
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 0.3
@@ -105,7 +107,6 @@ async def run_generation(generation_id) -> None:
             return
         billed = True
         from marketplace.wallet import platform_chain
-        from writer.services import generation_bill
 
         fee_bps = await (await platform_chain()).fee_bps() if tokens else 0
         await sync_to_async(generation_bill)(generation_id=generation.id,
@@ -137,7 +138,6 @@ async def run_generation(generation_id) -> None:
                                      prompt=generation.prompt),
                    finished=timezone.now())
         if not outcome.cancelled:
-            from writer.services import cache_store
 
             await sync_to_async(cache_store)(await Generation.objects.aget(pk=generation.id))
     finally:
@@ -145,3 +145,18 @@ async def run_generation(generation_id) -> None:
         listener.cancel()
         await layer.group_discard(group, channel)
         await layer.group_send(group, {"type": "gen.end"})
+
+
+_running: set[asyncio.Task] = set()
+
+
+def generation_start(generation_id) -> asyncio.Task:
+    """Run the generation as a task of this (ASGI) process, outside any consumer, so that
+    closing the tab does not stop it. Must be called from the event loop."""
+    # A fresh context: the request's own (its thread-sensitive executor among it) ends
+    # with the response, and the job must outlive it.
+    task = asyncio.get_running_loop().create_task(run_generation(generation_id),
+                                                  context=contextvars.Context())
+    _running.add(task)  # keep a reference: the loop holds tasks only weakly
+    task.add_done_callback(_running.discard)
+    return task

@@ -3,8 +3,6 @@ edit it, delete it; and the cost estimate shown before anything is sent."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -18,31 +16,15 @@ from accounts.services import (
     reservation_settle,
 )
 from accounts.tiers import price_for, settlement_for
-from config.metrics import count_cache_lookup
-from marketplace.gateway.cache import cache_key  # the gateway's normalization, shared
-from marketplace.prompts import build_prompt
-from writer.models import Generation, GenerationProfile, Status
-from writer.postprocess import process
+from content.postprocess import process
+from content.profiles import profile_for
+from content.prompts import build_prompt
+from marketplace.results import cache_key
+from observability.metrics import count_cache_lookup
+from writer.models import Generation, Status
 
 CACHE_TTL_S = 3600
 MAX_PROMPT_CHARS = 4000
-
-
-@dataclass(frozen=True)
-class Settings:
-    model: str
-    max_tokens: int
-    temperature: float
-
-
-def profile_for(content_type: str, length: str, *, model: str | None = None,
-                max_tokens: int | None = None, temperature: float | None = None) -> Settings:
-    profile = GenerationProfile.objects.filter(content_type=content_type, length=length).first()
-    base = Settings(profile.model, profile.max_tokens, profile.temperature) if profile else \
-        Settings("smollm2-135m-instruct", build_prompt(content_type, "x", length=length)
-                 .max_tokens, 0.7)
-    return Settings(model or base.model, max_tokens or base.max_tokens,
-                    base.temperature if temperature is None else temperature)
 
 
 @transaction.atomic
@@ -120,23 +102,6 @@ def cache_store(generation: Generation) -> None:
               CACHE_TTL_S)
 
 
-_running: set[asyncio.Task] = set()
-
-
-def generation_start(generation_id) -> asyncio.Task:
-    """Run the generation as a task of this (ASGI) process, outside any consumer, so that
-    closing the tab does not stop it. Must be called from the event loop."""
-    from writer.runner import run_generation
-
-    # A fresh context: the request's own (its thread-sensitive executor among it) ends
-    # with the response, and the job must outlive it.
-    task = asyncio.get_running_loop().create_task(run_generation(generation_id),
-                                                  context=contextvars.Context())
-    _running.add(task)  # keep a reference: the loop holds tasks only weakly
-    task.add_done_callback(_running.discard)
-    return task
-
-
 def generation_save_edit(*, generation: Generation, text: str) -> Generation:
     generation.edited_text = text
     generation.processed = process(generation.content_type, text,
@@ -169,7 +134,7 @@ async def estimate_generation(content_type: str, length: str, *, model: str | No
     expected time, from the hosts' current prices and their measured speed."""
     from asgiref.sync import sync_to_async
 
-    from marketplace.client.service import price_quote
+    from marketplace.services import price_quote
 
     chosen = await sync_to_async(profile_for)(content_type, length, model=model,
                                               max_tokens=max_tokens)

@@ -11,10 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.errors import InsufficientFunds
-from writer import selectors, services
+from content.postprocess import process, to_markdown
+from writer import runner, selectors, services
 from writer.forms import EditForm, GenerateForm
 from writer.models import TYPE_CHOICES, Generation
-from writer.postprocess import process, to_markdown
 
 # Templates read request.user lazily, a database query: async views render in a thread.
 arender = sync_to_async(render)
@@ -74,7 +74,7 @@ async def generate(request):
                              "Advanced.")
         return await arender(request, "writer/generate.html", {"form": form}, status=503)
     if not generation.cached:
-        services.generation_start(generation.id)
+        runner.generation_start(generation.id)
     return redirect("generation", pk=generation.id)
 
 

@@ -40,11 +40,14 @@ INSTALLED_APPS = [
     "template_partials",
     "accounts",
     "marketplace",
+    "content",
     "writer",
+    "gateway",
+    "discordbot",
 ]
 
 MIDDLEWARE = [
-    "config.logging.RequestIdMiddleware",
+    "observability.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.static.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -149,7 +152,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "config.logging.JsonFormatter"},
+        "json": {"()": "observability.logging.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
@@ -209,7 +212,7 @@ ACCOUNTS_RATELIMIT_STORAGE_URL = (
 ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)
 
 # ---- Gateway -------------------------------------------------------------------------
-# The JSON API under /v1 (marketplace.api, docs/gateway.md).
+# The JSON API under /v1 (gateway.api, docs/gateway.md).
 GATEWAY_MODELS = env_list("GATEWAY_MODELS", ["smollm2-135m-instruct"])
 GATEWAY_WAIT_S = env_int("GATEWAY_WAIT_S", 60)  # then 202 with a job id to poll
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
@@ -227,7 +230,7 @@ GATEWAY_UPSTREAM_TIMEOUT_S = env_int("GATEWAY_UPSTREAM_TIMEOUT_S", 120)
 GATEWAY_DB_THREADS = env_int("GATEWAY_DB_THREADS", 8)
 # On PostgreSQL the hot path (key, reserve, settle, record) is one SQL statement a step,
 # sent from the event loop on at most this many connections per process
-# (marketplace.gateway.books); off, it goes through the ORM like on SQLite.
+# (gateway.books); off, it goes through the ORM like on SQLite.
 GATEWAY_DIRECT_SQL = env_bool("GATEWAY_DIRECT_SQL", True)
 GATEWAY_DB_CONNECTIONS = env_int("GATEWAY_DB_CONNECTIONS", 10)
 # Whether the gateway's own statements (reserve, settle, request records) wait for their
@@ -240,11 +243,11 @@ GATEWAY_SYNCHRONOUS_COMMIT = env_bool("GATEWAY_SYNCHRONOUS_COMMIT", False)
 # (config.handler: the same middleware and views, less of Django's request cycle).
 GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
 # Before the session and CSRF middleware: over-limit and oversized requests stop here.
-MIDDLEWARE.insert(MIDDLEWARE.index("config.logging.RequestIdMiddleware") + 1,
-                  "marketplace.api.middleware.GatewayMiddleware")
+MIDDLEWARE.insert(MIDDLEWARE.index("observability.logging.RequestIdMiddleware") + 1,
+                  "gateway.api.middleware.GatewayMiddleware")
 
 # ---- Batches -------------------------------------------------------------------------
-# POST /v1/batch (marketplace.gateway.batch, docs/batches.md).
+# POST /v1/batch (gateway.batch, docs/batches.md).
 BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
 # Items a worker task runs together on its event loop (a host decodes 4 jobs at once).
 BATCH_ITEMS_PER_TASK = env_int("BATCH_ITEMS_PER_TASK", 4)
@@ -297,7 +300,7 @@ if REDIS_URL:
     }
 
 # ---- Discord -------------------------------------------------------------------------
-# The bot (writer.discord, docs/discord.md). `manage.py runbot` reads its token from this
+# The bot (discordbot, docs/discord.md). `manage.py runbot` reads its token from this
 # file, never from code or a plain variable.
 DISCORD_TOKEN_FILE = env_str("DISCORD_TOKEN_FILE") or None
 # Requests (jobs) one Discord user may start an hour, across servers.

@@ -15,10 +15,10 @@ import time
 import aiohttp
 from asgiref.sync import sync_to_async
 
-from config.metrics import hosts_available
 from marketplace.chain.contracts import Chain
 from marketplace.client import pool
 from marketplace.client.ranking import Candidate
+from observability.metrics import hosts_available
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from eth_account.messages import encode_defunct
 
-from config.logging import job_id_var
 from marketplace import jobs as job_services
 from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
@@ -34,6 +33,7 @@ from marketplace.client.verify import verify_result
 from marketplace.models import AttemptState, JobState
 from marketplace.protocol import GenerationRequest
 from marketplace.wallet import platform_chain
+from observability.logging import job_id_var
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ _UNREACHABLE = (OSError, TimeoutError, aiohttp.ClientConnectionError)
 
 TokenCallback = Callable[[int, str], Awaitable[None]]
 StateCallback = Callable[[str, dict], Awaitable[None]]
+FinishedCallback = Callable[[uuid.UUID], Awaitable[None]]
 
 
 @dataclass
@@ -138,12 +139,12 @@ async def _chain_wait(call: Callable[[], Awaitable]):
     raise AssertionError("unreachable: the last attempt re-raises")
 
 
-async def _finished(job_id: uuid.UUID) -> None:
-    """Hand the job to the background processor; never fails the job itself."""
-    from marketplace.processor import job_finished
-
+async def _finished(job_id: uuid.UUID, after: FinishedCallback | None) -> None:
+    """Hand the job to whoever runs what follows it; never fails the job itself."""
+    if after is None:
+        return
     try:
-        await sync_to_async(job_finished)(job_id=job_id)
+        await after(job_id)
     except Exception:  # the beat's sweep of unprocessed jobs is the fallback
         log.exception("could not queue processing of job %s", job_id)
 
@@ -156,9 +157,11 @@ async def _transition(progress: _Progress, to: str, **fields) -> None:
 async def run_job(
     spec: JobSpec, *, job_id: uuid.UUID | None = None, on_token: TokenCallback | None = None,
     on_state: StateCallback | None = None, cancel: asyncio.Event | None = None,
-    chain: Chain | None = None,
+    chain: Chain | None = None, after: FinishedCallback | None = None,
 ) -> JobOutcome:
-    """Run a job to the end; raises ClientError with a code when it cannot be done."""
+    """Run a job to the end; raises ClientError with a code when it cannot be done.
+    `after(job_id)` runs once the job has ended, however it ended (marketplace.services
+    hands it to the processor there)."""
     job = await sync_to_async(job_services.job_create)(
         model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens,
         temperature=spec.temperature, owner_id=spec.owner_id,
@@ -184,7 +187,7 @@ async def run_job(
         await _fail(progress, ClientError("CANCELLED", "the job was cancelled"))
         raise
     finally:
-        await _finished(job.id)
+        await _finished(job.id, after)
         job_id_var.reset(token)
 
 

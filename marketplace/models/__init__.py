@@ -1,14 +1,6 @@
 """Marketplace models, one module per concern."""
 
-from marketplace.models.batches import (  # noqa: F401
-    ITEM_FINISHED,
-    Batch,
-    BatchItem,
-    BatchState,
-    ItemState,
-)
 from marketplace.models.chain import ChainTransaction  # noqa: F401
-from marketplace.models.gateway import GatewayRequest, RequestStatus  # noqa: F401
 from marketplace.models.jobs import (  # noqa: F401
     TERMINAL_STATES,
     TRANSITIONS,

@@ -106,7 +106,7 @@ def test_when_redis_is_unreachable_requests_go_through_and_it_is_logged(settings
 
 
 def test_a_refused_request_is_counted_for_metrics_by_its_tier(key_id):
-    from config.metrics import rate_limit_counts
+    from observability.metrics import rate_limit_counts
 
     rate_limit_counts.flush()
     before = rate_limit_counts.read().get("basic", 0)

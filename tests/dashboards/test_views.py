@@ -15,9 +15,10 @@ from accounts.services import (
 )
 from accounts.tiers import settlement_for
 from dashboards.charts import bar_chart
+from gateway.models import GatewayRequest, RequestStatus
 from marketplace import processor
 from marketplace.jobs import job_create
-from marketplace.models import DeadLetter, GatewayRequest, Job, JobState, RequestStatus
+from marketplace.models import DeadLetter, Job, JobState
 
 pytestmark = pytest.mark.django_db
 

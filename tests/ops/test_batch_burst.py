@@ -4,7 +4,7 @@ charged twice, and the ledger adds up to the wei.
 Every part is a real process: a Celery worker on Redis runs the items through the
 gateway's upstream mode against llama-cpp-python's OpenAI-compatible server on the
 bundled model (the marketplace's chain makes each item take ~0.4 s of chain work on two
-cores, too slow for 1,000 in CI; tests/marketplace/api/test_batch_end_to_end.py runs
+cores, too slow for 1,000 in CI; tests/gateway/test_batch_end_to_end.py runs
 batches on the marketplace's hosts). How fast it drains is measured in
 bench/bench_batch.py, not here.
 """
@@ -30,11 +30,11 @@ from accounts.services import (
     api_key_create,
     user_create,
 )
+from gateway.models import Batch, BatchItem, BatchState, GatewayRequest, ItemState
 from marketplace.host.backends import bundled_model_path
-from marketplace.models import Batch, BatchItem, BatchState, GatewayRequest, ItemState
 from marketplace.webhooks import webhook_verify
 from tests.conftest import MODEL, free_port
-from tests.marketplace.api.batchkit import celery_worker, in_thread, nonce
+from tests.gateway.batchkit import celery_worker, in_thread, nonce
 from tests.marketplace.receiver import Receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,7 +77,7 @@ def caller(transactional_db):
 @pytest.fixture(autouse=True)
 def close_gateway_connections():
     yield
-    from marketplace.gateway.db import gateway_db_close
+    from gateway.db import gateway_db_close
 
     gateway_db_close()
 

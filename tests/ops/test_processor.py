@@ -18,7 +18,6 @@ from accounts.models import ReservationState
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import account_get_or_create, balance_reserve
 from marketplace import processor, webhooks
-from marketplace.client.runner import JobSpec, run_job
 from marketplace.jobs import job_create, job_transition
 from marketplace.models import (
     DeadLetter,
@@ -30,6 +29,7 @@ from marketplace.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from marketplace.services import JobSpec, run_job
 from marketplace.tasks import deliver_webhook
 from tests.conftest import MODEL
 

@@ -11,10 +11,10 @@ import pytest
 from django.conf import settings
 
 from config.celery import app
-from config.logging import JsonFormatter
 from marketplace.jobs import attempt_create, attempt_update
 from marketplace.models import AttemptState, DeadLetter, JobProcessing, ProcessingState
 from marketplace.tasks import OpsTask, process_job
+from observability.logging import JsonFormatter
 from tests.ops.test_processor import finished_job
 
 pytestmark = pytest.mark.django_db(transaction=True)

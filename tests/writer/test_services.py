@@ -5,9 +5,10 @@ from django.core.cache import cache
 
 from accounts.models import Reservation
 from accounts.services import account_get_or_create, balance_adjust
+from content.profiles import Settings, profile_for
+from marketplace.results import cache_key
 from writer import services
 from writer.models import Generation, GenerationProfile, Status
-from writer.services import cache_key, profile_for
 
 pytestmark = pytest.mark.django_db
 
@@ -42,9 +43,9 @@ def test_profiles_are_seeded_for_every_type_and_length():
 def test_an_edited_profile_and_the_advanced_override_decide_the_settings():
     GenerationProfile.objects.filter(content_type="blog", length="short").update(
         max_tokens=200, temperature=0.5)
-    assert profile_for("blog", "short") == services.Settings("smollm2-135m-instruct", 200, 0.5)
+    assert profile_for("blog", "short") == Settings("smollm2-135m-instruct", 200, 0.5)
     assert profile_for("blog", "short", model="m2", max_tokens=64, temperature=0.0) == (
-        services.Settings("m2", 64, 0.0))
+        Settings("m2", 64, 0.0))
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def cached_result():
         generation = Generation(content_type="summary", style="casual", length="short",
                                 prompt=prompt, text=text, tokens=7, host="0xabc")
         chosen = profile_for("summary", "short")
-        from marketplace.prompts import build_prompt
+        from content.prompts import build_prompt
 
         generation.cache_key = cache_key(
             model=chosen.model, prompt=build_prompt("summary", prompt, style="casual",

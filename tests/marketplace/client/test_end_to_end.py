@@ -9,8 +9,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from marketplace.client.errors import ClientError
 from marketplace.client.refunds import refund_abandoned
-from marketplace.client.runner import JobSpec, run_job
 from marketplace.models import AttemptState, Job, JobState
+from marketplace.services import JobSpec, run_job
 from marketplace.wallet import platform_chain
 from tests.conftest import MODEL
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DiscordBotConfig(AppConfig):
+    name = "discordbot"
+    verbose_name = "Discord bot"

@@ -1,0 +1,126 @@
+"""POST /v1/chat/completions, compatible with OpenAI's API and clients: the messages
+become one prompt (gateway.chat); billed exactly like /v1/inference; with
+`stream: true`, server-sent events ending in a chunk with `usage`, then `data: [DONE]`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Router
+
+from gateway.api.auth import ApiKeyAuth
+from gateway.api.inference import ERRORS, start, wait
+from gateway.api.schemas import ChatIn
+from gateway.chat import messages_to_prompt
+from gateway.errors import GatewayError
+from gateway.inference import InferenceResult
+
+router = Router(tags=["chat"], auth=ApiKeyAuth())
+DEFAULT_MAX_TOKENS = 256
+DEFAULT_TEMPERATURE = 0.7
+_END = object()
+
+
+def _usage(result: InferenceResult) -> dict:
+    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.tokens,
+            "total_tokens": result.prompt_tokens + result.tokens}
+
+
+def _openai_finish(reason: str) -> str:
+    # OpenAI's clients know stop and length; a cancelled request stopped early.
+    return "length" if reason == "length" else "stop"
+
+
+def completion(result: InferenceResult, created: int) -> dict:
+    return {"id": f"chatcmpl-{result.request_id.hex}", "object": "chat.completion",
+            "created": created, "model": result.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                         "finish_reason": _openai_finish(result.finish_reason),
+                         "logprobs": None}],
+            "usage": _usage(result), "cached": result.cached, "cost": str(result.cost_wei),
+            "inkmarket": {"request_id": str(result.request_id), "host": result.host,
+                          "job_id": result.job_id or None,
+                          "finish_reason": result.finish_reason}}
+
+
+def _sse(data: dict | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+@router.post("/chat/completions", response={200: dict, **ERRORS},
+             summary="OpenAI-compatible chat")
+async def chat_completions(request: HttpRequest, body: ChatIn):
+    prompt = messages_to_prompt([m.model_dump() for m in body.messages])
+    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    temperature = DEFAULT_TEMPERATURE if body.temperature is None else body.temperature
+    created = int(time.time())
+    if not body.stream:
+        task, cancel, _, _ = await start(request, endpoint="chat", model=body.model,
+                                         prompt=prompt, max_tokens=max_tokens,
+                                         temperature=temperature)
+        # OpenAI's clients cannot poll: wait for the end (a hang-up cancels the job).
+        await wait(task, cancel, None)
+        return completion(task.result(), created)
+
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def on_token(index: int, text: str) -> None:
+        queue.put_nowait(text)
+
+    task, cancel, recorded, request_id = await start(
+        request, endpoint="chat", model=body.model, prompt=prompt, max_tokens=max_tokens,
+        temperature=temperature, on_token=on_token)
+    task.add_done_callback(lambda _: queue.put_nowait(_END))
+    # Refusals (402, 503, …) come before the stream, as HTTP errors: wait until the
+    # money is reserved or the request refused.
+    waiter = asyncio.ensure_future(recorded.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+    finally:
+        waiter.cancel()
+    if task.done() and task.exception() is not None:
+        raise task.exception()
+    chunk_id = f"chatcmpl-{request_id.hex}"
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return _sse({"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                     "model": body.model, "choices": [{"index": 0, "delta": delta,
+                                                       "finish_reason": finish,
+                                                       "logprobs": None}]})
+
+    async def events():
+        finished = False
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            while (item := await queue.get()) is not _END:
+                yield chunk({"content": item})
+            try:
+                result = task.result()
+            except GatewayError as exc:
+                finished = True
+                yield _sse({"error": {"code": exc.code, "message": exc.message,
+                                      **exc.extra}})
+                yield _sse("[DONE]")
+                return
+            finished = True
+            yield chunk({}, _openai_finish(result.finish_reason))
+            yield _sse({"id": chunk_id, "object": "chat.completion.chunk",
+                        "created": created, "model": body.model, "choices": [],
+                        "usage": _usage(result), "cached": result.cached,
+                        "cost": str(result.cost_wei)})
+            yield _sse("[DONE]")
+        finally:
+            if not finished:
+                cancel.set()  # the client hung up: stop the job, bill what it got
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+

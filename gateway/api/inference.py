@@ -1,0 +1,120 @@
+"""POST /v1/inference, GET /v1/inference/{id}, POST /v1/inference/{id}/cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from accounts.models import Scope
+from gateway.api.auth import ApiKeyAuth, require_scope
+from gateway.api.errors import ApiError
+from gateway.api.schemas import ErrorOut, InferenceIn, InferenceOut
+from gateway.db import db
+from gateway.inference import InferenceResult, inference_start, inference_validate
+from gateway.models.requests import GatewayRequest
+
+router = Router(tags=["inference"], auth=ApiKeyAuth())
+
+# Cancel events of the requests running in this process, by request id.
+_cancels: dict[uuid.UUID, asyncio.Event] = {}
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 402: ErrorOut, 403: ErrorOut, 429: ErrorOut,
+          502: ErrorOut, 503: ErrorOut}
+
+
+def result_out(result: InferenceResult) -> dict:
+    return {"id": str(result.request_id), "status": "cancelled"
+            if result.finish_reason == "cancelled" else "done", "model": result.model,
+            "text": result.text, "tokens": result.tokens, "cost": str(result.cost_wei),
+            "cached": result.cached, "finish_reason": result.finish_reason,
+            "host": result.host, "job_id": result.job_id or None}
+
+
+def record_out(record: GatewayRequest) -> dict:
+    error = {"code": record.error_code, "message": record.error_message} \
+        if record.error_code else None
+    return {"id": str(record.id), "status": record.status, "model": record.model,
+            "text": record.text, "tokens": record.tokens, "cost": str(record.cost_wei),
+            "cached": record.cached, "finish_reason": record.finish_reason or None,
+            "host": record.host or None, "job_id": record.job_id or None, "error": error}
+
+
+async def start(request: HttpRequest, *, endpoint: str, model: str, prompt: str,
+                max_tokens: int, temperature: float, on_token=None):
+    """Validate, then run the request detached from this HTTP request (so a client that
+    hangs up or a 202 never leaves money held). Returns (task, cancel, recorded, id)."""
+    key = require_scope(request, Scope.INFERENCE)
+    inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
+                       temperature=temperature)
+    request_id = uuid.uuid4()
+    cancel, recorded = asyncio.Event(), asyncio.Event()
+    task = inference_start(api_key=key, model=model, prompt=prompt, max_tokens=max_tokens,
+                           temperature=temperature, reference=f"gateway:{request_id}",
+                           on_token=on_token, cancel=cancel, endpoint=endpoint,
+                           request_id=request_id, recorded=recorded)
+    _cancels[request_id] = cancel
+    task.add_done_callback(lambda _: _cancels.pop(request_id, None))
+    return task, cancel, recorded, request_id
+
+
+async def wait(task: asyncio.Task, cancel: asyncio.Event, seconds: float | None) -> bool:
+    """Wait up to `seconds` (None: no limit) for the task; a client that hangs up cancels
+    the job."""
+    try:
+        await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+    return task.done()
+
+
+@router.post("/inference", response={200: InferenceOut, 202: InferenceOut, **ERRORS},
+             summary="Generate text; waits up to GATEWAY_WAIT_S, else 202 and poll")
+async def inference(request: HttpRequest, body: InferenceIn):
+    task, cancel, recorded, request_id = await start(
+        request, endpoint="inference", model=body.model, prompt=body.prompt,
+        max_tokens=body.max_tokens, temperature=body.temperature)
+    if not await wait(task, cancel, settings.GATEWAY_WAIT_S):
+        # The record must exist before its id is handed out for polling.
+        waiter = asyncio.ensure_future(recorded.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    if task.done():
+        return Status(200, result_out(task.result()))  # a GatewayError goes to its handler
+    return Status(202, {"id": str(request_id), "status": "running", "model": body.model,
+                 "poll": f"/v1/inference/{request_id}"})
+
+
+@router.get("/inference/{request_id}",
+            response={200: InferenceOut, **ERRORS, 404: ErrorOut},
+            summary="A request's status and, once done, its result")
+async def inference_get(request: HttpRequest, request_id: uuid.UUID):
+    key = require_scope(request, Scope.INFERENCE)
+    record = await db(lambda: GatewayRequest.objects.filter(
+        pk=request_id, user_id=key.user_id).first())
+    if record is None:
+        raise ApiError(404, "NOT_FOUND", f"no request {request_id}")
+    return record_out(record)
+
+
+@router.post("/inference/{request_id}/cancel",
+             response={200: InferenceOut, **ERRORS, 404: ErrorOut, 409: ErrorOut},
+             summary="Stop a running request; only what was generated is billed")
+async def inference_cancel(request: HttpRequest, request_id: uuid.UUID):
+    key = require_scope(request, Scope.INFERENCE)
+    record = await db(lambda: GatewayRequest.objects.filter(
+        pk=request_id, user_id=key.user_id).first())
+    if record is None:
+        raise ApiError(404, "NOT_FOUND", f"no request {request_id}")
+    cancel = _cancels.get(request_id)
+    if cancel is None:
+        if record.status != "running":
+            return record_out(record)
+        raise ApiError(409, "NOT_CANCELLABLE", "the request runs in another server process; "
+                       "cancel it there or wait for it")
+    cancel.set()
+    return record_out(record)

@@ -1,0 +1,185 @@
+"""Prometheus metrics (prometheus-client), served at /metrics: the registry, and the
+primitives every part of the product counts with.
+
+Figures the database or the broker already knows are read when Prometheus scrapes, so
+every process (web replicas, workers) reports the same truth: the Celery queue's length
+here, the marketplace's jobs, payments and gas in marketplace.metrics (a collector it
+registers). Counts that only the code sees as they happen (result cache hits and misses,
+rate-limit rejections) go through `count_cache_lookup` and `count_rate_limit_rejection`,
+which add to Redis so that all processes share one total.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import Counter as _Tally
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+registry = CollectorRegistry()
+
+# Set by discovery in the process that runs jobs, and by every scrape from /health's probe.
+hosts_available = Gauge("inkmarket_hosts_available", "Hosts that answered the last probe",
+                        ["model"], registry=registry)
+
+
+# ---- counts that code reports as they happen -------------------------------------------
+
+
+class _SharedCounts:
+    """Counters kept in a Redis hash (one total across processes), or in this process
+    when there is no Redis. Counting never fails the caller and rarely waits: counts
+    gather in the process and go to Redis at most once a second (and at exit); while
+    Redis is unreachable they stay here and are added when it is back."""
+
+    RETRY_AFTER_S = 5.0
+    FLUSH_EVERY_S = 1.0
+
+    def __init__(self, key: str):
+        self.key = key
+        self.local: _Tally[str] = _Tally()
+        self.lock = threading.Lock()
+        self._down_until = 0.0
+        self._flushed_at = 0.0
+        atexit.register(self.flush)
+
+    def _client(self):
+        from django.conf import settings
+
+        if not settings.REDIS_URL:
+            return None
+        return _redis_client(settings.REDIS_URL)
+
+    def add(self, field: str, amount: int = 1) -> None:
+        with self.lock:
+            self.local[field] += amount
+        if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        client = self._client()
+        if client is None or time.monotonic() < self._down_until:
+            return
+        self._flushed_at = time.monotonic()
+        with self.lock:
+            pending, self.local = self.local, _Tally()
+        if not pending:
+            return
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for field, amount in pending.items():
+                    pipe.hincrby(self.key, field, amount)
+                pipe.execute()
+        except Exception as exc:  # redis-py raises several families; all mean "not now"
+            self._down_until = time.monotonic() + self.RETRY_AFTER_S
+            with self.lock:
+                self.local.update(pending)
+            log.debug("metrics counts kept in process: %s", exc)
+
+    def read(self) -> dict[str, int]:
+        self.flush()
+        client = self._client()
+        totals: _Tally[str] = _Tally()
+        if client is not None and time.monotonic() >= self._down_until:
+            try:
+                totals.update({k.decode(): int(v) for k, v in client.hgetall(self.key).items()})
+            except Exception:
+                self._down_until = time.monotonic() + self.RETRY_AFTER_S
+        with self.lock:
+            totals.update(self.local)
+        return dict(totals)
+
+
+_clients: dict[str, object] = {}
+
+
+def _redis_client(url: str):
+    import redis
+
+    client = _clients.get(url)
+    if client is None:
+        # Short timeouts: a metric is never worth holding up a request for.
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=0.5,
+                                                       socket_connect_timeout=0.5)
+    return client
+
+
+cache_counts = _SharedCounts("inkmarket:metrics:cache")
+rate_limit_counts = _SharedCounts("inkmarket:metrics:ratelimit")
+
+
+def count_cache_lookup(*, hit: bool, cache: str = "result") -> None:
+    """Count one look-up in a result cache (`cache` names which: writer, gateway, ...).
+    Fine to call from async code: at most one short Redis call a second per process."""
+    cache_counts.add(f"{cache}:{'hit' if hit else 'miss'}")
+
+
+def count_rate_limit_rejection(*, tier: str) -> None:
+    """Count one request refused by a rate limit, by the caller's tier."""
+    rate_limit_counts.add(tier or "unknown")
+
+
+# ---- figures read at scrape time ----------------------------------------------------------
+
+
+class _CountsCollector:
+    """The shared counts and the broker's queue, read when Prometheus scrapes."""
+
+    def describe(self):
+        return []  # nothing to read until a scrape
+
+    def collect(self):
+        cache = CounterMetricFamily("inkmarket_cache_requests", "Result cache look-ups",
+                                    labels=["cache", "result"])
+        for field, n in sorted(cache_counts.read().items()):
+            name, _, result = field.rpartition(":")
+            cache.add_metric([name, result], n)
+        yield cache
+
+        limited = CounterMetricFamily("inkmarket_rate_limit_rejections",
+                                      "Requests refused by a rate limit", labels=["tier"])
+        for tier, n in sorted(rate_limit_counts.read().items()):
+            limited.add_metric([tier], n)
+        yield limited
+
+        length = celery_queue_length()
+        if length is not None:
+            yield GaugeMetricFamily("inkmarket_celery_queue_length",
+                                    "Tasks waiting in the Celery queue", value=length)
+
+
+def celery_queue_length() -> int | None:
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return None
+    import redis
+
+    try:
+        return int(_redis_client(settings.REDIS_URL).llen("celery"))
+    except redis.RedisError:
+        return None
+
+
+registry.register(_CountsCollector())
+_before_scrape: list[Callable[[], None]] = []
+
+
+def before_scrape_register(hook: Callable[[], None]) -> None:
+    """Run `hook` before each scrape (to refresh a gauge); its failure is logged only."""
+    _before_scrape.append(hook)
+
+
+def render() -> tuple[bytes, str]:
+    for hook in _before_scrape:
+        try:
+            hook()
+        except Exception as exc:  # an unreachable chain must not take /metrics down with it
+            log.warning("metrics refresh %s failed: %s", getattr(hook, "__name__", hook), exc)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
