@@ -76,3 +76,10 @@ class DiscordJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # A running job's row carries its daily-cap commitment; it goes once the job ends.
+        return obj is None or obj.finished is not None
+
+    def delete_queryset(self, request, queryset):
+        queryset.filter(finished__isnull=False).delete()

@@ -20,7 +20,7 @@ from django.utils import timezone
 from limits import RateLimitItemPerHour
 
 from accounts.errors import ReservationClosed
-from accounts.models import ReservationState
+from accounts.models import Reservation, ReservationState
 from accounts.ratelimit import RateLimit, window_clear, window_hit
 from accounts.services import (
     account_get_or_create,
@@ -202,30 +202,43 @@ def _uncommit(job: DiscordJob, charged: int) -> None:
     spend.save(update_fields=["committed_wei"])
 
 
-@transaction.atomic
-def job_settle(*, job_id, node_price_per_token_wei: int, tokens: int, protocol_fee_bps: int,
-               text: str, host: str) -> DiscordJob:
-    """Charge a finished job for the tokens it got (release it all when it got none) and
-    record its answer. Settling a job already closed changes nothing."""
-    # Only the job's row: the reservation is locked by the ledger's own services.
-    job = (DiscordJob.objects.select_for_update(of=("self",))
-           .select_related("server", "reservation").get(pk=job_id))
-    if job.finished is not None:
-        return job
-    charged = 0
-    reservation = job.reservation
+def _reservation_bill(reservation: Reservation | None, *, node_price_per_token_wei: int,
+                      tokens: int, protocol_fee_bps: int, label) -> int:
+    """Settle for `tokens` (release it all for none); what the user was charged."""
     try:
         if reservation is not None and tokens > 0:
             split = settlement_for(reservation.tier, node_price_per_token_wei, tokens,
                                    protocol_fee_bps=protocol_fee_bps)
             reservation_settle(reservation, **split._asdict())
-            charged = split.charged_wei
-        elif reservation is not None:
+            return split.charged_wei
+        if reservation is not None:
             reservation_release(reservation, reason="no tokens delivered")
     except ReservationClosed:
         # A sweep released a reservation held too long; the job was not charged.
-        log.warning("discord job %s: reservation closed before settlement", job.id)
-        charged = 0
+        log.warning("discord job %s: reservation closed before settlement", label)
+    return 0
+
+
+@transaction.atomic
+def job_settle(*, job_id, node_price_per_token_wei: int, tokens: int, protocol_fee_bps: int,
+               text: str, host: str) -> DiscordJob:
+    """Charge a finished job for the tokens it got (release it all when it got none) and
+    record its answer. Settling a job already closed changes nothing. A job whose row went
+    while it ran (an admin deleted it, or its server) is charged all the same, through
+    its reservation, which outlives the row; the answer is then not recorded."""
+    # Only the job's row: the reservation is locked by the ledger's own services.
+    job = (DiscordJob.objects.select_for_update(of=("self",))
+           .select_related("server", "reservation").filter(pk=job_id).first())
+    price = {"node_price_per_token_wei": node_price_per_token_wei, "tokens": tokens,
+             "protocol_fee_bps": protocol_fee_bps}
+    if job is None:
+        reservation = Reservation.objects.filter(reference=f"discord:{job_id}").first()
+        charged = _reservation_bill(reservation, label=job_id, **price)
+        return DiscordJob(id=job_id, status=Status.DONE, text=text, tokens=tokens, host=host,
+                          cost_wei=charged, finished=timezone.now())
+    if job.finished is not None:
+        return job
+    charged = _reservation_bill(job.reservation, label=job.id, **price)
     _uncommit(job, charged)
     job.status = Status.DONE
     job.text, job.tokens, job.host, job.cost_wei = text, tokens, host, charged
@@ -240,7 +253,13 @@ def job_fail(*, job_id, code: str, message: str, text: str = "") -> DiscordJob:
     which a host was paid)."""
     # Only the job's row: the reservation is locked by the ledger's own services.
     job = (DiscordJob.objects.select_for_update(of=("self",))
-           .select_related("server", "reservation").get(pk=job_id))
+           .select_related("server", "reservation").filter(pk=job_id).first())
+    if job is None:  # the row went while the job ran; its reservation did not
+        reservation = Reservation.objects.filter(reference=f"discord:{job_id}").first()
+        if reservation is not None and reservation.state == ReservationState.HELD:
+            reservation_release(reservation, reason=f"{code}: {message}"[:200])
+        return DiscordJob(id=job_id, status=Status.FAILED, error_code=code[:40],
+                          error_message=message, text=text, finished=timezone.now())
     if job.finished is not None:
         return job
     reservation = job.reservation

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from writer import services
 from writer.models import Generation
 
 
@@ -12,3 +13,10 @@ class GenerationAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     readonly_fields = ("id", "user", "full_prompt", "job_id", "host", "tokens", "cost_wei",
                        "cache_key", "created", "finished", "ttft_ms")
+
+    def delete_model(self, request, obj):
+        services.generation_delete(generation=obj)  # stops it first if it is running
+
+    def delete_queryset(self, request, queryset):
+        for generation in queryset:
+            services.generation_delete(generation=generation)

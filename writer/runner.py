@@ -21,14 +21,10 @@ from content.postprocess import process
 from marketplace.client.errors import ClientError
 from marketplace.services import JobSpec, run_job
 from writer.models import Generation, Status
-from writer.services import cache_store, generation_bill
+from writer.services import cache_store, generation_bill, group_name
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 0.3
-
-
-def group_name(generation_id) -> str:
-    return f"job-{generation_id}"
 
 
 def live_key(generation_id) -> str:
@@ -110,6 +106,7 @@ async def run_generation(generation_id) -> None:
 
         fee_bps = await (await platform_chain()).fee_bps() if tokens else 0
         await sync_to_async(generation_bill)(generation_id=generation.id,
+                                             reservation_id=generation.reservation_id,
                                              node_price_per_token_wei=price, tokens=tokens,
                                              protocol_fee_bps=fee_bps)
     try:
@@ -137,9 +134,9 @@ async def run_generation(generation_id) -> None:
                    processed=process(generation.content_type, outcome.text,
                                      prompt=generation.prompt),
                    finished=timezone.now())
-        if not outcome.cancelled:
-
-            await sync_to_async(cache_store)(await Generation.objects.aget(pk=generation.id))
+        kept = await Generation.objects.filter(pk=generation.id).afirst()
+        if not outcome.cancelled and kept is not None:
+            await sync_to_async(cache_store)(kept)
     finally:
         await cache.adelete(live_key(generation.id))
         listener.cancel()

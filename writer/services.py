@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Reservation
 from accounts.services import (
     account_get_or_create,
     balance_reserve,
@@ -76,14 +79,20 @@ class NoHosts(Exception):
         self.model = model
 
 
-def generation_bill(*, generation_id, node_price_per_token_wei: int, tokens: int,
-                    protocol_fee_bps: int) -> int:
+def group_name(generation_id) -> str:
+    """The channel-layer group of a generation's run: its tokens, and a Stop, go there."""
+    return f"job-{generation_id}"
+
+
+def generation_bill(*, generation_id, reservation_id: int | None,
+                    node_price_per_token_wei: int, tokens: int, protocol_fee_bps: int) -> int:
     """Settle a finished generation's reservation for the tokens it got (release it all
-    when it got none); returns what the user was charged."""
-    generation = Generation.objects.select_related("reservation").get(pk=generation_id)
-    reservation = generation.reservation
-    if reservation is None:
+    when it got none); returns what the user was charged. It goes by the reservation,
+    which outlives the generation's row: a generation deleted while it ran is still
+    charged for what it delivered."""
+    if reservation_id is None:
         return 0
+    reservation = Reservation.objects.get(pk=reservation_id)
     if tokens == 0:
         reservation_release(reservation, reason="no tokens delivered")
         charged = 0
@@ -111,6 +120,12 @@ def generation_save_edit(*, generation: Generation, text: str) -> Generation:
 
 
 def generation_delete(*, generation: Generation) -> None:
+    """Forget a generation. One still running is stopped first (the Stop reaches its run
+    from any process, through the group); the run then bills the tokens delivered up to
+    the stop, through the reservation, although the row is gone."""
+    if generation.is_live:
+        async_to_sync(get_channel_layer().group_send)(group_name(generation.id),
+                                                      {"type": "gen.cancel"})
     generation.delete()
 
 

@@ -11,11 +11,11 @@ from accounts.models import ReservationState
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import account_get_or_create
 from accounts.tiers import price_for
+from content.models import Status
 from discordbot.bot import EDIT_INTERVAL_S
 from discordbot.models import DiscordDailySpend, DiscordJob
 from marketplace.models import Job, JobState
 from tests.discordbot.conftest import current, reply_to, sent
-from writer.models import Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PRICE = 10**9

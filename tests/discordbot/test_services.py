@@ -13,12 +13,12 @@ from accounts.models import ReservationState
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import account_get_or_create
 from accounts.tiers import price_for, settlement_for
+from content.models import Status
 from discordbot import services
 from discordbot.errors import BotError
 from discordbot.jobs import shape
 from discordbot.models import DiscordJob, DiscordServer
 from discordbot.selectors import history_for_user, server_committed_today
-from writer.models import Status
 
 PRICE = 10**9
 ALICE = 111111111111111111
@@ -72,6 +72,31 @@ def test_a_job_reserves_its_worst_case_and_settles_for_the_tokens_it_got(server,
 
 
 @pytest.mark.django_db
+def test_a_job_whose_row_is_deleted_while_it_runs_is_still_charged_for_its_tokens(
+        server, payer):
+    """Deleting the row (its server, by an admin) mid-job must not make the answer free."""
+    account = payer.account
+    account.refresh_from_db()
+    before = account.balance_wei
+    job = reserve(server)
+    server.delete()  # takes the job's row with it
+    assert not DiscordJob.objects.filter(pk=job.id).exists()
+    done = services.job_settle(job_id=job.id, node_price_per_token_wei=PRICE, tokens=40,
+                               protocol_fee_bps=1000, text="An inlet.", host="0xhost")
+    charge = settlement_for(account.tier, PRICE, 40, protocol_fee_bps=1000).charged_wei
+    assert done.cost_wei == charge
+    account.refresh_from_db()
+    assert account.balance_wei == before - charge and account.held_wei == 0
+    assert ledger_invariant_violations() == []
+
+
+def test_a_running_job_cannot_be_deleted_in_the_admin(admin_client, server, payer):
+    job = reserve(server)
+    page = admin_client.post(f"/admin/discordbot/discordjob/{job.id}/delete/", {"post": "yes"})
+    assert page.status_code == 403
+    assert DiscordJob.objects.filter(pk=job.id).exists()
+
+
 def test_a_failed_job_or_one_with_no_tokens_gives_everything_back(server, payer):
     before = payer.account.balance_wei
     failed = services.job_fail(job_id=reserve(server).id, code="HOST_DIED", message="gone")

@@ -12,9 +12,9 @@ from asgiref.sync import sync_to_async
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import account_get_or_create
 from accounts.tiers import price_for
+from content.models import Status
 from discordbot.models import DiscordJob, DiscordServer
 from tests.discordbot.conftest import InkBot, interact
-from writer.models import Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MANAGE_GUILD = discord.Permissions(manage_guild=True).value

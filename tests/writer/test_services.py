@@ -101,8 +101,10 @@ def test_a_generation_reserves_its_worst_case_and_a_failure_releases_it(alice):
                                             price_cap_wei=10**9)
     account.refresh_from_db()
     assert account.held_wei > 0 and generation.reservation is not None
-    assert services.generation_bill(generation_id=generation.id, node_price_per_token_wei=0,
-                                    tokens=0, protocol_fee_bps=0) == 0
+    assert services.generation_bill(generation_id=generation.id,
+                                    reservation_id=generation.reservation_id,
+                                    node_price_per_token_wei=0, tokens=0,
+                                    protocol_fee_bps=0) == 0
     account.refresh_from_db()
     assert account.balance_wei == before and account.held_wei == 0
 
