@@ -41,3 +41,9 @@ class ReferenceInUse(BillingError):
     """The job or request reference already has a different reservation (HTTP 409)."""
 
     code = "REFERENCE_IN_USE"
+
+
+class TooManyKeys(BillingError):
+    """The account already has as many live API keys as it may (HTTP 409)."""
+
+    code = "TOO_MANY_KEYS"

@@ -98,10 +98,12 @@ def _limiter() -> MovingWindowRateLimiter:
         return limiter
 
 
-def rate_limit_identity(*, api_key_id: int | None, client_ip: str | None) -> str:
-    """What a request is counted against: its API key, else its client's address."""
-    if api_key_id is not None:
-        return f"key:{api_key_id}"
+def rate_limit_identity(*, account_id: int | None, client_ip: str | None) -> str:
+    """What a request is counted against: the account its key belongs to (every key of an
+    account shares one count, so more keys never mean more requests), else its client's
+    address."""
+    if account_id is not None:
+        return f"account:{account_id}"
     if client_ip:
         return f"ip:{client_ip}"
     raise ValueError("a request needs an API key id or a client address to be limited")
@@ -211,20 +213,20 @@ def window_clear(item: RateLimitItem, *identity: str) -> None:
     _limiter().clear(item, *identity)
 
 
-def rate_limit_hit(*, tier: str, api_key_id: int | None = None,
+def rate_limit_hit(*, tier: str, account_id: int | None = None,
                    client_ip: str | None = None) -> RateLimit:
     """Count one request against the tier's per-minute limit (window_hit)."""
     item = RateLimitItemPerMinute(tier_policy(tier).requests_per_minute)
     return _counted(tier, window_hit(
-        item, rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip)))
+        item, rate_limit_identity(account_id=account_id, client_ip=client_ip)))
 
 
-async def rate_limit_hit_async(*, tier: str, api_key_id: int | None = None,
+async def rate_limit_hit_async(*, tier: str, account_id: int | None = None,
                                client_ip: str | None = None) -> RateLimit:
     """rate_limit_hit from the event loop (window_hit_async)."""
     item = RateLimitItemPerMinute(tier_policy(tier).requests_per_minute)
     return _counted(tier, await window_hit_async(
-        item, rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip)))
+        item, rate_limit_identity(account_id=account_id, client_ip=client_ip)))
 
 
 def _counted(tier: str, answer: RateLimit) -> RateLimit:
@@ -233,8 +235,8 @@ def _counted(tier: str, answer: RateLimit) -> RateLimit:
     return answer
 
 
-def rate_limit_clear(*, tier: str, api_key_id: int | None = None,
+def rate_limit_clear(*, tier: str, account_id: int | None = None,
                      client_ip: str | None = None) -> None:
-    """Forget the requests counted for a key or address (tests, support)."""
+    """Forget the requests counted for an account or address (tests, support)."""
     window_clear(RateLimitItemPerMinute(tier_policy(tier).requests_per_minute),
-                 rate_limit_identity(api_key_id=api_key_id, client_ip=client_ip))
+                 rate_limit_identity(account_id=account_id, client_ip=client_ip))

@@ -17,7 +17,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.errors import InsufficientFunds, InvalidAmount, ReferenceInUse, ReservationClosed
+from accounts.errors import (
+    InsufficientFunds,
+    InvalidAmount,
+    ReferenceInUse,
+    ReservationClosed,
+    TooManyKeys,
+)
 from accounts.models import (
     Account,
     ApiKey,
@@ -253,10 +259,13 @@ def api_key_hash(raw: str) -> str:
 
 
 @transaction.atomic
+@transaction.atomic
 def api_key_create(*, user: User, name: str, scopes: list[str] | None = None,
                    expires_at: datetime | None = None) -> NewApiKey:
     """A new key for `user`; all scopes when none are given. Returns the key and the raw
-    `sk_…` string, which is never stored and cannot be shown again."""
+    `sk_…` string, which is never stored and cannot be shown again. An account holds at
+    most ACCOUNTS_MAX_API_KEYS live keys (TooManyKeys): limits count per account anyway,
+    and a bounded number of keys is a bounded number of things to revoke."""
     scopes = list(Scope.values) if scopes is None else sorted(set(scopes))
     unknown = set(scopes) - set(Scope.values)
     if unknown:
@@ -265,6 +274,12 @@ def api_key_create(*, user: User, name: str, scopes: list[str] | None = None,
         raise ValueError("a key needs at least one scope")
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("the expiry must be in the future")
+    User.objects.select_for_update().filter(pk=user.pk).first()  # one create at a time
+    live = ApiKey.objects.filter(user=user, revoked_at__isnull=True).exclude(
+        expires_at__lte=timezone.now()).count()
+    if live >= settings.ACCOUNTS_MAX_API_KEYS:
+        raise TooManyKeys(f"an account may hold {settings.ACCOUNTS_MAX_API_KEYS} live keys; "
+                          "revoke one first")
     raw = KEY_PREFIX + secrets.token_hex(KEY_RANDOM_BYTES)
     key = ApiKey.objects.create(user=user, name=name.strip() or "API key",
                                 prefix=raw[:ApiKey.PREFIX_LENGTH], key_hash=api_key_hash(raw),

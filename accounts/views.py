@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -5,11 +6,21 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
+from limits import RateLimitItemPerHour
 
 from accounts import selectors, services
+from accounts.errors import TooManyKeys
 from accounts.forms import ApiKeyForm, SignUpForm
 from accounts.models import ApiKey
+from accounts.ratelimit import RateLimit, window_hit
 from accounts.tiers import price_for, tier_policy
+
+
+def _signup_allowed(request) -> RateLimit:
+    """Sign-ups from one address are limited (ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR): each new
+    account comes with its own limits, keys and starting credit."""
+    item = RateLimitItemPerHour(settings.ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR)
+    return window_hit(item, "signup", request.META.get("REMOTE_ADDR") or "unknown")
 
 
 @never_cache
@@ -18,6 +29,14 @@ def signup(request):
         return redirect("home")
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        allowed = _signup_allowed(request)
+        if not allowed.allowed:
+            minutes = max(1, -(-allowed.reset_s // 60))
+            form.add_error(None, "Too many accounts were made from your network in the last "
+                                 f"hour. Try again in {minutes} minutes.")
+            response = render(request, "accounts/signup.html", {"form": form}, status=429)
+            response["Retry-After"] = str(allowed.reset_s)
+            return response
         user = services.user_create(username=form.cleaned_data["username"],
                                     email=form.cleaned_data["email"],
                                     password=form.cleaned_data["password1"])
@@ -56,10 +75,14 @@ def api_keys(request):
     form = ApiKeyForm(request.POST)
     new_key = None
     if form.is_valid():
-        new_key = services.api_key_create(user=request.user, name=form.cleaned_data["name"],
-                                          scopes=form.cleaned_data["scopes"],
-                                          expires_at=form.expires_at())
-        form = ApiKeyForm()
+        try:
+            new_key = services.api_key_create(user=request.user, name=form.cleaned_data["name"],
+                                              scopes=form.cleaned_data["scopes"],
+                                              expires_at=form.expires_at())
+        except TooManyKeys as exc:
+            form.add_error(None, exc.message)
+        else:
+            form = ApiKeyForm()
     htmx = bool(request.headers.get("HX-Request"))
     # htmx swaps only 2xx answers, so a form with errors goes back to it as a 200.
     status = 400 if form.errors and not htmx else 200

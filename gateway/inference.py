@@ -164,8 +164,9 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
             "model": model, "max_tokens": max_tokens, "started": started, "stream": stream}
     inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
                        temperature=temperature)
-    key = result_cache.cache_key(model=model, prompt=prompt, max_tokens=max_tokens,
-                                 temperature=temperature)
+    # Per account (marketplace.results): another account's answer is never served.
+    key = result_cache.cache_key(owner_id=api_key.user_id, model=model, prompt=prompt,
+                                 max_tokens=max_tokens, temperature=temperature)
     upstream = bool(settings.GATEWAY_UPSTREAM_URL)
     books = ledger_books()
     hit = await result_cache.cached_result(key)

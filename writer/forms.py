@@ -1,7 +1,14 @@
 from django import forms
+from django.conf import settings
 
 from writer.models import LENGTH_CHOICES, STYLE_CHOICES, TYPE_CHOICES
 from writer.services import MAX_PROMPT_CHARS
+
+
+def _model_choices():
+    # Only the models the product offers: an id made up by a caller never reaches
+    # discovery (the chain and every host), from the anonymous estimate least of all.
+    return [("", "The profile's")] + [(m, m) for m in settings.MARKETPLACE_MODELS]
 
 
 class GenerateForm(forms.Form):
@@ -14,8 +21,8 @@ class GenerateForm(forms.Form):
                                       "(it has %(show_value)d)."})
     style = forms.ChoiceField(choices=STYLE_CHOICES, initial="professional")
     length = forms.ChoiceField(choices=LENGTH_CHOICES, initial="medium")
-    model = forms.CharField(required=False, max_length=100,
-                            help_text="Advanced: a model id other than the profile's")
+    model = forms.TypedChoiceField(required=False, empty_value="", choices=_model_choices,
+                                   help_text="Advanced: a model other than the profile's")
     max_tokens = forms.IntegerField(required=False, min_value=16, max_value=2048,
                                     help_text="Advanced: the token budget")
     temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0,

@@ -41,8 +41,8 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
     chosen = profile_for(content_type, length, model=model, max_tokens=max_tokens,
                          temperature=temperature)
     spec = build_prompt(content_type, prompt, style=style, length=length)
-    key = cache_key(model=chosen.model, prompt=spec.text, max_tokens=chosen.max_tokens,
-                    temperature=chosen.temperature)
+    key = cache_key(owner_id=user.pk, model=chosen.model, prompt=spec.text,
+                    max_tokens=chosen.max_tokens, temperature=chosen.temperature)
     generation = Generation(
         user=user, content_type=content_type, style=style, length=length, prompt=prompt,
         full_prompt=spec.text, model=chosen.model, max_tokens=chosen.max_tokens,

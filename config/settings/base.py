@@ -180,6 +180,11 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # ---- Marketplace -------------------------------------------------------------------
+# The models this product offers. Discovery and price quotes are made for these only (a
+# model id a caller makes up never reaches the chain, the hosts or a metric's labels).
+MARKETPLACE_MODELS = env_list("MARKETPLACE_MODELS", ["smollm2-135m-instruct"])
+# Models whose discovery results are kept at once (least recently used goes first).
+DISCOVERY_CACHE_MAX_MODELS = env_int("DISCOVERY_CACHE_MAX_MODELS", 64)
 DEVNET_PORT = env_int("DEVNET_PORT", 8545)
 DEVNET_DIR = VAR_DIR / "devnet"
 CHAIN_DEPLOYMENTS_DIR = VAR_DIR / "deployments"
@@ -208,12 +213,16 @@ ACCOUNTS_TIERS = {
 ACCOUNTS_RATELIMIT_STORAGE_URL = (
     ("redis+" + REDIS_URL if REDIS_URL.startswith("unix:") else REDIS_URL) if REDIS_URL
     else "memory://")
+# Live API keys one account may hold (limits count per account, whatever the keys).
+ACCOUNTS_MAX_API_KEYS = env_int("ACCOUNTS_MAX_API_KEYS", 10)
+# Accounts one client address may create an hour.
+ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR = env_int("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", 5)
 # An API key's last-used time is written at most this often (a write per request is waste).
 ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)
 
 # ---- Gateway -------------------------------------------------------------------------
 # The JSON API under /v1 (gateway.api, docs/gateway.md).
-GATEWAY_MODELS = env_list("GATEWAY_MODELS", ["smollm2-135m-instruct"])
+GATEWAY_MODELS = env_list("GATEWAY_MODELS", MARKETPLACE_MODELS)
 GATEWAY_WAIT_S = env_int("GATEWAY_WAIT_S", 60)  # then 202 with a job id to poll
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_PROMPT_CHARS = env_int("GATEWAY_MAX_PROMPT_CHARS", 16_000)

@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inkmarket")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# Tests sign up many users from 127.0.0.1; the test of the limit sets its own.
+os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
 
 from config.settings.base import *  # noqa: F403
 

@@ -40,7 +40,7 @@ def _admit(raw: str | None, client_ip: str):
     """The caller's key (or None) and the rate limit's answer for this request."""
     api_key = api_key_authenticate(raw) if raw else None
     if api_key is not None:
-        return api_key, rate_limit_hit(tier=_tier(api_key), api_key_id=api_key.pk)
+        return api_key, rate_limit_hit(tier=_tier(api_key), account_id=api_key.user_id)
     return None, rate_limit_hit(tier=settings.GATEWAY_ANONYMOUS_TIER, client_ip=client_ip)
 
 
@@ -48,7 +48,7 @@ async def _admit_async(raw: str | None, client_ip: str):
     api_key = await api_key_lookup(raw) if raw else None
     if api_key is not None:
         return api_key, await rate_limit_hit_async(tier=_tier(api_key),
-                                                   api_key_id=api_key.pk)
+                                                   account_id=api_key.user_id)
     return None, await rate_limit_hit_async(tier=settings.GATEWAY_ANONYMOUS_TIER,
                                             client_ip=client_ip)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 
 import aiohttp
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from marketplace.chain.contracts import Chain
 from marketplace.client import pool
@@ -25,7 +27,9 @@ log = logging.getLogger(__name__)
 TTL_S = 10.0
 PROBE_TIMEOUT_S = 2.0
 
-_cache: dict[str, tuple[float, list[Candidate]]] = {}
+# Bounded (settings.DISCOVERY_CACHE_MAX_MODELS, least recently used out first): model ids
+# come from callers, and each entry holds every host's figures.
+_cache: OrderedDict[str, tuple[float, list[Candidate]]] = OrderedDict()
 
 
 def invalidate(model: str | None = None) -> None:
@@ -72,6 +76,7 @@ async def candidates(model: str, *, chain: Chain | None = None,
                      fresh: bool = False) -> list[Candidate]:
     cached = _cache.get(model)
     if cached and not fresh and time.monotonic() - cached[0] < TTL_S:
+        _cache.move_to_end(model)
         return cached[1]
     if chain is None:
         from marketplace.wallet import platform_chain
@@ -98,5 +103,9 @@ async def candidates(model: str, *, chain: Chain | None = None,
             queue_free=queue.get("length", 0) < queue.get("capacity", 1),
         ))
     _cache[model] = (time.monotonic(), found)
-    hosts_available.labels(model).set(len(found))
+    _cache.move_to_end(model)
+    while len(_cache) > settings.DISCOVERY_CACHE_MAX_MODELS:
+        _cache.popitem(last=False)
+    if model in settings.MARKETPLACE_MODELS or model in settings.GATEWAY_MODELS:
+        hosts_available.labels(model).set(len(found))  # a label per model: known ones only
     return found

@@ -145,3 +145,41 @@ def test_active_keys_are_listed_before_revoked_ones(alice_client, alice):
     page = alice_client.get("/account/keys/").content.decode()
     rows = [page.index(f'id="key-{key.pk}"') for key in (newest, new, old)]
     assert rows == sorted(rows)
+
+
+def test_sign_ups_from_one_address_are_limited_per_hour(client, settings):
+    """The attack: make account after account from one address for their fresh limits."""
+    import uuid
+
+    from limits import RateLimitItemPerHour
+
+    from accounts.ratelimit import window_clear
+
+    settings.ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR = 2
+    address, tag = "198.51.100.7", uuid.uuid4().hex[:8]
+    for where in (address, "203.0.113.9"):  # counts of earlier runs, kept in Redis an hour
+        window_clear(RateLimitItemPerHour(2), "signup", where)
+    statuses = []
+    for n in range(3):
+        client.logout()
+        response = client.post("/account/signup/", {
+            **SIGNUP, "username": f"mallory{n}{tag}", "email": f"m{n}{tag}@example.com"},
+            REMOTE_ADDR=address)
+        statuses.append(response.status_code)
+    assert statuses == [302, 302, 429]
+    assert "Too many accounts" in response.content.decode()
+    assert int(response["Retry-After"]) > 0
+    assert not User.objects.filter(username=f"mallory2{tag}").exists()
+    client.logout()
+    other = client.post("/account/signup/", {**SIGNUP, "username": f"nina{tag}",
+                                              "email": f"n{tag}@example.com"},
+                        REMOTE_ADDR="203.0.113.9")
+    assert other.status_code == 302  # another address is not held back
+
+
+def test_the_key_page_says_when_the_account_has_all_the_keys_it_may_hold(
+        alice_client, alice, settings):
+    settings.ACCOUNTS_MAX_API_KEYS = ApiKey.objects.filter(user=alice).count()
+    response = alice_client.post("/account/keys/", {"name": "one more", "scopes": ["inference"]})
+    assert response.status_code == 400
+    assert "revoke one first" in response.content.decode()

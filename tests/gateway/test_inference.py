@@ -72,6 +72,25 @@ async def test_a_request_runs_on_the_marketplace_is_charged_once_and_then_cached
     assert await sync_to_async(ledger_invariant_violations)() == []
 
 
+async def test_another_account_asking_the_same_prompt_gets_no_cached_answer(
+        network, alice, bob):
+    """The attack: send a prompt someone else may have asked and look for "cached": true
+    (and their answer). Each account has its own cache."""
+    network.start_hosts({"host-1": 10**9})
+    prompt = f"Name one colour. ({nonce()})"
+    first = (await infer(alice, prompt=prompt)).json()
+    assert first["cached"] is False
+    theirs = await infer(bob, prompt=prompt)
+    assert theirs.status_code == 200, theirs.content
+    body = theirs.json()
+    assert body["cached"] is False and int(body["cost"]) > 0  # run and paid for anew
+    again = (await infer(bob, prompt=prompt)).json()
+    assert again["cached"] is True and again["text"] == body["text"]  # bob's own result
+    records = [r async for r in GatewayRequest.objects.order_by("created_at")]
+    assert [(r.api_key_id, r.cached) for r in records] == [
+        (alice.key.pk, False), (bob.key.pk, False), (bob.key.pk, True)]
+
+
 async def test_a_slow_request_answers_202_and_is_polled_to_its_end(network, alice, settings):
     network.start_hosts({"host-1": 10**9})
     settings.GATEWAY_WAIT_S = 0

@@ -8,7 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from accounts.services import account_set_tier
+from accounts.errors import TooManyKeys
+from accounts.services import account_set_tier, api_key_create, api_key_revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TEN_MB = 10 * 1024 * 1024
@@ -40,6 +41,26 @@ async def test_the_limit_follows_the_tier_and_is_counted_per_key(alice, bob):
     # Bob's count is his own.
     assert (await client.get("/v1/usage", headers=bob.headers))["X-RateLimit-Remaining"] \
         == "9"
+
+
+async def test_more_keys_do_not_buy_more_requests_the_limit_is_the_accounts(alice):
+    """The attack: make a second key (and a third...) to get the tier's rate again."""
+    second = await sync_to_async(api_key_create)(user=alice.user, name="second key")
+    client = AsyncClient()
+    statuses = []
+    for number in range(12):
+        headers = alice.headers if number % 2 else {"X-API-Key": second.raw}
+        statuses.append((await client.get("/v1/usage", headers=headers)).status_code)
+    assert statuses == [200] * 10 + [429] * 2
+
+
+def test_an_account_cannot_hold_more_keys_than_its_cap(alice, settings):
+    settings.ACCOUNTS_MAX_API_KEYS = 3
+    made = [api_key_create(user=alice.user, name=f"k{n}") for n in range(2)]  # alice had 1
+    with pytest.raises(TooManyKeys):
+        api_key_create(user=alice.user, name="one too many")
+    api_key_revoke(made[0].key)
+    assert api_key_create(user=alice.user, name="after a revoke").key.pk
 
 
 async def test_requests_without_a_key_are_limited_by_address(alice):

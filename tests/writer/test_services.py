@@ -14,8 +14,8 @@ pytestmark = pytest.mark.django_db
 
 
 def key(**overrides):
-    fields = {"model": "smollm2-135m-instruct", "prompt": "Write about owls.", "max_tokens": 96,
-              "temperature": 0.3}
+    fields = {"owner_id": 1, "model": "smollm2-135m-instruct", "prompt": "Write about owls.",
+              "max_tokens": 96, "temperature": 0.3}
     fields.update(overrides)
     return cache_key(**fields)
 
@@ -27,7 +27,8 @@ def test_the_cache_key_is_a_sha256_of_the_normalized_request():
     assert key(temperature=0.3000001) == key()
 
 
-@pytest.mark.parametrize("change", [{"model": "other-model"}, {"prompt": "Write about bats."},
+@pytest.mark.parametrize("change", [{"owner_id": 2}, {"model": "other-model"},
+                                    {"prompt": "Write about bats."},
                                     {"prompt": "write about owls."}, {"max_tokens": 97},
                                     {"temperature": 0.4}])
 def test_the_cache_key_changes_with_what_changes_the_answer(change):
@@ -53,15 +54,15 @@ def cached_result():
     prompt = f"Owls {uuid.uuid4()}"
     made = []
 
-    def store(text: str) -> str:
+    def store(text: str, owner) -> str:
         generation = Generation(content_type="summary", style="casual", length="short",
                                 prompt=prompt, text=text, tokens=7, host="0xabc")
         chosen = profile_for("summary", "short")
         from content.prompts import build_prompt
 
+        full = build_prompt("summary", prompt, style="casual", length="short").text
         generation.cache_key = cache_key(
-            model=chosen.model, prompt=build_prompt("summary", prompt, style="casual",
-                                                    length="short").text,
+            owner_id=owner.pk, model=chosen.model, prompt=full,
             max_tokens=chosen.max_tokens, temperature=chosen.temperature)
         services.cache_store(generation)
         made.append(generation.cache_key)
@@ -73,7 +74,7 @@ def cached_result():
 
 
 def test_a_cache_hit_is_done_at_once_marked_and_costs_nothing(alice, cached_result):
-    prompt = cached_result("- Owls hunt at night.\n- <b>Soft</b> feathers.")
+    prompt = cached_result("- Owls hunt at night.\n- <b>Soft</b> feathers.", alice)
     account = account_get_or_create(alice)
     before = account.balance_wei
     generation = services.generation_create(user=alice, content_type="summary", style="casual",
@@ -83,6 +84,15 @@ def test_a_cache_hit_is_done_at_once_marked_and_costs_nothing(alice, cached_resu
     assert generation.processed["points"] == ["Owls hunt at night.", "<b>Soft</b> feathers."]
     account.refresh_from_db()
     assert account.balance_wei == before and account.held_wei == 0
+
+
+def test_another_users_cached_result_is_never_served(alice, bob, cached_result):
+    """The attack: ask the prompt someone else may have asked, hoping for "cached"."""
+    prompt = cached_result("- Alice's private answer.", alice)
+    with pytest.raises(services.NoHosts):  # a miss: it would have to run, and no host serves
+        services.generation_create(user=bob, content_type="summary", style="casual",
+                                   length="short", prompt=prompt)
+    assert not Generation.objects.filter(user=bob).exists()
 
 
 def test_without_hosts_nothing_is_created_or_reserved(alice):

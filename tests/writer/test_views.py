@@ -126,3 +126,18 @@ def test_a_live_generation_connects_its_stream_and_offers_stop(alice_client, ali
     html = page.content.decode()
     assert 'ws-connect="/ws/generation/' in html and 'id="stop"' in html
     assert "so far" in html and 'id="edit-text"' not in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_anonymous_estimate_never_discovers_a_made_up_model(async_client):
+    """The attack: ask for estimates of invented model ids, each a chain read, a probe of
+    every host, a cache entry and a metric label, from a page anyone may load."""
+    from marketplace.client import discovery
+
+    discovery.invalidate()
+    invented = "made-up-model-0001"
+    response = await async_client.get("/estimate", {"content_type": "blog", "length": "short",
+                                                    "model": invented})
+    assert response.status_code == 200
+    assert invented not in discovery._cache
+    assert invented not in response.content.decode()
