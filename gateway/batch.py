@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_EVENT = "batch.completed"
 REQUEUE_WAITS_S = (1, 2, 4, 8, 16)
 ITEM_TASK = "marketplace.gateway.tasks.batch_items_run"
+DONE_STATES = (BatchState.COMPLETED, BatchState.CANCELLED)
 
 
 class BatchError(Exception):
@@ -192,18 +193,48 @@ def _finish(*, item_id: int, state: str, **fields: Any) -> bool:
             batch.cost_wei += int(fields.get("cost_wei", 0))
         else:
             batch.failed += 1
-        changed = ["succeeded", "failed", "cost_wei"]
-        if batch.finished_count >= batch.total and batch.state != BatchState.COMPLETED:
-            batch.state, batch.finished_at = BatchState.COMPLETED, now
-            changed += ["state", "finished_at"]
-            if batch.webhook_url:
-                batch.webhook = webhooks.webhook_enqueue(
-                    url=batch.webhook_url, event=WEBHOOK_EVENT,
-                    payload=batch_webhook_payload(batch=batch), secret=batch.webhook_secret,
-                    idempotency_key=f"{WEBHOOK_EVENT}:{batch.pk}", owner_id=batch.owner_id)
-                changed.append("webhook")
+        changed = ["succeeded", "failed", "cost_wei"] + _close_if_done(batch, now=now)
         batch.save(update_fields=changed)
     return True
+
+
+def _close_if_done(batch: Batch, *, now) -> list[str]:
+    """End the batch (row locked by the caller) once every item has ended: completed, or
+    cancelled if it was; its webhook is queued then. The fields changed."""
+    if batch.finished_count < batch.total or batch.state in DONE_STATES:
+        return []
+    batch.state = BatchState.CANCELLED if batch.cancelled_at else BatchState.COMPLETED
+    batch.finished_at = now
+    changed = ["state", "finished_at"]
+    if batch.webhook_url:
+        batch.webhook = webhooks.webhook_enqueue(
+            url=batch.webhook_url, event=WEBHOOK_EVENT,
+            payload=batch_webhook_payload(batch=batch), secret=batch.webhook_secret,
+            idempotency_key=f"{WEBHOOK_EVENT}:{batch.pk}", owner_id=batch.owner_id)
+        changed.append("webhook")
+    return changed
+
+
+def batch_cancel(*, user_id: int, batch_id) -> Batch:
+    """Cancel a batch: its queued items fail at once with CANCELLED and are never charged
+    (a queued item holds no reservation); items already running finish and are billed
+    for what they deliver, and the batch ends, as cancelled, with the last of them.
+    Cancelling a cancelled batch changes nothing; a completed one raises BatchError."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch_id, owner_id=user_id)
+        if batch.state == BatchState.COMPLETED:
+            raise BatchError("BATCH_FINISHED", "the batch has already completed", status=409)
+        if batch.cancelled_at is not None:
+            return batch
+        now = timezone.now()
+        stopped = BatchItem.objects.filter(batch=batch, state=ItemState.QUEUED).update(
+            state=ItemState.FAILED, error_code="CANCELLED",
+            error_message="the batch was cancelled", finished_at=now, lease_until=None)
+        batch.failed += stopped
+        batch.cancelled_at = now
+        changed = ["failed", "cancelled_at"] + _close_if_done(batch, now=now)
+        batch.save(update_fields=changed)
+    return batch
 
 
 def batch_item_succeed(*, item_id: int, result: Any) -> bool:
@@ -344,6 +375,17 @@ class ItemOutcome:
     retry_in_s: float = 0.0
 
 
+def _key_refusal(api_key: ApiKey | None) -> tuple[str, str] | None:
+    """Why the batch's key may no longer run anything, if it may not."""
+    if api_key is None:
+        return "API_KEY_DELETED", "the batch's API key was deleted"
+    if api_key.revoked_at is not None:
+        return "API_KEY_REVOKED", "the batch's API key was revoked"
+    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
+        return "API_KEY_EXPIRED", "the batch's API key has expired"
+    return None
+
+
 async def batch_item_process(*, item_id: int) -> ItemOutcome:
     """Run one item to its end. Safe to call twice or from two workers: only the claim's
     winner runs it, and no attempt runs while an earlier one could still be charged."""
@@ -360,9 +402,9 @@ async def batch_item_process(*, item_id: int) -> ItemOutcome:
         if found is not None:
             return await db(_recover, item_id=item_id, found=found)
     api_key = item.batch.api_key
-    if api_key is None:
-        await db(batch_item_fail, item_id=item_id, code="API_KEY_DELETED",
-                 message="the batch's API key was deleted")
+    refusal = _key_refusal(api_key)
+    if refusal is not None:  # the key went after the batch was submitted: nothing runs
+        await db(batch_item_fail, item_id=item_id, code=refusal[0], message=refusal[1])
         return ItemOutcome(item_id, "failed")
     try:
         result = await asyncio.wait_for(

@@ -20,6 +20,7 @@ from gateway.models import Batch, BatchItem, ItemState
 router = Router(tags=["batch"], auth=ApiKeyAuth())
 
 ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 429: ErrorOut}
+CANCEL_ERRORS = {**ERRORS, 409: ErrorOut}
 
 
 class BatchIn(Schema):
@@ -138,3 +139,24 @@ async def batch_status(request: HttpRequest, batch_id: str):
         return await db(_status, user_id=key.user_id, batch_id=uuid.UUID(batch_id))
     except (ValueError, Batch.DoesNotExist):
         raise ApiError(404, "NOT_FOUND", f"no batch {batch_id}") from None
+
+
+def _cancel(*, user_id: int, batch_id: uuid.UUID) -> dict:
+    batch_services.batch_cancel(user_id=user_id, batch_id=batch_id)
+    return _status(user_id=user_id, batch_id=batch_id)
+
+
+@router.post("/{batch_id}/cancel", response={200: BatchOut, **CANCEL_ERRORS},
+             summary="Cancel a batch: queued requests fail with CANCELLED, uncharged")
+async def batch_cancel(request: HttpRequest, batch_id: str):
+    """Requests still queued end at once, failed with CANCELLED and never charged; those
+    already running finish and are billed for what they deliver, and the batch then ends
+    as `cancelled` (its webhook is sent). Cancelling it again changes nothing; a batch
+    that has completed answers 409 BATCH_FINISHED."""
+    key = require_scope(request, Scope.BATCH)
+    try:
+        return await db(_cancel, user_id=key.user_id, batch_id=uuid.UUID(batch_id))
+    except (ValueError, Batch.DoesNotExist):
+        raise ApiError(404, "NOT_FOUND", f"no batch {batch_id}") from None
+    except batch_services.BatchError as exc:
+        raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None

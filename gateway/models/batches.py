@@ -16,6 +16,7 @@ class BatchState(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class ItemState(models.TextChoices):
@@ -51,6 +52,8 @@ class Batch(models.Model):
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="When its owner cancelled it")
 
     class Meta:
         db_table = "marketplace_batch"

@@ -7,7 +7,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
+from accounts.models import Reservation
 from accounts.services import api_key_create
+from gateway.batch import batch_item_claim
 from gateway.models import Batch, BatchItem, ItemState
 from tests.conftest import MODEL
 from tests.gateway.batchkit import nonce, purge_broker
@@ -144,3 +146,33 @@ async def test_batches_need_a_key_with_the_batch_scope(alice):
     batch = (await post(alice, {"requests": requests(1)})).json()
     response = await AsyncClient().get(f"/v1/batch/{batch['id']}", headers=headers)
     assert response.status_code == 403
+
+
+async def test_a_batch_is_cancelled_its_queued_requests_failing_uncharged(alice, bob):
+    body = (await post(alice, {"requests": requests(3)})).json()
+    cancel = f"/v1/batch/{body['id']}/cancel"
+    assert (await AsyncClient().post(cancel, headers=bob.headers)).status_code == 404
+
+    response = await AsyncClient().post(cancel, headers=alice.headers)
+    assert response.status_code == 200, response.content
+    read = response.json()
+    assert read["state"] == "cancelled" and read["finished_at"]
+    assert read["counts"] == {"total": 3, "queued": 0, "running": 0, "succeeded": 0,
+                              "failed": 3}
+    assert {i["error"]["code"] for i in read["items"]} == {"CANCELLED"}
+    assert read["cost"] == "0"
+    assert not await Reservation.objects.aexists()  # nothing was held, nothing is charged
+
+    again = await AsyncClient().post(cancel, headers=alice.headers)
+    assert again.status_code == 200 and again.json()["counts"] == read["counts"]
+    # A worker that picks up a cancelled item finds nothing to run.
+    item = await BatchItem.objects.filter(batch_id=body["id"]).afirst()
+    assert await sync_to_async(batch_item_claim)(item_id=item.pk) is None
+
+
+async def test_a_completed_batch_cannot_be_cancelled(alice):
+    body = (await post(alice, {"requests": requests(1)})).json()
+    await Batch.objects.filter(pk=body["id"]).aupdate(state="completed")
+    response = await AsyncClient().post(f"/v1/batch/{body['id']}/cancel",
+                                        headers=alice.headers)
+    assert response.status_code == 409 and error(response)["code"] == "BATCH_FINISHED"

@@ -16,6 +16,7 @@ from accounts.models import EntryKind, LedgerEntry, Reservation, ReservationStat
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import (
     account_get_or_create,
+    api_key_revoke,
     balance_adjust,
     balance_reserve,
 )
@@ -160,6 +161,32 @@ async def test_items_the_balance_cannot_cover_fail_on_their_own_and_the_batch_co
     assert (batch.state, batch.succeeded, batch.failed) == (BatchState.COMPLETED, 1, 2)
     assert batch.cost_wei == items[0].cost_wei
     assert not await DeadLetter.objects.aexists()  # refused requests are not dead letters
+    assert await sync_to_async(ledger_invariant_violations)() == []
+
+
+async def test_queued_items_of_a_revoked_key_fail_with_a_clear_code_and_cost_nothing(
+        network, alice_key):
+    """The attack: submit a batch, then have the key revoked (it leaked, say) and hope
+    the queue goes on running and billing on it."""
+    network.start_hosts({"host-1": PRICE})
+    account = await sync_to_async(account_get_or_create)(alice_key.user)
+    batch = await sync_to_async(create)(alice_key, 2)
+    first, second = [pk async for pk in BatchItem.objects.filter(batch=batch)
+                     .values_list("pk", flat=True).order_by("index")]
+    assert (await batch_item_process(item_id=first)).status == "succeeded"
+    await account.arefresh_from_db()
+    after_first = account.balance_wei
+
+    await sync_to_async(api_key_revoke)(alice_key)
+    assert (await batch_item_process(item_id=second)).status == "failed"
+
+    item = await BatchItem.objects.aget(pk=second)
+    assert (item.state, item.error_code) == (ItemState.FAILED, "API_KEY_REVOKED")
+    assert not await Reservation.objects.filter(reference__startswith=item.reference).aexists()
+    await account.arefresh_from_db()
+    assert account.balance_wei == after_first and account.held_wei == 0
+    await batch.arefresh_from_db()
+    assert (batch.state, batch.succeeded, batch.failed) == (BatchState.COMPLETED, 1, 1)
     assert await sync_to_async(ledger_invariant_violations)() == []
 
 
