@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inkmarket")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# The tests' webhook receivers listen on loopback; tests of the policy itself empty this.
+os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 
 from config.settings.base import *  # noqa: F403
 
