@@ -6,7 +6,9 @@ so a typo fails at start-up instead of surfacing as odd behaviour later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -47,6 +50,20 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_hosts(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list of host names and IP networks (`localhost`, `10.0.0.0/8`,
+    `::1`); a malformed entry fails here rather than never matching."""
+    entries = [entry.lower().rstrip(".") for entry in env_list(name, default)]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(entry):
+                raise ImproperlyConfigured(
+                    f"{name}: {entry!r} is neither a host name nor an IP network") from None
+    return entries
 
 
 def env_secret(name: str, default: str | None = None) -> str | None:

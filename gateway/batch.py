@@ -34,6 +34,8 @@ from marketplace import webhooks
 from marketplace.client.errors import ClientError
 from marketplace.models import DeadLetter
 from marketplace.queue import send
+from outbound.errors import UnsafeURL
+from outbound.policy import url_check
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,10 @@ def _check_webhook_url(url: str) -> None:
         raise BatchError("INVALID_WEBHOOK_URL", f"{url!r} is not an http(s) URL")
     if len(url) > 500:
         raise BatchError("INVALID_WEBHOOK_URL", "the webhook URL is longer than 500 characters")
+    try:
+        url_check(url)  # checked again at every delivery: what a name resolves to changes
+    except UnsafeURL as exc:
+        raise BatchError(exc.code, exc.message) from None
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,9 @@ def batch_create(*, api_key: ApiKey, requests: list[ItemRequest], webhook_url: s
     """Validate every request, write the batch and its items, queue them on commit.
 
     Raises BatchError (400): BATCH_EMPTY, BATCH_TOO_LARGE (more than
-    settings.BATCH_MAX_ITEMS), INVALID_WEBHOOK_URL, or the inference code of the first
-    invalid item with its `index`. Nothing is written unless every item is valid.
+    settings.BATCH_MAX_ITEMS), INVALID_WEBHOOK_URL, a URL code of outbound.policy
+    (URL_NOT_ALLOWED for one that points at no public address), or the inference code of
+    the first invalid item with its `index`. Nothing is written unless every item is valid.
     """
     limit = settings.BATCH_MAX_ITEMS
     if not requests:

@@ -4,6 +4,10 @@ exponential backoff, every attempt logged.
 A receiver checks `X-Inkmarket-Signature: t=<unix time>,v1=<hex>` where the hex is
 HMAC-SHA256(secret, "<t>.<raw body>"), rejects old timestamps, and uses
 `X-Inkmarket-Idempotency-Key` to drop a repeat of an event it already handled.
+
+Every attempt goes through `outbound`: a URL that points at no public internet address
+(now, whatever it resolved to when it was given) fails for good with URL_NOT_ALLOWED and
+nothing is sent; a redirect is not followed.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from django.db import transaction
 from django.utils import timezone
 
 from marketplace.models import DeadLetter, DeliveryState, WebhookAttempt, WebhookDelivery
 from marketplace.queue import DELIVER_WEBHOOK, send
+from outbound.errors import OutboundError
+from outbound.http import request_send
 
 MAX_ATTEMPTS = 6
 BASE_DELAY_S = 10
@@ -87,7 +92,7 @@ def _claim(delivery_id: str) -> WebhookDelivery | None:
     return WebhookDelivery.objects.get(pk=delivery_id) if claimed else None
 
 
-def webhook_attempt(*, delivery_id: str, client: httpx.Client | None = None) -> str:
+def webhook_attempt(*, delivery_id: str) -> str:
     """Make one attempt at a delivery; returns its state afterwards."""
     delivery = _claim(delivery_id)
     if delivery is None:
@@ -105,19 +110,15 @@ def webhook_attempt(*, delivery_id: str, client: httpx.Client | None = None) -> 
     }
     number = delivery.attempts + 1
     started = time.perf_counter()
-    status, error = None, ""
+    status, error, permanent = None, "", False
     try:
-        http = client or httpx.Client(timeout=TIMEOUT_S)
-        try:
-            response = http.post(delivery.url, content=body, headers=headers)
-        finally:
-            if client is None:
-                http.close()
+        response = request_send(method="POST", url=delivery.url, content=body,
+                                headers=headers, timeout_s=TIMEOUT_S)
         status = response.status_code
         if not 200 <= status < 300:
             error = f"HTTP {status}: {response.text[:200]}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+    except OutboundError as exc:
+        error, permanent = f"{exc.code}: {exc.message}", exc.permanent
     ms = (time.perf_counter() - started) * 1000
 
     with transaction.atomic():
@@ -127,6 +128,8 @@ def webhook_attempt(*, delivery_id: str, client: httpx.Client | None = None) -> 
         if not error:
             fields.update(state=DeliveryState.DELIVERED, delivered_at=timezone.now(),
                           next_attempt_at=None)
+        elif permanent:  # refused by the policy: no retry would be sent either
+            fields.update(state=DeliveryState.FAILED, next_attempt_at=None)
         elif number >= MAX_ATTEMPTS:
             fields.update(state=DeliveryState.FAILED, next_attempt_at=None)
             DeadLetter.objects.create(

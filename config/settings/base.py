@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from config.env import (
     database_config,
     env_bool,
+    env_hosts,
     env_int,
     env_list,
     env_secret,
@@ -278,6 +279,12 @@ BATCH_PERMANENT_CODES = frozenset({
 CELERY_BEAT_SCHEDULE["batch-items-sweep"] = {
     "task": "marketplace.gateway.tasks.batch_items_sweep",
     "schedule": float(env_int("BATCH_SWEEP_INTERVAL_S", 60))}
+
+# ---- Outbound requests ------------------------------------------------------------------
+# URLs someone else chose (webhooks) may reach only public internet addresses (outbound,
+# docs/security.md). These host names and IP networks are let through although they are
+# private: for development and tests, whose receivers run on loopback. Empty in production.
+OUTBOUND_ALLOWED_HOSTS = env_hosts("OUTBOUND_ALLOWED_HOSTS", [])
 
 # ---- Operations ------------------------------------------------------------------------
 # Background work, health and metrics (docs/operations.md).

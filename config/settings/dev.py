@@ -14,6 +14,8 @@ if not os.environ.get("SECRET_KEY") and not os.environ.get("SECRET_KEY_FILE"):
         _key_file.chmod(0o600)
     os.environ["SECRET_KEY_FILE"] = str(_key_file)
 os.environ.setdefault("DEBUG", "1")
+# The local hosts and any webhook receiver you try run on this machine.
+os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 
 from config.settings.base import *  # noqa: E402,F403
 

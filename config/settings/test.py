@@ -7,6 +7,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inkmar
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests sign up many users from 127.0.0.1; the test of the limit sets its own.
 os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
+# The tests' webhook receivers listen on loopback; tests of the policy itself empty this.
+os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 
 from config.settings.base import *  # noqa: F403
 

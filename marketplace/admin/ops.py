@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 
 from marketplace.models import (
@@ -9,6 +10,8 @@ from marketplace.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from outbound.errors import UnsafeURL
+from outbound.policy import url_check
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -85,8 +88,21 @@ class UsageStatsAdmin(admin.ModelAdmin):
     readonly_fields = ("user", "jobs", "tokens", "cost_wei", "failures", "updated")
 
 
+class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    def clean_url(self):
+        url = self.cleaned_data["url"]
+        try:
+            url_check(url)  # checked again at every delivery
+        except UnsafeURL as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
+        return url
+
+
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
+    form = WebhookEndpointForm
     list_display = ("owner", "url", "active", "created")
     list_filter = ("active",)
     search_fields = ("owner__username", "url")
