@@ -5,6 +5,7 @@ neither, nor Django.
 
 WebSocket /v1/stream, in order:
   host   → {"type": "challenge", "nonce": hex, "version": 1}
+           (or, when it is at a limit, an error with code BUSY and close 1013)
   client → StreamInit {"type": "init", "version", "jobId", "nodeId", "checkpoint"?,
             "compression"?, "signature", "request"?}
            signature = EIP-191 personal_sign of challenge_message(nonce, jobId, nodeId) by
@@ -44,7 +45,8 @@ class Code:
     PROMPT_MISMATCH = "PROMPT_MISMATCH"
     REQUEST_REQUIRED = "REQUEST_REQUIRED"
     BAD_CHECKPOINT = "BAD_CHECKPOINT"
-    BUSY = "BUSY"
+    BUSY = "BUSY"  # the host is at a limit: try another host
+    HANDSHAKE_TIMEOUT = "HANDSHAKE_TIMEOUT"
     CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
     INTERNAL = "INTERNAL"
 

@@ -197,6 +197,13 @@ WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
 if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
     raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
 MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)
+# A host (manage.py runhost, docs/host.md) is a public server: what one stranger may hold.
+# Defaults of runhost's flags; here rather than in settings.host because local hosts run
+# under the dev and test settings too.
+HOST_MAX_CONNECTIONS = env_int("HOST_MAX_CONNECTIONS", 256)
+HOST_MAX_CONNECTIONS_PER_IP = env_int("HOST_MAX_CONNECTIONS_PER_IP", 32)
+HOST_HANDSHAKE_TIMEOUT_S = env_int("HOST_HANDSHAKE_TIMEOUT_S", 10)
+HOST_FAILED_HANDSHAKES_PER_MINUTE = env_int("HOST_FAILED_HANDSHAKES_PER_MINUTE", 20)
 
 # ---- Accounts and billing ------------------------------------------------------------
 # Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.

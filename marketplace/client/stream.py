@@ -100,6 +100,8 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, pieces
     async with session.ws_connect(ws_url(url), heartbeat=20,
                                   max_msg_size=16 * MAX_MESSAGE_BYTES) as ws:
         challenge = await _receive(ws, stall_timeout_s)
+        if challenge.get("type") == "error":  # refused before the handshake (BUSY)
+            raise _refusal(challenge)
         if challenge.get("type") != "challenge":
             raise ClientError(Code.MALFORMED, "the host did not send a challenge",
                               permanent=False)
@@ -141,10 +143,14 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, pieces
                                  result_hash=data.get("resultHash"), cid=data.get("cid"),
                                  cancelled=bool(data.get("cancelled")))
             elif kind == "error":
-                data = message.get("data", {})
-                code = data.get("code", Code.INTERNAL)
-                raise ClientError(code, data.get("message", ""),
-                                  permanent=False if code in _HOST_SPECIFIC else None)
+                raise _refusal(message)
+
+
+def _refusal(message: dict) -> ClientError:
+    data = message.get("data", {})
+    code = data.get("code", Code.INTERNAL)
+    return ClientError(code, data.get("message", ""),
+                       permanent=False if code in _HOST_SPECIFIC else None)
 
 
 async def _receive(ws, limit_s: float | None) -> dict:

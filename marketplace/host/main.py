@@ -41,6 +41,10 @@ class HostOptions:
     parallel: int = 4
     stake_wei: int = 10**17
     region: str = "local"
+    max_connections: int = 256
+    max_connections_per_ip: int = 32
+    handshake_timeout_s: float = 10.0
+    failed_handshakes_per_minute: int = 20
 
 
 def make_backend(options: HostOptions):
@@ -83,7 +87,10 @@ async def build(options: HostOptions) -> HostNode:
     config = HostConfig(public_url=options.public_url or f"http://{options.host}:{options.port}",
                         price_per_token_wei=options.price_per_token_wei,
                         stake_wei=options.stake_wei, region=options.region,
-                        capacity=options.capacity)
+                        capacity=options.capacity, max_connections=options.max_connections,
+                        max_connections_per_ip=options.max_connections_per_ip,
+                        handshake_timeout_s=options.handshake_timeout_s,
+                        failed_handshakes_per_minute=options.failed_handshakes_per_minute)
     return HostNode(backend=backend, chain=chain,
                     store=ResultStore(options.results_dir / "results"), config=config)
 
@@ -92,7 +99,7 @@ async def serve(options: HostOptions, *, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT when run as a process)."""
     node = await build(options)
-    runner = web.AppRunner(node.app(), access_log=None)
+    runner = node.runner()
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)
     await site.start()

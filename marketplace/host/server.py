@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from pydantic import ValidationError
@@ -23,6 +23,7 @@ from marketplace.chain.errors import ChainError
 from marketplace.chain.events import follow
 from marketplace.host.backends import Backend
 from marketplace.host.cid import ResultStore
+from marketplace.host.guard import ConnectionCaps, HandshakeFailures, client_network
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
 from marketplace.protocol import (
@@ -43,6 +44,17 @@ HIGH_WATERMARK = 256  # unacknowledged tokens before the host pauses sending
 LOW_WATERMARK = 64  # ... and resumes when the client is back within this many
 CHECKPOINT_EVERY = 32
 SEEN_SIGNATURES_MAX = 100_000
+JOB_CLIENTS_MAX = 100_000
+RETRY_AFTER_S = 5  # what a BUSY answer over HTTP suggests
+# aiohttp buffers a WebSocket message up to this before handing it over; between
+# MAX_MESSAGE_BYTES and this the host answers TOO_LARGE, beyond it aiohttp closes the
+# socket (1009) as soon as a frame header declares the length, reading none of it.
+WS_READ_LIMIT = 2 * MAX_MESSAGE_BYTES
+# How long closing a stream waits for the peer's close frame (aiohttp's default is 10 s):
+# a client that never sends one would hold its connection that much longer.
+CLOSE_WAIT_S = 2.0
+# A refusal that says nothing about the caller: it does not count as their failure.
+HOST_SIDE = frozenset({Code.BUSY, Code.CHAIN_UNAVAILABLE, Code.INTERNAL})
 
 
 class StreamRefused(Exception):
@@ -61,6 +73,19 @@ class HostConfig:
     capacity: int = 8
     watch_chain: bool = True
     withdraw_every_s: float = 60.0
+    max_connections: int = 256
+    max_connections_per_ip: int = 32
+    handshake_timeout_s: float = 10.0
+    failed_handshakes_per_minute: int = 20
+    # A connection with no request in progress (idle, or still trickling its first
+    # request's headers) is closed after this; aiohttp's own default is an hour.
+    idle_timeout_s: float = 75.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_connections", "max_connections_per_ip", "handshake_timeout_s",
+                     "failed_handshakes_per_minute", "idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 class HostNode:
@@ -76,6 +101,12 @@ class HostNode:
         # Each challenge nonce is fresh, so an old signature can never verify again; the
         # record only names the failure. Bounded, oldest forgotten first.
         self.seen_signatures: dict[str, None] = {}
+        # A job's client never changes: once read (or seen in JobPosted), a stream's
+        # signature is checked against it with no chain call. Bounded, oldest first out.
+        self.job_clients: dict[int, str] = {}
+        self.caps = ConnectionCaps(total=config.max_connections,
+                                   per_network=config.max_connections_per_ip)
+        self.failures = HandshakeFailures(per_minute=config.failed_handshakes_per_minute)
         self.claim_locks: dict[int, asyncio.Lock] = {}
         self.posted: dict[int, dict] = {}  # JobPosted arguments seen by the watcher
         self.tasks: list[asyncio.Task] = []
@@ -84,7 +115,8 @@ class HostNode:
     # ---- lifecycle ------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+        app = web.Application(client_max_size=MAX_MESSAGE_BYTES,
+                              middlewares=[self._cap_connections])
         app.router.add_get("/health", self.health)
         app.router.add_get("/v1/capabilities", self.capabilities)
         app.router.add_post("/v1/quote", self.quote)
@@ -92,6 +124,10 @@ class HostNode:
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
+
+    def runner(self) -> web.AppRunner:
+        return web.AppRunner(self.app(), access_log=None,
+                             keepalive_timeout=self.config.idle_timeout_s)
 
     async def _on_startup(self, app) -> None:
         await self.register()
@@ -127,6 +163,23 @@ class HostNode:
                                          metadata=self.metadata(), prices=prices)
             log.info("updated registration of %s", self.address)
 
+    # ---- connection caps ------------------------------------------------------------
+
+    @web.middleware
+    async def _cap_connections(self, request: web.Request, handler) -> web.StreamResponse:
+        # Liveness is the process, not its load: an orchestrator's probe is never refused.
+        if request.path == "/health":
+            return await handler(request)
+        # The socket's peer, never a forwarded header: anyone can write one of those.
+        network = client_network(request.remote)
+        refused = self.caps.enter(network)
+        if refused is not None:
+            return await _busy(request, refused)
+        try:
+            return await handler(request)
+        finally:
+            self.caps.leave(network)
+
     # ---- HTTP ---------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
@@ -157,7 +210,8 @@ class HostNode:
                 error(Code.UNKNOWN_MODEL, f"this host serves {self.backend.model_id} only"),
                 status=404)
         if self.worker.queued >= self.worker.capacity:
-            return web.json_response(error(Code.BUSY, "the queue is full"), status=503)
+            return web.json_response(error(Code.BUSY, "the queue is full"), status=503,
+                                     headers={"Retry-After": str(RETRY_AFTER_S)})
         price = self.config.price_per_token_wei
         offered = int(body.max_price_per_token)
         terms = {"model": body.model, "maxTokens": body.max_tokens, "pricePerToken": str(price)}
@@ -169,18 +223,31 @@ class HostNode:
     # ---- WebSocket ----------------------------------------------------------------
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
-        # aiohttp's own limit closes the socket without a word; ours answers with a code.
-        ws = web.WebSocketResponse(max_msg_size=16 * MAX_MESSAGE_BYTES, heartbeat=20)
+        ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=20,
+                                   timeout=CLOSE_WAIT_S)
         await ws.prepare(request)
-        nonce = secrets.token_hex(16)
-        await ws.send_json({"type": "challenge", "nonce": nonce, "version": PROTOCOL_VERSION})
-        session = None
+        network = client_network(request.remote)
+        close_code = WSCloseCode.OK
         try:
-            init = await self._read_init(ws)
-            session = await self._authorize(init, nonce)
+            if self.failures.exhausted(network):
+                raise StreamRefused(Code.BUSY, "too many failed handshakes from your "
+                                               "address; try again in a minute")
+            nonce = secrets.token_hex(16)
+            await ws.send_json({"type": "challenge", "nonce": nonce,
+                                "version": PROTOCOL_VERSION})
+            try:
+                init = await self._read_init(ws)
+                session = await self._authorize(init, nonce)
+            except StreamRefused as exc:
+                if exc.code not in HOST_SIDE:
+                    self.failures.record(network)
+                raise
             await self._serve(ws, init, session)
         except StreamRefused as exc:
-            await ws.send_json(error(exc.code, exc.message))
+            if exc.code == Code.BUSY:
+                close_code = WSCloseCode.TRY_AGAIN_LATER
+            if not ws.closed:
+                await ws.send_json(error(exc.code, exc.message))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         except Exception as exc:  # one bad stream never takes the host down
@@ -188,11 +255,15 @@ class HostNode:
             with contextlib.suppress(Exception):
                 await ws.send_json(error(Code.INTERNAL, type(exc).__name__))
         finally:
-            await ws.close()
+            await ws.close(code=close_code)
         return ws
 
     async def _receive(self, ws) -> dict | None:
         msg = await ws.receive()
+        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == \
+                WSCloseCode.MESSAGE_TOO_BIG:
+            # aiohttp has already closed the socket (1009); this only names the failure.
+            raise StreamRefused(Code.TOO_LARGE, str(msg.data))
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return None
         data = msg.data
@@ -208,11 +279,13 @@ class HostNode:
         return parsed
 
     async def _read_init(self, ws) -> StreamInit:
+        limit_s = self.config.handshake_timeout_s
         try:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(limit_s):
                 raw = await self._receive(ws)
         except TimeoutError:
-            raise StreamRefused(Code.MALFORMED, "no init message within 30 s") from None
+            raise StreamRefused(Code.HANDSHAKE_TIMEOUT,
+                                f"no answer to the challenge within {limit_s:g} s") from None
         if raw is None:
             raise ConnectionResetError
         try:
@@ -225,35 +298,52 @@ class HostNode:
         return init
 
     async def _authorize(self, init: StreamInit, nonce: str) -> Session:
+        # Everything up to the signer's address is local; the chain is read only for a
+        # job whose client the host does not know yet, and never for a signature that
+        # does not even recover.
         if init.node_id.lower() != self.address.lower():
             raise StreamRefused(Code.NOT_YOUR_JOB, "the stream is addressed to another node")
         if init.signature in self.seen_signatures:
             raise StreamRefused(Code.REPLAYED_NONCE, "this signature was already used")
-        try:
-            job = await self.chain.get_job(init.job_id)
-        except ChainError as exc:
-            raise StreamRefused(Code.CHAIN_UNAVAILABLE, exc.message) from None
-        if job.status == JobStatus.NONE:
-            raise StreamRefused(Code.JOB_NOT_FOUND, f"job {init.job_id} is not on chain")
         message = encode_defunct(text=challenge_message(nonce, init.job_id, init.node_id))
         try:
-            signer = Account.recover_message(message, signature=init.signature)
+            signer = Account.recover_message(message, signature=init.signature).lower()
         except Exception:
-            signer = None
-        if signer is None or signer.lower() != job.client.lower():
+            raise StreamRefused(Code.BAD_SIGNATURE, "the signature does not verify") from None
+        job = None
+        client = self.job_clients.get(init.job_id)
+        if client is None:
+            job = await self._read_job(init.job_id)
+            if job.status == JobStatus.NONE:
+                raise StreamRefused(Code.JOB_NOT_FOUND, f"job {init.job_id} is not on chain")
+            client = self._remember_client(init.job_id, job.client)
+        if signer != client:
             raise StreamRefused(Code.BAD_SIGNATURE, "the signature is not the job's client's")
         self.seen_signatures[init.signature] = None
         if len(self.seen_signatures) > SEEN_SIGNATURES_MAX:
             del self.seen_signatures[next(iter(self.seen_signatures))]
         session = self.sessions.get(init.job_id)
         if session is None:
-            session = await self._begin(init, job)
+            session = await self._begin(init, job or await self._read_job(init.job_id))
         if init.checkpoint is not None and init.checkpoint >= len(session.tokens) and (
                 session.done or init.checkpoint > len(session.tokens)):
             raise StreamRefused(Code.BAD_CHECKPOINT,
                                 f"checkpoint {init.checkpoint} is beyond the "
                                 f"{len(session.tokens)} tokens generated")
         return session
+
+    async def _read_job(self, job_id: int):
+        try:
+            return await self.chain.get_job(job_id)
+        except ChainError as exc:
+            raise StreamRefused(Code.CHAIN_UNAVAILABLE, exc.message) from None
+
+    def _remember_client(self, job_id: int, client: str) -> str:
+        client = client.lower()
+        self.job_clients[job_id] = client
+        if len(self.job_clients) > JOB_CLIENTS_MAX:
+            del self.job_clients[next(iter(self.job_clients))]
+        return client
 
     async def _begin(self, init: StreamInit, job) -> Session:
         request = init.request
@@ -267,8 +357,12 @@ class HostNode:
         if request.max_tokens > job.max_tokens:
             raise StreamRefused(Code.PROMPT_MISMATCH, "the request asks for more tokens than "
                                                       "the job pays for")
-        posted = self.posted.get(init.job_id) or await self.chain.job_posted_event(
-            init.job_id, self.chain.deployment.block)
+        posted = self.posted.get(init.job_id)
+        if posted is None:
+            posted = await self.chain.job_posted_event(init.job_id,
+                                                       self.chain.deployment.block)
+            if posted is not None:
+                self.posted[init.job_id] = posted  # a retry by the same client reads no logs
         if posted is None or posted["promptHash"] != request.digest():
             raise StreamRefused(Code.PROMPT_MISMATCH,
                                 "the request does not match the prompt hash on chain")
@@ -418,9 +512,11 @@ class HostNode:
         async for event in follow(self.chain.market, ["JobPosted"], from_block=start,
                                   poll_s=0.25):
             args = event.args
+            if args["modelKey"] != mine:
+                continue
+            self._remember_client(args["jobId"], args["client"])
             assigned = args["assignedHost"]
-            if args["modelKey"] != mine or (
-                    int(assigned, 16) != 0 and assigned.lower() != self.address.lower()):
+            if int(assigned, 16) != 0 and assigned.lower() != self.address.lower():
                 continue
             if args["maxPricePerToken"] < self.config.price_per_token_wei:
                 continue
@@ -462,6 +558,19 @@ class HostNode:
                     log.info("job %s abandoned by its client; stopping", session.job_id)
                     session.reaped = True
                     session.work.cancel.set()
+
+
+async def _busy(request: web.Request, message: str) -> web.StreamResponse:
+    """BUSY in the protocol's shape: an error message and close 1013 (try again later) on
+    the stream, a 503 with Retry-After over HTTP."""
+    body = error(Code.BUSY, message)
+    ws = web.WebSocketResponse(timeout=CLOSE_WAIT_S)
+    if request.path == "/v1/stream" and ws.can_prepare(request).ok:
+        await ws.prepare(request)
+        await ws.send_json(body)
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"BUSY")
+        return ws
+    return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -33,6 +33,17 @@ class Command(BaseCommand):
                             help="generations decoded together (llama.cpp backend)")
         parser.add_argument("--stake", type=int, default=10**17, help="stake in wei")
         parser.add_argument("--region", default="local")
+        parser.add_argument("--max-connections", type=int, default=settings.HOST_MAX_CONNECTIONS,
+                            help="requests and streams open at once, in total")
+        parser.add_argument("--max-connections-per-ip", type=int,
+                            default=settings.HOST_MAX_CONNECTIONS_PER_IP,
+                            help="... from one IPv4 address or IPv6 /64")
+        parser.add_argument("--handshake-timeout", type=float,
+                            default=settings.HOST_HANDSHAKE_TIMEOUT_S,
+                            help="seconds a stream may take to answer the challenge")
+        parser.add_argument("--failed-handshakes-per-minute", type=int,
+                            default=settings.HOST_FAILED_HANDSHAKES_PER_MINUTE,
+                            help="per address, before its streams are refused")
 
     def handle(self, *args, **o):
         from marketplace.chain.devnet import CHAIN_ID
@@ -51,7 +62,10 @@ class Command(BaseCommand):
             backend=o["backend"], model=o["model"], model_path=o["model_path"],
             upstream_url=o["upstream_url"], upstream_model=o["upstream_model"],
             capacity=o["capacity"], parallel=o["parallel"], stake_wei=o["stake"],
-            region=o["region"],
+            region=o["region"], max_connections=o["max_connections"],
+            max_connections_per_ip=o["max_connections_per_ip"],
+            handshake_timeout_s=o["handshake_timeout"],
+            failed_handshakes_per_minute=o["failed_handshakes_per_minute"],
         )
         try:
             run(options)

@@ -34,14 +34,15 @@ class RunningHost:
 
 
 async def start_host(on_anvil, backend, role="host-1", price=PRICE, capacity=8,
-                     tmp_path=None) -> RunningHost:
-    chain = on_anvil.chain(role)
+                     tmp_path=None, chain: Chain | None = None, **config) -> RunningHost:
+    """A host serving on 127.0.0.1; `config` overrides HostConfig's defaults."""
+    chain = chain or on_anvil.chain(role)
     port = free_port()
     node = HostNode(backend=backend, chain=chain, store=ResultStore(tmp_path / role),
                     config=HostConfig(public_url=f"http://127.0.0.1:{port}",
                                       price_per_token_wei=price, capacity=capacity,
-                                      withdraw_every_s=3600))
-    runner = web.AppRunner(node.app())
+                                      withdraw_every_s=3600, **config))
+    runner = node.runner()
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return RunningHost(node, f"http://127.0.0.1:{port}", runner)
