@@ -19,7 +19,7 @@ from django.conf import settings
 from tests.conftest import MODEL
 from tests.gateway.conftest import CREDIT, database_url
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def nonce() -> str:
