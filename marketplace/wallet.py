@@ -1,5 +1,6 @@
 """The product's own account on the chain: a chain handle that records every transaction
-it sends in the audit trail (ChainTransaction)."""
+it sends in the audit trail (ChainTransaction). The devnet's well-known keys are refused on
+any chain but the devnet."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import load_deployment
-from marketplace.chain.devnet import dev_keys
+from marketplace.chain.devnet import dev_keys, refuse_devnet_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender, TxRecord
@@ -52,6 +54,17 @@ def wallet_files() -> tuple[Path, Path]:
     return key.keystore, key.passphrase_file
 
 
+def platform_account(chain_id: int) -> LocalAccount:
+    """The platform wallet, for the chain with id `chain_id` (as its node reports it).
+
+    Raises ChainError: KEYSTORE_* when the files cannot be read, DEVNET_KEY_ON_PUBLIC_CHAIN
+    when the wallet is a devnet account and the chain is not the devnet."""
+    keystore, passphrase = wallet_files()
+    account = load_account(keystore, passphrase)
+    refuse_devnet_key(account.address, chain_id=chain_id)
+    return account
+
+
 def web3(rpc_url: str | None = None) -> AsyncWeb3:
     return AsyncWeb3(AsyncHTTPProvider(rpc_url or settings.CHAIN_RPC,
                                        request_kwargs={"timeout": 10}))
@@ -65,18 +78,22 @@ async def platform_chain() -> Chain:
         return handle
     w3 = web3()
     try:
-        deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
+        # The chain id is read once, here, and the wallet checked against it before
+        # anything is signed: the handle is reused for the life of the loop.
         chain_id = await w3.eth.chain_id
+        account = await asyncio.to_thread(platform_account, chain_id)
+        deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
     except (OSError, TimeoutError) as exc:
         await w3.provider.disconnect()
         raise ChainError("RPC_UNAVAILABLE", f"{settings.CHAIN_RPC}: {exc}",
                          permanent=False) from None
+    except ChainError:
+        await w3.provider.disconnect()
+        raise
     if deployment is None:
         await w3.provider.disconnect()
         raise ChainError("NOT_DEPLOYED", "no contracts recorded for this chain: run "
                          "`python manage.py devnet up` or `deploy_contracts`", permanent=True)
-    keystore, passphrase = wallet_files()
-    account = await asyncio.to_thread(load_account, keystore, passphrase)
     sender = Sender(w3, account, lock_dir=settings.VAR_DIR / "locks",
                     audit=audit_recorder(chain_id))
     handle = _handles[loop_id] = Chain(w3, deployment, sender)

@@ -40,8 +40,14 @@ if not CHAIN_RPC_URL:
     raise ImproperlyConfigured("CHAIN_RPC_URL must be set in production (there is no devnet)")
 if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters of real randomness")
-# The devnet's keys are never a fallback here: a process that pays (web, worker) names its
-# wallet, and the files must be there at start, not at the first job.
+# Without a wallet of its own the platform would fall back to the devnet's keys, which
+# anyone can sign with (marketplace.wallet also refuses them on any chain but the devnet).
+# Every process names its wallet, and the files must be there at start, not at the first job.
+if not WALLET_KEYSTORE_FILE or not WALLET_PASSPHRASE_FILE:
+    raise ImproperlyConfigured(
+        "WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE must be set in production: the "
+        "platform wallet's encrypted keystore and its passphrase, as files (the devnet's "
+        "well-known keys are never used here)")
 for _setting, _path in (("WALLET_KEYSTORE_FILE", WALLET_KEYSTORE_FILE),
                         ("WALLET_PASSPHRASE_FILE", WALLET_PASSPHRASE_FILE)):
     if _path and not Path(_path).is_file():

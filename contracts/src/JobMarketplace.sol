@@ -232,6 +232,7 @@ contract JobMarketplace is AccessControl {
         uint256 refund = _held(j) - payment;
         j.state = State.Resolved;
         escrow.release(j.host, payment - fee, fee, j.client, refund);
+        registry.recordDisputeResolved(j.host);
         emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, refund);
     }
 

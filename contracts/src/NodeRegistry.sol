@@ -10,19 +10,23 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// per token for each model. Reputation counters are written only by the marketplace;
 /// the arbitrator may slash a stake; the owner keeps a blocklist. A node's record, and so
 /// its reputation, outlives its stake: leaving and registering again starts from the same
-/// counters, so a bad record cannot be washed off by re-registering.
+/// counters, so a bad record cannot be washed off by re-registering. A host with a dispute
+/// open against it cannot withdraw its stake: the stake is what the arbitrator may slash.
 contract NodeRegistry is AccessControl, ReentrancyGuard {
     bytes32 public constant MARKETPLACE_ROLE = keccak256("MARKETPLACE_ROLE");
     bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
 
+    // The open disputes share the second slot with the failed and disputed counters, which
+    // are written by the same calls, so counting them adds no storage slot.
     struct Node {
-        uint128 stake;
+        uint128 stake; //                  slot 0
         uint40 registeredAt;
         uint40 unregisterRequestedAt;
         bool active;
         uint32 completed;
-        uint32 failed;
+        uint32 failed; //                  slot 1
         uint32 disputed;
+        uint32 openDisputes;
         string apiUrl;
         string metadata;
     }
@@ -61,6 +65,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     error ZeroPrice();
     error CooldownNotOver(uint256 availableAt);
     error UnregisterNotRequested();
+    error DisputesOpen(uint32 openDisputes);
     error TransferFailed();
     error SlashTooLarge(uint256 amount, uint256 stake);
     error ZeroAddress();
@@ -136,6 +141,9 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         Node storage n = _nodes[msg.sender];
         if (n.registeredAt == 0) revert NotRegistered();
         if (n.unregisterRequestedAt == 0) revert UnregisterNotRequested();
+        // Otherwise a host could serve junk, wait out the cooldown while the client's
+        // dispute is open, and leave with the stake before the arbitrator can slash it.
+        if (n.openDisputes != 0) revert DisputesOpen(n.openDisputes);
         uint256 availableAt = uint256(n.unregisterRequestedAt) + cooldown;
         if (block.timestamp < availableAt) revert CooldownNotOver(availableAt);
         uint256 amount = n.stake;
@@ -227,10 +235,18 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         emit ReputationChanged(node, n.completed, n.failed, n.disputed);
     }
 
+    /// @notice A dispute against `node` was opened: it counts against its reputation, and
+    /// its stake stays until every open dispute is resolved.
     function recordDisputed(address node) external onlyRole(MARKETPLACE_ROLE) {
         Node storage n = _nodes[node];
         n.disputed += 1;
+        n.openDisputes += 1;
         emit ReputationChanged(node, n.completed, n.failed, n.disputed);
+    }
+
+    /// @notice The arbitrator resolved a dispute against `node` (it stays in `disputed`).
+    function recordDisputeResolved(address node) external onlyRole(MARKETPLACE_ROLE) {
+        _nodes[node].openDisputes -= 1;
     }
 
     function slash(address node, uint256 amount, string calldata reason) external onlyRole(ARBITRATOR_ROLE) {

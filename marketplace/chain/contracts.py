@@ -75,6 +75,7 @@ class NodeInfo:
     disputed: int
     price_per_token_wei: int = 0
     unregister_requested_at: int = 0
+    open_disputes: int = 0  # while any is open, the stake cannot be withdrawn
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ class Chain:
                         stake=int(n["stake"]), active=bool(n["active"]),
                         completed=int(n["completed"]), failed=int(n["failed"]),
                         disputed=int(n["disputed"]), price_per_token_wei=price,
-                        unregister_requested_at=int(n["unregisterRequestedAt"]))
+                        unregister_requested_at=int(n["unregisterRequestedAt"]),
+                        open_disputes=int(n["openDisputes"]))
 
     async def active_nodes(self, model: str) -> list[NodeInfo]:
         addresses = await self.registry.functions.activeNodesForModel(model).call()

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from marketplace.chain.connect import connect, web3
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import Terms, ensure_deployed
+from marketplace.chain.errors import DevnetKeyOnPublicChain
 from marketplace.chain.keystore import load_account, write_keystore
 from marketplace.chain.tx import AuditHook, Sender
 
@@ -39,6 +41,31 @@ ROLES = {"platform": 0, "host-1": 1, "host-2": 2, "host-3": 3, "host-4": 4, "tre
 DEV_SCRYPT_N = 2**12
 # anvil also writes its state every so often, so a crash loses at most this much.
 STATE_INTERVAL_S = 30
+# The mnemonic's accounts (m/44'/60'/0'/0/<index>) that tools print and tutorials copy:
+# anvil lists the first 10, hardhat the first 20. Written out because deriving them costs
+# over a second (pure-Python elliptic curves); a test derives them again.
+WELL_KNOWN_ADDRESSES = frozenset({
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",  # 0
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",  # 1
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",  # 2
+    "0x90F79bf6EB2c4f870365E785982E1f101E93b906",  # 3
+    "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",  # 4
+    "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",  # 5
+    "0x976EA74026E726554dB657fA54763abd0C3a0aa9",  # 6
+    "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",  # 7
+    "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f",  # 8
+    "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",  # 9
+    "0xBcd4042DE499D14e55001CcbB24a551F3b954096",  # 10
+    "0x71bE63f3384f5fb98995898A86B02Fb2426c5788",  # 11
+    "0xFABB0ac9d68B0B445fB7357272Ff202C5651694a",  # 12
+    "0x1CBd3b2770909D4e10f157cABC84C7264073C9Ec",  # 13
+    "0xdF3e18d64BC6A983f673Ab319CCaE4f1a57C7097",  # 14
+    "0xcd3B766CCDd6AE721141F452C550Ca635964ce71",  # 15
+    "0x2546BcD3c84621e976D8185a91A922aE77ECEc30",  # 16
+    "0xbDA5747bFD65F08deb54cb465eB87D40e51B197E",  # 17
+    "0xdD2FD4581271e230360230F9337D5c0430Bf44C0",  # 18
+    "0x8626f6940E2eb28930eFb4CeF49B2d1F2C9C1199",  # 19
+})
 
 
 def devnet_terms(treasury: str) -> Terms:
@@ -85,6 +112,15 @@ def dev_private_key(index: int) -> bytes:
     Account.enable_unaudited_hdwallet_features()
     account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
     return bytes(account.key)
+
+
+def refuse_devnet_key(address: str, *, chain_id: int) -> None:
+    """Raise DevnetKeyOnPublicChain when `address` is a devnet account and `chain_id` is
+    not the devnet's: the devnet's keys are public, so on any other chain its funds and
+    its roles (admin, arbitrator) belong to whoever uses them first."""
+    address = to_checksum_address(address)
+    if chain_id != CHAIN_ID and address in WELL_KNOWN_ADDRESSES:
+        raise DevnetKeyOnPublicChain(address, chain_id, CHAIN_ID)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ PRODUCTION = {
 
 def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL"}}
+            if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL",
+                         "WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE"}}
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(
         [sys.executable, "manage.py", *(command or ("check", "--deploy", "--fail-level",
@@ -111,20 +112,26 @@ def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProce
     )
 
 
-def test_production_settings_pass_the_deploy_check(tmp_path):
+@pytest.fixture
+def wallet(tmp_path) -> dict[str, str]:
+    """The platform wallet's files (settings check they exist; nothing here decrypts)."""
     keystore, passphrase = tmp_path / "keystore.json", tmp_path / "passphrase"
     keystore.write_text("{}")
     passphrase.write_text("not used by the check")
-    result = _production({**PRODUCTION, "WALLET_KEYSTORE_FILE": str(keystore),
-                          "WALLET_PASSPHRASE_FILE": str(passphrase)})
+    return {"WALLET_KEYSTORE_FILE": str(keystore), "WALLET_PASSPHRASE_FILE": str(passphrase)}
+
+
+def test_production_settings_pass_the_deploy_check(wallet):
+    result = _production({**PRODUCTION, **wallet})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
-def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp_path):
+def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp_path, wallet):
     for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
         (tmp_path / name).write_text(PRODUCTION[name] + "\n")
-    env = {**PRODUCTION, **{name: None for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")},
+    env = {**PRODUCTION, **wallet,
+           **{name: None for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")},
            **{f"{name}_FILE": str(tmp_path / name)
               for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}}
     result = _production(env, "shell", "-c", "from django.conf import settings as s; "
@@ -143,10 +150,24 @@ def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp
     ({"WALLET_KEYSTORE_FILE": "/nonexistent/keystore.json",
       "WALLET_PASSPHRASE_FILE": "/nonexistent/passphrase"}, "is not a readable file"),
 ])
-def test_production_refuses_to_start_without_what_it_needs(change, message):
-    result = _production({**PRODUCTION, **change}, "check")
+def test_production_refuses_to_start_without_what_it_needs(change, message, wallet):
+    result = _production({**PRODUCTION, **wallet, **change}, "check")
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_production_refuses_to_start_without_a_wallet_of_its_own():
+    """Without one, the platform would sign with the devnet's key, which anyone has."""
+    result = _production(PRODUCTION, "check")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE must be set " \
+        "in production" in result.stderr
+
+
+def test_production_refuses_a_keystore_without_its_passphrase_file(wallet):
+    result = _production({**PRODUCTION, **wallet, "WALLET_PASSPHRASE_FILE": None}, "check")
+    assert result.returncode != 0
+    assert "set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE" in result.stderr
 
 
 def test_host_settings_need_a_chain_but_no_database_or_redis(tmp_path):

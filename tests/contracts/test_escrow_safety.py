@@ -1,5 +1,7 @@
 """No wei is created or lost, and a withdrawal cannot be re-entered."""
 
+from collections import Counter
+
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -53,8 +55,9 @@ OPS = st.lists(
 @given(ops=OPS)
 async def test_random_operations_never_create_or_lose_wei(registered, ops):
     """After every operation, allowed or refused: the escrow holds exactly what open jobs
-    escrow plus what is owed, what is owed is what the accounts are credited, and every wei
-    that left a wallet is in a contract or was paid as gas."""
+    escrow plus what is owed, what is owed is what the accounts are credited, every wei
+    that left a wallet is in a contract or was paid as gas, and each host's count of open
+    disputes (which holds its stake) is the number of its jobs in dispute."""
     net = registered
     tester = net.w3.provider.ethereum_tester
     snapshot = tester.take_snapshot()  # each example starts from the same chain
@@ -91,11 +94,17 @@ async def test_random_operations_never_create_or_lose_wei(registered, ops):
             balance, escrowed, owed = await reader.escrow_totals()
             assert balance == escrowed + owed
             open_escrow = 0
+            in_dispute: Counter[str] = Counter()
             for job_id in jobs:
                 job = await reader.get_job(job_id)
                 if job.status in OPEN:
                     open_escrow += job.escrow_wei
+                if job.status == JobStatus.DISPUTED:
+                    in_dispute[job.host] += 1
             assert escrowed == open_escrow
+            for host in hosts:
+                address = net.chain(host).address
+                assert (await reader.get_node(address)).open_disputes == in_dispute[address]
             credited = sum([await reader.withdrawable(a) for a in wallets])
             assert credited == owed
             assert await total_wei() + gas_paid == start_total

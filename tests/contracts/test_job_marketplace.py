@@ -289,6 +289,42 @@ async def test_a_fee_change_applies_to_jobs_posted_after_it(registered):
         "JobMarketplace", owner.market.functions.setFeeBps, 2001))
 
 
+@pytest.mark.parametrize("new_fee_bps", [0, 2000])
+@pytest.mark.parametrize("settle", ["accept", "finalize", "resolve"])
+async def test_a_fee_changed_after_posting_leaves_the_jobs_split_as_agreed(registered, settle,
+                                                                          new_fee_bps):
+    """The admin changes the fee while a job is in flight, before it is claimed and again
+    before it settles: the host and the treasury get the split of the fee at posting."""
+    net = registered
+    owner, alice = net.chain("owner"), net.chain("alice")
+    set_fee = owner.market.functions.setFeeBps
+    posted = await post(net)
+    await owner.sender.transact("JobMarketplace", set_fee, new_fee_bps)
+    await net.chain("host1").claim_job(posted.job_id, MODEL)
+    await net.chain("host1").submit_result(posted.job_id, result_hash=b"\x02" * 32, cid="bafk",
+                                           tokens_used=37)
+    await owner.sender.transact("JobMarketplace", set_fee, 2000 - new_fee_bps)
+    assert (await alice.get_job(posted.job_id)).fee_bps == FEE_BPS
+    if settle == "accept":
+        settled = await alice.accept_result(posted.job_id)
+        share_bps = 10000
+    elif settle == "finalize":
+        await net.time_travel(601)
+        settled = await net.chain("bob").finalize(posted.job_id)
+        share_bps = 10000
+    else:
+        await alice.dispute(posted.job_id, "junk")
+        share_bps = 7000
+        settled = await owner.resolve_dispute(posted.job_id, share_bps)
+    payment = 37 * PRICE * share_bps // 10000
+    fee = payment * FEE_BPS // 10000
+    expected = (payment - fee, fee, posted.escrow_wei - payment)
+    assert (settled.host_amount, settled.fee, settled.refund) == expected
+    assert (await alice.withdrawable(net.chain("host1").address),
+            await alice.withdrawable(net.treasury),
+            await alice.withdrawable(alice.address)) == expected
+
+
 async def test_the_dispute_window_is_fixed_when_the_result_is_submitted(registered):
     net = registered
     owner = net.chain("owner")

@@ -10,6 +10,18 @@ async def reverts(code, awaitable):
     assert info.value.code == code, info.value
 
 
+async def disputed_job(net, host="host1", tokens=30):
+    """A job `host` claimed and delivered, which its client (alice) disputes."""
+    posted = await net.chain("alice").post_job(
+        model=MODEL, prompt_hash=b"\x01" * 32, max_tokens=50, max_price_per_token_wei=2 * PRICE,
+        deadline=await net.now() + 600)
+    await net.chain(host).claim_job(posted.job_id, MODEL)
+    await net.chain(host).submit_result(posted.job_id, result_hash=b"\x02" * 32, cid="bafk",
+                                        tokens_used=tokens)
+    await net.chain("alice").dispute(posted.job_id, "served junk")
+    return posted.job_id
+
+
 async def test_a_registered_host_is_listed_for_its_models_with_its_price(registered):
     alice = registered.chain("alice")
     nodes = await alice.active_nodes(MODEL)
@@ -64,9 +76,10 @@ async def test_unregistering_waits_for_the_cooldown_then_returns_the_stake(regis
 
 async def test_only_the_marketplace_writes_reputation(registered):
     host = registered.chain("host1")
-    fn = host.registry.functions.recordCompleted
-    await reverts("AccessControlUnauthorizedAccount",
-                  host.sender.transact("NodeRegistry", fn, host.address))
+    for fn in (host.registry.functions.recordCompleted,
+               host.registry.functions.recordDisputeResolved):
+        await reverts("AccessControlUnauthorizedAccount",
+                      host.sender.transact("NodeRegistry", fn, host.address))
 
 
 async def test_the_arbitrator_slashes_and_a_host_below_the_minimum_is_delisted(registered):
@@ -122,3 +135,46 @@ async def test_a_leaving_host_comes_back_by_updating(registered):
     await host.update_node(api_url="http://h1", metadata={}, prices={MODEL: PRICE})
     assert sorted(n.url for n in await host.active_nodes(MODEL)) == ["http://h1", "http://h2"]
     await reverts("UnregisterNotRequested", host.withdraw_stake())
+
+
+async def test_a_host_cannot_take_its_stake_away_while_a_dispute_against_it_is_open(registered):
+    """The host serves junk, asks to leave at once and waits out the cooldown: its stake
+    stays until the arbitrator has had its say (and slashed it)."""
+    net = registered
+    host, owner = net.chain("host1"), net.chain("owner")
+    job_id = await disputed_job(net)
+    await host.request_unregister()
+    await net.time_travel(3601)
+    with pytest.raises(ChainError) as info:
+        await host.withdraw_stake()
+    assert info.value.code == "DisputesOpen"
+    assert info.value.message == "DisputesOpen(1)"
+    assert info.value.permanent is False  # it succeeds once the dispute is resolved
+    node = await host.get_node(host.address)
+    assert (node.stake, node.open_disputes, node.disputed) == (ETHER, 1, 1)
+    await owner.slash(host.address, ETHER // 4, "served junk")
+    await owner.resolve_dispute(job_id, 0)
+    node = await host.get_node(host.address)
+    assert (node.open_disputes, node.disputed) == (0, 1)
+    before = await net.w3.eth.get_balance(host.address)
+    receipt = await net.w3.eth.get_transaction_receipt(await host.withdraw_stake())
+    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await net.w3.eth.get_balance(host.address) == before + ETHER - ETHER // 4 - gas
+    assert (await host.get_node(host.address)).stake == 0
+
+
+async def test_the_stake_stays_until_every_open_dispute_is_resolved(registered):
+    net = registered
+    host, owner = net.chain("host1"), net.chain("owner")
+    first, second = await disputed_job(net), await disputed_job(net)
+    await disputed_job(net, host="host2")  # another host's dispute does not hold this stake
+    await host.request_unregister()
+    await net.time_travel(3601)
+    await owner.resolve_dispute(first, 10000)
+    assert (await host.get_node(host.address)).open_disputes == 1
+    await reverts("DisputesOpen", host.withdraw_stake())
+    await owner.resolve_dispute(second, 5000)
+    await host.withdraw_stake()
+    assert (await host.get_node(host.address)).stake == 0
+    assert (await host.get_node(net.chain("host2").address)).open_disputes == 1
+

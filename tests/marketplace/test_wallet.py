@@ -1,16 +1,30 @@
-"""The audit trail: every transaction the product sends is a ChainTransaction row."""
+"""The platform wallet: every transaction the product sends is a ChainTransaction row, and
+the devnet's well-known keys are refused on any chain but the devnet."""
+
+import subprocess
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.management import CommandError, call_command
 from django.db import connections
+from eth_account import Account
+from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from marketplace import wallet
+from marketplace.chain.deploy import Terms, deploy, deployment_path
+from marketplace.chain.devnet import CHAIN_ID, anvil_args, wait_for_rpc
+from marketplace.chain.errors import DevnetKeyOnPublicChain
+from marketplace.chain.keystore import write_keystore
+from marketplace.chain.tx import Sender
 from marketplace.models import ChainTransaction
-from marketplace.wallet import audit_recorder
+from marketplace.wallet import audit_recorder, platform_chain
+from tests.conftest import free_port
 from tests.marketplace.chain.races import claim_in_one_block
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "smollm2-135m-instruct"
+SEPOLIA = 11155111  # a public test network's chain id
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +66,89 @@ async def test_a_transaction_that_reverts_on_chain_is_recorded_as_reverted(on_an
     statuses = [row.status async for row in ChainTransaction.objects.filter(
         function="claimJob", args__startswith=f"{posted.job_id},")]
     assert sorted(statuses) == ["mined", "reverted"]
+
+
+@pytest.fixture(scope="module")
+def public_chain():
+    """anvil under a public network's chain id, with the devnet's accounts funded as they
+    would be by anyone who sent ether to those well-known addresses."""
+    port = free_port()
+    args = anvil_args(port, None)
+    args[args.index("--chain-id") + 1] = str(SEPOLIA)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_rpc(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def on_public_chain(public_chain, settings, tmp_path):
+    settings.CHAIN_RPC = public_chain
+    settings.VAR_DIR = tmp_path
+    settings.DEVNET_DIR = tmp_path / "devnet"
+    settings.CHAIN_DEPLOYMENTS_DIR = tmp_path / "deployments"
+    wallet._handles.clear()
+    return settings
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named-in-settings", "fallback"])
+async def test_the_devnet_key_is_refused_on_a_chain_that_is_not_the_devnet(
+        on_public_chain, dev_keyring, named):
+    settings = on_public_chain
+    if named:
+        settings.WALLET_KEYSTORE_FILE = str(dev_keyring["platform"].keystore)
+        settings.WALLET_PASSPHRASE_FILE = str(dev_keyring["platform"].passphrase_file)
+    else:  # no wallet named: the devnet's platform key is the fallback
+        settings.WALLET_KEYSTORE_FILE = settings.WALLET_PASSPHRASE_FILE = None
+    with pytest.raises(DevnetKeyOnPublicChain) as info:
+        await platform_chain()
+    assert (info.value.code, info.value.permanent) == ("DEVNET_KEY_ON_PUBLIC_CHAIN", True)
+    assert info.value.address == dev_keyring["platform"].address
+    assert info.value.chain_id == SEPOLIA
+    assert f"not the devnet's {CHAIN_ID}" in info.value.message
+    assert wallet._handles == {}  # nothing kept that a later call could sign with
+
+
+async def test_deploying_from_the_devnet_key_to_another_chain_is_refused(
+        on_public_chain, dev_keyring):
+    settings = on_public_chain
+    settings.WALLET_KEYSTORE_FILE = str(dev_keyring["platform"].keystore)
+    settings.WALLET_PASSPHRASE_FILE = str(dev_keyring["platform"].passphrase_file)
+    with pytest.raises(CommandError, match="DEVNET_KEY_ON_PUBLIC_CHAIN"):
+        await sync_to_async(call_command)("deploy_contracts", "--treasury",
+                                          dev_keyring["treasury"].address)
+    assert not deployment_path(settings.CHAIN_DEPLOYMENTS_DIR, SEPOLIA).exists()
+
+
+async def test_a_wallet_of_its_own_works_on_that_chain(on_public_chain, tmp_path):
+    settings = on_public_chain
+    account = Account.create()
+    keystore, passphrase = tmp_path / "wallet.json", tmp_path / "passphrase"
+    passphrase.write_text("correct horse battery staple")
+    write_keystore(keystore, account.key, "correct horse battery staple", kdf_iterations=2**4)
+    settings.WALLET_KEYSTORE_FILE, settings.WALLET_PASSPHRASE_FILE = str(keystore), str(passphrase)
+    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC))
+    try:
+        await w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+        deployment = await deploy(w3, Sender(w3, account, lock_dir=tmp_path / "locks"),
+                                  Terms(treasury=Account.create().address))
+    finally:
+        await w3.provider.disconnect()
+    path = deployment_path(settings.CHAIN_DEPLOYMENTS_DIR, SEPOLIA)
+    path.parent.mkdir(parents=True)
+    path.write_text(deployment.to_json())
+    chain = await platform_chain()
+    assert chain.address == account.address
+    assert await chain.sender.chain_id() == SEPOLIA
+    assert await chain.fee_bps() == 250
+
+
+async def test_the_devnet_key_still_works_on_the_devnet(network):
+    chain = await platform_chain()
+    assert chain.address == network.anvil.keys["platform"].address
+    assert await chain.sender.chain_id() == CHAIN_ID
+    assert await chain.fee_bps() == 250

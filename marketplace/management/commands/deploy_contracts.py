@@ -8,9 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from marketplace.chain.deploy import Terms, ensure_deployed
 from marketplace.chain.errors import ChainError
-from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender
-from marketplace.wallet import audit_recorder, wallet_files, web3
+from marketplace.wallet import audit_recorder, platform_account, web3
 
 
 class Command(BaseCommand):
@@ -35,11 +34,11 @@ class Command(BaseCommand):
 
     async def _deploy(self, terms):
         w3 = web3()
-        keystore, passphrase = wallet_files()
-        account = await asyncio.to_thread(load_account, keystore, passphrase)
-        sender = Sender(w3, account, lock_dir=settings.VAR_DIR / "locks",
-                        audit=audit_recorder(await w3.eth.chain_id))
         try:
+            chain_id = await w3.eth.chain_id
+            account = await asyncio.to_thread(platform_account, chain_id)
+            sender = Sender(w3, account, lock_dir=settings.VAR_DIR / "locks",
+                            audit=audit_recorder(chain_id))
             return await ensure_deployed(w3, sender, terms, settings.CHAIN_DEPLOYMENTS_DIR)
         finally:
             await w3.provider.disconnect()
