@@ -104,7 +104,7 @@ def main() -> None:
         with process(host_cmd, env=env), process(web_cmd, env=env):
             host_url, web_url = f"http://127.0.0.1:{host_port}", f"http://127.0.0.1:{web_port}"
             wait_http(f"{host_url}/health")
-            wait_http(f"{web_url}/health")
+            wait_http(f"{web_url}/health/live")
             host_figures, browser_figures, phases = [], [], []
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=[

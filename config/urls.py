@@ -17,3 +17,5 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
+# An unexpected failure's page names the request's id to quote, and nothing of the failure.
+handler500 = "observability.errors.server_error"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -34,6 +35,14 @@ THINKING = "Thinking…"
 EDIT_INTERVAL_S = 1.2
 HISTORY_SHOWN = 10
 SORRY = "Something went wrong on our side; nothing was charged for it."
+
+
+def _sorry(what: str, *args, exc_info) -> str:
+    """Log a crash under a fresh reference and give the apology that names it: the
+    channel hears neither the exception nor its text, only what to quote to the admins."""
+    reference = uuid.uuid4().hex[:12]
+    log.error(f"{what} (reference %s)", *args, reference, exc_info=exc_info)
+    return f"{SORRY} Reference: `{reference}`."
 
 HELP = f"""**Inkmarket bot**: answers from the marketplace's models, billed to this server.
 `{PREFIX}ask QUESTION`: an answer, streamed in as it is written
@@ -182,9 +191,9 @@ async def _run_into(reply: LiveReply, request, *, label: str) -> jobs.Answer | N
                  request.user_id, exc.message)
         await reply.fail(exc.message)
         return None
-    except Exception:
-        log.exception("discord %s for user %s crashed", label, request.user_id)
-        await reply.fail(SORRY)
+    except Exception as exc:
+        await reply.fail(_sorry("discord %s for user %s crashed", label, request.user_id,
+                                exc_info=exc))
         return None
     await reply.finish(final_chunks(answer))
     return answer
@@ -437,9 +446,8 @@ class _Tree(app_commands.CommandTree):
         elif isinstance(error, app_commands.CheckFailure):
             text = "You may not use this command here."
         else:
-            log.error("slash command %s failed", getattr(interaction.command, "name", "?"),
-                      exc_info=error)
-            text = SORRY
+            text = _sorry("slash command %s failed", getattr(interaction.command, "name", "?"),
+                          exc_info=error)
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -485,9 +493,9 @@ class InkBot(commands.Bot):
                 await cog.chat(message)
             else:
                 await self.process_commands(message)
-        except Exception:
-            log.exception("message %s could not be handled", message.id)
-            await _say(message, SORRY)
+        except Exception as exc:
+            await _say(message, _sorry("message %s could not be handled", message.id,
+                                       exc_info=exc))
 
     async def on_command_error(self, ctx: commands.Context,
                                error: commands.CommandError) -> None:
@@ -499,6 +507,5 @@ class InkBot(commands.Bot):
             text = "You may not use that command here."
         else:
             original = getattr(error, "original", error)
-            log.error("command %s failed", ctx.command, exc_info=original)
-            text = SORRY
+            text = _sorry("command %s failed", ctx.command, exc_info=original)
         await _say(ctx.message, text)

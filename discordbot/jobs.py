@@ -27,6 +27,7 @@ from discordbot import services
 from discordbot.errors import BotError
 from discordbot.models import DiscordCommand
 from discordbot.split import code_block
+from marketplace.client.errors import public_message
 from marketplace.services import ClientError, JobSpec, price_quote, run_job
 from observability.logging import job_id_var
 
@@ -203,8 +204,10 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
             raise BotError("NO_HOSTS", f"No host on the network could take this job "
                                        f"(job {job.id}). Try again in a little while.",
                            job_id=job.id) from None
-        raise BotError("JOB_FAILED", f"The job failed ({exc.code}: {exc.message}); nothing "
-                                     f"was charged. Job id: {job.id}.", job_id=job.id) from None
+        # The code's fixed message: exc.message may hold a host's or the chain's words.
+        raise BotError("JOB_FAILED", f"The job failed ({exc.code}): "
+                                     f"{public_message(exc.code)}. Nothing was charged. "
+                                     f"Job id: {job.id}.", job_id=job.id) from None
     except asyncio.CancelledError:
         await sync_to_async(services.job_fail)(job_id=job.id, code="CANCELLED",
                                                message="the bot stopped", text="".join(pieces))

@@ -249,7 +249,7 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
 
 async def _run_upstream(model, prompt, max_tokens, temperature, price_wei, on_token,
                         cancel) -> _Ran:
-    from gateway.upstream import upstream_complete
+    from gateway.upstream import upstream_complete, upstream_shown
 
     on_piece = None
     if on_token is not None:
@@ -265,7 +265,7 @@ async def _run_upstream(model, prompt, max_tokens, temperature, price_wei, on_to
                                      temperature=temperature, on_piece=on_piece,
                                      cancel=cancel if on_token is not None else None)
     return _Ran(job_id=result.id, text=result.text, tokens=result.tokens,
-                prompt_tokens=result.prompt_tokens, host=settings.GATEWAY_UPSTREAM_URL,
+                prompt_tokens=result.prompt_tokens, host=upstream_shown(),
                 price_wei=price_wei, fee_bps=0, finish_reason=result.finish_reason,
                 ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None)
 

@@ -16,6 +16,7 @@ import aiohttp
 from django.conf import settings
 
 from gateway.errors import GatewayError
+from observability.errors import urls_redacted
 
 _sessions: dict[int, aiohttp.ClientSession] = {}
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -53,7 +54,15 @@ async def upstream_close() -> None:
 
 
 def _failed(exc_or_status) -> GatewayError:
-    return GatewayError("UPSTREAM_ERROR", f"the upstream server failed: {exc_or_status}")
+    # Kept for the request's record and the log; answers say UPSTREAM_ERROR's fixed message.
+    return GatewayError("UPSTREAM_ERROR",
+                        urls_redacted(f"the upstream server failed: {exc_or_status}"))
+
+
+def upstream_shown() -> str:
+    """The upstream as answers and records name it (the `host`): scheme, host and port, for
+    its URL may carry an API key."""
+    return urls_redacted(settings.GATEWAY_UPSTREAM_URL or "")
 
 
 async def upstream_complete(*, model: str, prompt: str, max_tokens: int, temperature: float,

@@ -1,20 +1,32 @@
 """The marketplace's part of `/health`: the chain's JSON-RPC endpoint, and how many
 registered hosts answer their capability probe (at least OPS_HEALTH_MIN_HOSTS must).
-Registered with observability.health when the app is ready (marketplace.apps)."""
+
+Both reach outside, so no request runs them: the beat task `health_probe` calls
+`health_probes_run` every OPS_HEALTH_PROBE_INTERVAL_S, which stores each result in the
+database (HealthProbe, one row a probe, read alike by every web process). The checks
+registered with observability.health (marketplace.apps) and the hosts gauge on /metrics
+read the stored rows; a result older than OPS_HEALTH_STALE_S fails as stale.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 from django.conf import settings
 
+from observability.errors import urls_redacted
+from observability.health import CheckFailed
+
+log = logging.getLogger(__name__)
+
 RPC_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 2.0
 
 
-def check_chain() -> dict:
+def _probe_chain() -> dict:
     import httpx
 
     response = httpx.post(settings.CHAIN_RPC, timeout=RPC_TIMEOUT_S, json={
@@ -27,10 +39,6 @@ def check_chain() -> dict:
 
 
 # ---- hosts ----------------------------------------------------------------------------------
-
-_probe_lock = threading.Lock()
-_probe_cache: dict[str, tuple[float, dict]] = {}
-
 
 async def _probe_hosts() -> dict:
     import aiohttp
@@ -71,35 +79,86 @@ async def _probe_hosts() -> dict:
     return {"registered": len(nodes), "answering": sum(up), "by_model": by_model}
 
 
-def hosts_probe(*, fresh: bool = False) -> dict:
-    """Registered and answering hosts, cached for OPS_HEALTH_CACHE_S so that probes from
-    load balancers and scrapes do not turn into a flood of requests to every host."""
-    key = f"{settings.CHAIN_RPC}|{settings.CHAIN_DEPLOYMENTS_DIR}"
-    with _probe_lock:
-        cached = _probe_cache.get(key)
-        if cached and not fresh and time.monotonic() - cached[0] < settings.OPS_HEALTH_CACHE_S:
-            return cached[1]
-        # A thread of its own: this may be called from a running event loop's thread.
-        result: dict = {}
+def _run_hosts_probe() -> dict:
+    # A thread of its own: this may be called from a running event loop's thread.
+    result: dict = {}
 
-        def run() -> None:
-            try:
-                result["value"] = asyncio.run(_probe_hosts())
-            except BaseException as exc:  # handed back to the caller below
-                result["error"] = exc
+    def run() -> None:
+        try:
+            result["value"] = asyncio.run(_probe_hosts())
+        except BaseException as exc:  # handed back to the caller below
+            result["error"] = exc
 
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        _probe_cache[key] = (time.monotonic(), result["value"])
-        return result["value"]
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+PROBES = {"chain": _probe_chain, "hosts": _run_hosts_probe}
+
+
+def health_probes_run() -> dict[str, dict]:
+    """Probe the chain and the hosts now and store each result (the beat task's work).
+    Returns what was stored, by probe name."""
+    from django.utils import timezone
+
+    from marketplace.models import HealthProbe
+
+    stored: dict[str, dict] = {}
+    for name, probe in PROBES.items():
+        started = time.perf_counter()
+        try:
+            detail, error = probe(), ""
+        except Exception as exc:  # the probe's failure is its result
+            detail, error = {}, urls_redacted(f"{type(exc).__name__}: {exc}")[:500]
+            log.warning("health probe %s failed: %s", name, error)
+        row = {"ok": not error, "detail": detail, "error": error,
+               "ms": round((time.perf_counter() - started) * 1000, 1),
+               "checked_at": timezone.now()}
+        HealthProbe.objects.update_or_create(name=name, defaults=row)
+        stored[name] = row
+    return stored
+
+
+def _stored(name: str, *, fresh: bool = True) -> dict:
+    """The stored result of probe `name`: its details with their age, or CheckFailed when
+    it failed, is missing, or (with `fresh`) is older than OPS_HEALTH_STALE_S."""
+    from django.utils import timezone
+
+    from marketplace.models import HealthProbe
+
+    row = HealthProbe.objects.filter(name=name).first()
+    if row is None:
+        raise CheckFailed("not probed yet: the beat task health_probe has not run")
+    age = (timezone.now() - row.checked_at).total_seconds()
+    if fresh and age > settings.OPS_HEALTH_STALE_S:
+        raise CheckFailed(f"stale: the last probe ran {age:.0f} s ago, more than "
+                          f"OPS_HEALTH_STALE_S ({settings.OPS_HEALTH_STALE_S:.0f} s); is "
+                          f"the beat running?")
+    if not row.ok:
+        raise CheckFailed(f"{row.error} (probed {age:.0f} s ago)")
+    return {**row.detail, "age_s": round(age, 1)}
+
+
+def check_chain() -> dict:
+    return _stored("chain")
 
 
 def check_hosts() -> dict:
-    found = hosts_probe()
+    found = _stored("hosts")
     if found["answering"] < settings.OPS_HEALTH_MIN_HOSTS:
-        raise RuntimeError(f"{found['answering']} of {found['registered']} registered hosts "
-                           f"answer; at least {settings.OPS_HEALTH_MIN_HOSTS} must")
-    return {k: found[k] for k in ("registered", "answering")}
+        raise CheckFailed(f"{found['answering']} of {found['registered']} registered hosts "
+                          f"answer; at least {settings.OPS_HEALTH_MIN_HOSTS} must")
+    return {k: found[k] for k in ("registered", "answering", "age_s")}
+
+
+def hosts_by_model() -> dict[str, int]:
+    """Answering hosts per model from the last hosts probe; empty when it failed or is
+    stale (the gauge then keeps no figure rather than an old one)."""
+    try:
+        return dict(_stored("hosts").get("by_model", {}))
+    except CheckFailed:
+        return {}

@@ -105,8 +105,9 @@ class JobsCollector:
 
 
 def hosts_gauge_refresh() -> None:
-    """Set the hosts gauge from /health's (cached) probe before a scrape."""
-    from marketplace.health import hosts_probe
+    """Set the hosts gauge from the beat's last hosts probe before a scrape (a scrape
+    itself never probes a host)."""
+    from marketplace.health import hosts_by_model
 
-    for model, n in hosts_probe().get("by_model", {}).items():
+    for model, n in hosts_by_model().items():
         hosts_available.labels(model).set(n)

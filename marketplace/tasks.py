@@ -138,6 +138,15 @@ def watch_orphaned_jobs() -> int:
     return len(orphans)
 
 
+@shared_task(acks_late=True, time_limit=60, soft_time_limit=45)
+def health_probe() -> dict[str, bool]:
+    """Beat, every OPS_HEALTH_PROBE_INTERVAL_S: probe the chain and the hosts and store the
+    result that /health and /metrics read (they never probe themselves)."""
+    from marketplace.health import health_probes_run
+
+    return {name: row["ok"] for name, row in health_probes_run().items()}
+
+
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def release_stale_reservations() -> int:
     """Beat, every ten minutes: money held for a job that never ended goes back."""

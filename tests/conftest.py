@@ -225,3 +225,30 @@ def network(on_anvil, tmp_path, settings):
     yield net
     net.stop()
     discovery.invalidate()
+
+
+# ---- a chain RPC URL that holds a secret, and dies ----------------------------------------
+
+RPC_SECRET = "key-SECRET123"
+# What no answer, page or reply may show of a failure: the secret in the RPC URL, the
+# exception classes on the way to it, and stack details.
+LEAKS = (RPC_SECRET, "Traceback", "ChainError", "ClientError", "ClientConnectorError",
+         "ConnectionRefusedError", "OSError", "Cannot connect", 'File "')
+
+
+@pytest.fixture
+async def secret_rpc(network, settings, unused_port, monkeypatch):
+    """A host is up and discovered through the real chain; then the chain's RPC becomes a
+    provider's URL with its API key in the path, on a port where nothing listens. A job
+    gets past its quote (discovery is cached) and fails on the chain."""
+    from marketplace.client import runner
+
+    network.start_hosts({"host-1": 10**9})
+    assert await discovery.candidates(MODEL)
+    for handle in list(wallet._handles.values()):
+        await handle.close()
+    wallet._handles.clear()
+    settings.CHAIN_RPC = f"http://127.0.0.1:{unused_port}/{RPC_SECRET}"
+    # The runner would wait a minute for the node to come back; one try is enough here.
+    monkeypatch.setattr(runner, "CHAIN_WAIT_ATTEMPTS", 1)
+    return settings.CHAIN_RPC

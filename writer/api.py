@@ -13,6 +13,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import SessionAuth
 
 from accounts.errors import InsufficientFunds
+from observability.errors import error_body
 from writer import runner, selectors, services
 from writer.models import Generation
 from writer.services import MAX_PROMPT_CHARS
@@ -26,9 +27,8 @@ Style = Literal["professional", "casual", "creative", "technical"]
 Length = Literal["short", "medium", "long"]
 
 
-def _error(request, code: str, message: str, status: int):
-    return api.create_response(request, {"error": {"code": code, "message": message}},
-                               status=status)
+def _error(request, code: str, message: str, status: int, **extra):
+    return api.create_response(request, error_body(code, message, **extra), status=status)
 
 
 @api.exception_handler(ValidationError)
@@ -110,7 +110,8 @@ def _result(g: Generation) -> dict:
             if g.max_tokens else 0.0, "tokens": g.seq, "maxTokens": g.max_tokens,
             "result": g.final_text, "processed": g.processed, "model": g.model, "host": g.host,
             "cost": str(g.cost_wei), "cached": g.cached,
-            "error": {"code": g.error_code, "message": g.error_message} if g.error_code else None}
+            "error": {"code": g.error_code, "message": g.error_shown, "reference": str(g.id)}
+            if g.error_code else None}
 
 
 @api.post("/generate", response={200: GenerateOut}, summary="Start a generation")
@@ -126,10 +127,8 @@ async def generate(request: HttpRequest, body: GenerateIn):
             user=user, content_type=body.type, style=body.style, length=body.length,
             prompt=body.prompt, price_cap_wei=estimate.price_cap_wei)
     except InsufficientFunds as exc:
-        return api.create_response(request, {"error": {
-            "code": "INSUFFICIENT_FUNDS", "message": str(exc),
-            "required": str(exc.required_wei), "available": str(exc.available_wei)}},
-            status=402)
+        return _error(request, "INSUFFICIENT_FUNDS", str(exc), 402,
+                      required=str(exc.required_wei), available=str(exc.available_wei))
     except services.NoHosts as exc:
         return _error(request, "NO_HOSTS_AVAILABLE", str(exc), 503)
     if not generation.cached:

@@ -73,3 +73,12 @@ class Generation(models.Model):
         if self.finished is None:
             return None
         return round((self.finished - self.created).total_seconds(), 1)
+
+    @property
+    def error_shown(self) -> str:
+        """What the page says about a failure: the fixed message of its code. The stored
+        message (a host's or the chain's words, an exception's text) is for operators; it
+        is logged with this generation's id, which the page gives to quote."""
+        from marketplace.client.errors import public_message
+
+        return public_message(self.error_code) if self.error_code else ""

@@ -300,10 +300,27 @@ OPS_ORPHAN_AFTER_S = env_int("OPS_ORPHAN_AFTER_S", 300)
 # Money still held this long after it was reserved belongs to a job that never ended.
 OPS_RESERVATION_MAX_AGE_S = env_int("OPS_RESERVATION_MAX_AGE_S", 2 * 3600)
 # /health: fewer answering hosts than this is unhealthy (0 lets a product with no hosts
-# of its own yet report healthy); host probes are cached this long.
+# of its own yet report healthy).
 OPS_HEALTH_MIN_HOSTS = env_int("OPS_HEALTH_MIN_HOSTS", 1)
-OPS_HEALTH_CACHE_S = env_int("OPS_HEALTH_CACHE_S", 15)
 OPS_HEALTH_MODELS = env_list("OPS_HEALTH_MODELS", ["smollm2-135m-instruct"])
+# The chain and the hosts are probed by a beat task, never by a request (an anonymous
+# flood of /health would otherwise become a flood of RPC calls and host probes); requests
+# read the stored result, which fails once older than OPS_HEALTH_STALE_S.
+OPS_HEALTH_PROBE_INTERVAL_S = float(env_int("OPS_HEALTH_PROBE_INTERVAL_S", 0)
+                                    or OPS_BEAT_INTERVAL_S)
+OPS_HEALTH_STALE_S = float(env_int("OPS_HEALTH_STALE_S", 0) or 3 * OPS_HEALTH_PROBE_INTERVAL_S)
+if OPS_HEALTH_STALE_S <= OPS_HEALTH_PROBE_INTERVAL_S:
+    raise ImproperlyConfigured("OPS_HEALTH_STALE_S must exceed OPS_HEALTH_PROBE_INTERVAL_S, "
+                               "or every result would be stale before the next probe")
+# A probe nobody ran within its interval is dropped: the next one says more.
+CELERY_BEAT_SCHEDULE["health-probe"] = {"task": "marketplace.tasks.health_probe",
+                                        "schedule": OPS_HEALTH_PROBE_INTERVAL_S,
+                                        "options": {"expires": OPS_HEALTH_PROBE_INTERVAL_S}}
+# /metrics answers only to `Authorization: Bearer <METRICS_TOKEN>` (or METRICS_TOKEN_FILE);
+# the same token shows /health's details. Without a token, /metrics is open only when
+# METRICS_ALLOW_ANONYMOUS says so (development; production refuses both).
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+METRICS_ALLOW_ANONYMOUS = env_bool("METRICS_ALLOW_ANONYMOUS", False)
 # The health summary says degraded below this success rate over the last hour.
 OPS_DEGRADED_BELOW = 0.95
 # How long a worker holds a job's processing or a webhook's delivery before another may

@@ -1,9 +1,10 @@
 """Production: PostgreSQL, Redis, a real chain, TLS in front. Passes `manage.py check
 --deploy` with no warnings.
 
-Secrets come from files: SECRET_KEY_FILE, and DATABASE_URL_FILE / REDIS_URL_FILE (URLs
-carry passwords) as well as the plain variables; the platform wallet is an encrypted
-keystore and its passphrase, both files (WALLET_KEYSTORE_FILE, WALLET_PASSPHRASE_FILE).
+Secrets come from files: SECRET_KEY_FILE, METRICS_TOKEN_FILE, and DATABASE_URL_FILE /
+REDIS_URL_FILE (URLs carry passwords) as well as the plain variables; the platform wallet
+is an encrypted keystore and its passphrase, both files (WALLET_KEYSTORE_FILE,
+WALLET_PASSPHRASE_FILE).
 """
 
 import os
@@ -24,6 +25,8 @@ from config.settings.base import (  # noqa: E402
     CHAIN_RPC_URL,
     DATABASE_URL,
     DEBUG,
+    METRICS_ALLOW_ANONYMOUS,
+    METRICS_TOKEN,
     REDIS_URL,
     SECRET_KEY,
     WALLET_KEYSTORE_FILE,
@@ -38,6 +41,14 @@ if not REDIS_URL:
     raise ImproperlyConfigured("REDIS_URL must be set in production")
 if not CHAIN_RPC_URL:
     raise ImproperlyConfigured("CHAIN_RPC_URL must be set in production (there is no devnet)")
+# /metrics (and /health's details) are for the operators' Prometheus only.
+if not METRICS_TOKEN:
+    raise ImproperlyConfigured("METRICS_TOKEN (or METRICS_TOKEN_FILE) must be set in "
+                               "production: /metrics answers only to that bearer token")
+if len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters")
+if METRICS_ALLOW_ANONYMOUS:
+    raise ImproperlyConfigured("METRICS_ALLOW_ANONYMOUS must be off in production")
 if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters of real randomness")
 # Without a wallet of its own the platform would fall back to the devnet's keys, which

@@ -16,6 +16,7 @@ from gateway.api.errors import ApiError
 from gateway.api.schemas import ErrorDetail, ErrorOut, InferenceIn
 from gateway.db import db
 from gateway.models import Batch, BatchItem, ItemState
+from marketplace.client.errors import shown_message
 
 router = Router(tags=["batch"], auth=ApiKeyAuth())
 
@@ -88,7 +89,9 @@ def _item(item: BatchItem) -> dict:
         "job_id": str(item.job_id) if item.job_id else None,
         # A queued item may carry the error of an attempt that will be retried; only a
         # failed one reports it.
-        "error": {"code": item.error_code, "message": item.error_message} if failed else None,
+        "error": {"code": item.error_code,
+                  "message": shown_message(item.error_code, item.error_message)}
+        if failed else None,
     }
 
 

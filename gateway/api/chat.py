@@ -12,11 +12,13 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
 from gateway.api.auth import ApiKeyAuth
+from gateway.api.errors import error_body
 from gateway.api.inference import ERRORS, start, wait
 from gateway.api.schemas import ChatIn
 from gateway.chat import messages_to_prompt
 from gateway.errors import GatewayError
 from gateway.inference import InferenceResult
+from observability.logging import request_id_var
 
 router = Router(tags=["chat"], auth=ApiKeyAuth())
 DEFAULT_MAX_TOKENS = 256
@@ -74,6 +76,7 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
         request, endpoint="chat", model=body.model, prompt=prompt, max_tokens=max_tokens,
         temperature=temperature, on_token=on_token)
     task.add_done_callback(lambda _: queue.put_nowait(_END))
+    reference = getattr(request, "request_id", None)
     # Refusals (402, 503, …) come before the stream, as HTTP errors: wait until the
     # money is reserved or the request refused.
     waiter = asyncio.ensure_future(recorded.wait())
@@ -104,8 +107,14 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
                 result = task.result()
             except GatewayError as exc:
                 finished = True
-                yield _sse({"error": {"code": exc.code, "message": exc.message,
-                                      **exc.extra}})
+                # The stream outlives the middleware that set the request's id in the
+                # context; the id is on the request.
+                token = request_id_var.set(reference)
+                try:
+                    error = error_body(exc.code, exc.message, **exc.extra)
+                finally:
+                    request_id_var.reset(token)
+                yield _sse(error)
                 yield _sse("[DONE]")
                 return
             finished = True

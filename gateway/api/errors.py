@@ -1,5 +1,10 @@
-"""The gateway's one error shape, {"error": {"code", "message", ...}}, and the one place
-that maps every error to it and to an HTTP status."""
+"""The gateway's one error shape, {"error": {"code", "message", "request_id", ...}}, and
+the one place that maps every error to it and to an HTTP status.
+
+A failure of the marketplace, the chain or an upstream says a fixed message for its code
+(marketplace.client.errors.shown_message): its own text may carry a host's words, an
+exception's class and text, or a provider's URL with its API key. That detail is logged
+with the request id, which the answer carries for the caller to quote."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.errors import BillingError
 from gateway.errors import GatewayError
-from marketplace.client.errors import ClientError
+from marketplace.client.errors import ClientError, shown_message
+from observability import errors as shape
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +66,12 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, **extra) -> dict:
-    return {"error": {"code": code, "message": message, **extra}}
+    """The body of an error answer; a failure's message is replaced by its code's fixed
+    one (and the replaced text logged, under the request's id)."""
+    shown = shown_message(code, message)
+    if shown != message:
+        log.warning("answered %s; the detail: %s", code, message)
+    return shape.error_body(code, shown, **extra)
 
 
 def error_response(status: int, code: str, message: str, *, headers: dict | None = None,

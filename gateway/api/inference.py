@@ -16,6 +16,7 @@ from gateway.api.schemas import ErrorOut, InferenceIn, InferenceOut
 from gateway.db import db
 from gateway.inference import InferenceResult, inference_start, inference_validate
 from gateway.models.requests import GatewayRequest
+from marketplace.client.errors import shown_message
 
 router = Router(tags=["inference"], auth=ApiKeyAuth())
 
@@ -35,7 +36,8 @@ def result_out(result: InferenceResult) -> dict:
 
 
 def record_out(record: GatewayRequest) -> dict:
-    error = {"code": record.error_code, "message": record.error_message} \
+    error = {"code": record.error_code,
+             "message": shown_message(record.error_code, record.error_message)} \
         if record.error_code else None
     return {"id": str(record.id), "status": record.status, "model": record.model,
             "text": record.text, "tokens": record.tokens, "cost": str(record.cost_wei),

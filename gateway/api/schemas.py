@@ -10,8 +10,11 @@ from pydantic import ConfigDict, Field
 
 
 class ErrorDetail(Schema):
+    model_config = ConfigDict(extra="allow")
     code: str
     message: str
+    request_id: str | None = Field(None, description="The request's id (X-Request-ID): "
+                                   "quote it when you report a failure")
 
 
 class ErrorOut(Schema):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 
 from marketplace.client import pool
-from marketplace.client.errors import ClientError
+from marketplace.client.errors import ClientError, host_code
 from marketplace.client.ranking import Candidate
 from marketplace.protocol import GenerationRequest
 
@@ -29,8 +29,8 @@ async def negotiate(host: Candidate, request: GenerationRequest, *,
         raise ClientError("HOST_UNAVAILABLE", f"{host.url}: {exc}", permanent=False) from None
     if status != 200:
         data = answer.get("data", {}) if isinstance(answer, dict) else {}
-        raise ClientError(data.get("code", "QUOTE_REFUSED"), data.get("message", str(status)),
-                          permanent=False)
+        raise ClientError(host_code(data.get("code", "QUOTE_REFUSED")),
+                          str(data.get("message", status))[:500], permanent=False)
     terms = answer.get("terms") if answer.get("accepted") else answer.get("counter")
     if not terms:
         raise ClientError("QUOTE_REFUSED", answer.get("reason", "no terms"), permanent=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from marketplace.client import pool
-from marketplace.client.errors import ClientError
+from marketplace.client.errors import ClientError, host_code
 from marketplace.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -148,8 +148,8 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, pieces
 
 def _refusal(message: dict) -> ClientError:
     data = message.get("data", {})
-    code = data.get("code", Code.INTERNAL)
-    return ClientError(code, data.get("message", ""),
+    code = host_code(data.get("code", Code.INTERNAL))
+    return ClientError(code, str(data.get("message", ""))[:500],
                        permanent=False if code in _HOST_SPECIFIC else None)
 
 

@@ -12,6 +12,7 @@ from marketplace.models.jobs import (  # noqa: F401
 from marketplace.models.ops import (  # noqa: F401
     DeadLetter,
     DeliveryState,
+    HealthProbe,
     WebhookAttempt,
     WebhookDelivery,
 )

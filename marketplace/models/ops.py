@@ -75,3 +75,18 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} at {self.created:%Y-%m-%d %H:%M}"
+
+
+class HealthProbe(models.Model):
+    """The last result of a probe that /health and /metrics read (the chain, the hosts).
+    The beat runs the probes and writes here; requests never probe, they read."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    ok = models.BooleanField(default=False)
+    detail = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    ms = models.FloatField(default=0)
+    checked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'ok' if self.ok else 'failing'} at {self.checked_at:%H:%M:%S}"

@@ -97,13 +97,15 @@ PRODUCTION = {
     "REDIS_URL": "redis://127.0.0.1:6379/15",
     "CHAIN_RPC_URL": "https://rpc.example-chain.org",
     "ALLOWED_HOSTS": "inkmarket.example",
+    "METRICS_TOKEN": "m3tr1cs-t0ken-0f-at-least-32-characters",
 }
 
 
 def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items()
             if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL",
-                         "WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE"}}
+                         "WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE",
+                         "METRICS_TOKEN", "METRICS_TOKEN_FILE", "METRICS_ALLOW_ANONYMOUS"}}
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(
         [sys.executable, "manage.py", *(command or ("check", "--deploy", "--fail-level",
@@ -127,18 +129,17 @@ def test_production_settings_pass_the_deploy_check(wallet):
     assert "System check identified no issues (0 silenced)." in result.stdout
 
 
-def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp_path, wallet):
-    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+def test_production_reads_the_database_and_redis_urls_and_the_keys_from_files(tmp_path, wallet):
+    names = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "METRICS_TOKEN")
+    for name in names:
         (tmp_path / name).write_text(PRODUCTION[name] + "\n")
-    env = {**PRODUCTION, **wallet,
-           **{name: None for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")},
-           **{f"{name}_FILE": str(tmp_path / name)
-              for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")}}
+    env = {**PRODUCTION, **wallet, **{name: None for name in names},
+           **{f"{name}_FILE": str(tmp_path / name) for name in names}}
     result = _production(env, "shell", "-c", "from django.conf import settings as s; "
-                         "print(s.DATABASES['default']['NAME'], s.REDIS_URL)")
+                         "print(s.DATABASES['default']['NAME'], s.REDIS_URL, s.METRICS_TOKEN)")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1].split() == ["inkmarket",
-                                                             "redis://127.0.0.1:6379/15"]
+    assert result.stdout.strip().splitlines()[-1].split() == [
+        "inkmarket", "redis://127.0.0.1:6379/15", PRODUCTION["METRICS_TOKEN"]]
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -147,6 +148,9 @@ def test_production_reads_the_database_and_redis_urls_and_the_key_from_files(tmp
     ({"REDIS_URL": None}, "REDIS_URL must be set in production"),
     ({"SECRET_KEY": "short"}, "SECRET_KEY must be at least 50 characters"),
     ({"DEBUG": "1"}, "DEBUG must be off in production"),
+    ({"METRICS_TOKEN": None}, "METRICS_TOKEN (or METRICS_TOKEN_FILE) must be set in production"),
+    ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN must be at least 32 characters"),
+    ({"METRICS_ALLOW_ANONYMOUS": "1"}, "METRICS_ALLOW_ANONYMOUS must be off in production"),
     ({"WALLET_KEYSTORE_FILE": "/nonexistent/keystore.json",
       "WALLET_PASSPHRASE_FILE": "/nonexistent/passphrase"}, "is not a readable file"),
 ])

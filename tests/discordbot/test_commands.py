@@ -1,5 +1,7 @@
 """Message commands that are answered before any host is asked: help, mistakes, refusals."""
 
+import re
+
 import discord.ext.test as dpytest
 import pytest
 from asgiref.sync import sync_to_async
@@ -93,7 +95,8 @@ async def test_a_bare_mention_gets_a_greeting_and_costs_nothing(bot, server):
     assert not await DiscordJob.objects.aexists()
 
 
-async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, server, monkeypatch):
+async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, server, monkeypatch,
+                                                                     caplog):
     # A fault that cannot be produced for real here: the database failing mid-command.
     def broken(**kwargs):
         raise RuntimeError("database went away")
@@ -101,7 +104,14 @@ async def test_a_command_that_crashes_is_answered_and_the_bot_goes_on(bot, serve
     monkeypatch.setattr(services, "server_get_or_create", broken)
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()  # said in the reply that promised an answer
-    assert current(reply) == "⚠️ Something went wrong on our side; nothing was charged for it."
+    said = current(reply)
+    assert re.fullmatch(r"⚠️ Something went wrong on our side; nothing was charged for it\. "
+                        r"Reference: `[0-9a-f]{12}`\.", said), said
+    # The reference finds the crash in the log; the channel never hears what it was.
+    reference = re.search(r"`([0-9a-f]{12})`", said).group(1)
+    (logged,) = [r for r in caplog.records if reference in r.getMessage()]
+    assert "database went away" in str(logged.exc_info[1])
+    assert "database went away" not in said and "RuntimeError" not in said
     monkeypatch.undo()
     await dpytest.message("!help")
     assert "Inkmarket bot" in sent()[0].content
@@ -115,7 +125,8 @@ async def test_a_mention_that_crashes_is_answered_by_the_message_guard(bot, serv
     monkeypatch.setattr(bot.context, "turns", broken)
     await dpytest.message(f"<@{bot.user.id}> hello there")
     (apology,) = sent()
-    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+    assert re.fullmatch(r"Something went wrong on our side; nothing was charged for it\. "
+                        r"Reference: `[0-9a-f]{12}`\.", apology.content), apology.content
 
 
 async def test_a_crash_in_a_command_is_answered_by_the_command_error_handler(
@@ -129,7 +140,8 @@ async def test_a_crash_in_a_command_is_answered_by_the_command_error_handler(
     with pytest.raises(commands.CommandInvokeError):
         await dpytest.message("!history")
     (apology,) = sent()
-    assert apology.content == "Something went wrong on our side; nothing was charged for it."
+    assert re.fullmatch(r"Something went wrong on our side; nothing was charged for it\. "
+                        r"Reference: `[0-9a-f]{12}`\.", apology.content), apology.content
 
 
 async def test_messages_from_bots_are_ignored(bot, server, config):

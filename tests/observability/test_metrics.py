@@ -1,4 +1,5 @@
-"""/metrics: Prometheus text, figures read from the database and Redis at scrape time."""
+"""/metrics: Prometheus text behind a bearer token, figures read from the database and
+Redis at scrape time."""
 
 import re
 import subprocess
@@ -8,9 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from marketplace.health import health_probes_run
 from marketplace.jobs import job_create, job_transition
 from marketplace.models import ChainTransaction, Job, JobState
 from observability import metrics
@@ -24,7 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def no_hosts_probe(settings, unused_port):
     """No chain here: the hosts gauge is left out, and the scrape must not suffer for it."""
     settings.CHAIN_RPC = f"http://127.0.0.1:{unused_port}"
-    settings.OPS_HEALTH_CACHE_S = 0
+
+
+@pytest.fixture
+def client(client, metrics_token):
+    """Prometheus, presenting the metrics token."""
+    client.defaults["HTTP_AUTHORIZATION"] = metrics_token["Authorization"]
+    return client
 
 
 def scrape(client) -> dict[str, dict[tuple, float]]:
@@ -134,14 +143,45 @@ def test_the_degraded_gauge_follows_the_last_hours_success_rate(client):
     assert found["inkmarket_degraded"][()] == 1
 
 
-def test_hosts_available_counts_the_hosts_that_answer(client, network, settings):
+def test_hosts_available_counts_the_hosts_that_answered_the_last_probe(client, network,
+                                                                        settings):
     settings.OPS_HEALTH_MODELS = ["smollm2-135m-instruct"]
     (host,) = network.start_hosts({"host-1": 10**9})
+    health_probes_run()
     found = scrape(client)["inkmarket_hosts_available"]
     assert found[(("model", "smollm2-135m-instruct"),)] == 1
     host.kill()
+    health_probes_run()
     found = scrape(client)["inkmarket_hosts_available"]
     assert found[(("model", "smollm2-135m-instruct"),)] == 0
+
+
+# ---- the token ---------------------------------------------------------------------------
+
+
+def test_without_the_token_or_with_a_wrong_one_metrics_is_a_401(client, settings):
+    anonymous = Client()
+    for headers in ({}, {"Authorization": "Bearer wrong-token"},
+                    {"Authorization": f"Bearer {settings.METRICS_TOKEN}x"},
+                    {"Authorization": f"Basic {settings.METRICS_TOKEN}"},
+                    {"Authorization": "Bearer "}):
+        response = anonymous.get("/metrics", headers={**headers, "X-Request-ID": "req-42"})
+        assert response.status_code == 401, headers
+        assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        error = response.json()["error"]
+        assert error["code"] == "UNAUTHENTICATED" and error["request_id"] == "req-42"
+        assert "inkmarket_" not in response.content.decode()
+    assert client.get("/metrics").status_code == 200
+
+
+def test_with_no_token_configured_metrics_is_open_only_when_a_setting_says_so(settings):
+    settings.METRICS_TOKEN = None
+    settings.METRICS_ALLOW_ANONYMOUS = False
+    assert Client().get("/metrics").status_code == 401
+    settings.METRICS_ALLOW_ANONYMOUS = True
+    assert Client().get("/metrics").status_code == 200
+    settings.METRICS_TOKEN = "a-token-now-set-0123456789abcdef0123"
+    assert Client().get("/metrics").status_code == 401  # a set token always applies
 
 
 def test_counting_often_costs_little(settings):

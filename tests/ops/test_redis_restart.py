@@ -50,9 +50,14 @@ print(n, flush=True)
 """
 
 
+TOKEN = "metrics-token-for-tests-0123456789abcdef"
+
+
 def health(url: str) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/health",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -66,7 +71,7 @@ def test_the_product_recovers_from_a_redis_restart_without_restarting(
     env = process_env(
         REDIS_URL=own_redis.url, OPS_BEAT_INTERVAL_S="2", CELERY_VISIBILITY_TIMEOUT_S="10",
         WEBHOOK_STUCK_AFTER_S="5", OPS_LEASE_S="10", OPS_HEALTH_MIN_HOSTS="0",
-        OPS_HEALTH_CACHE_S="0", CHAIN_RPC_URL=network.anvil.url, VAR_DIR=str(network.tmp))
+        METRICS_TOKEN=TOKEN, CHAIN_RPC_URL=network.anvil.url, VAR_DIR=str(network.tmp))
     port = free_port()
     web = processes.start([sys.executable, "-m", "uvicorn", "config.asgi:application",
                            "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"],

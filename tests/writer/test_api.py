@@ -19,7 +19,8 @@ def test_someone_elses_job_is_a_404(alice_client, bob):
         full_prompt="p", model="m", max_tokens=10, temperature=0.5, cache_key="k")
     response = alice_client.get(f"/api/result/{generation.id}")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "no such job"}}
+    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "no such job",
+                                         "request_id": response["X-Request-ID"]}}
 
 
 def test_an_own_job_shows_status_progress_and_result(alice_client, alice):
@@ -72,7 +73,8 @@ def test_an_over_long_prompt_is_refused_and_nothing_is_created(alice_client):
                                  content_type="application/json")
     assert response.status_code == 400
     assert response.json() == {"error": {"code": "INVALID_REQUEST",
-                                         "message": "the prompt is over 4000 characters"}}
+                                         "message": "the prompt is over 4000 characters",
+                                         "request_id": response["X-Request-ID"]}}
     assert Generation.objects.count() == 0
 
 
@@ -110,5 +112,6 @@ def test_a_post_without_the_csrf_token_is_refused(alice):
     response = client.post("/api/generate", json.dumps({"type": "blog", "prompt": "x"}),
                            content_type="application/json")
     assert response.status_code == 403
-    assert response.json() == {"error": {"code": "FORBIDDEN", "message": "CSRF check Failed"}}
+    assert response.json() == {"error": {"code": "FORBIDDEN", "message": "CSRF check Failed",
+                                         "request_id": response["X-Request-ID"]}}
     assert Generation.objects.count() == 0

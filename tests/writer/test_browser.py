@@ -33,7 +33,7 @@ def server(network, tmp_path, settings):
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
+            urllib.request.urlopen(f"{url}/health/live", timeout=1).close()
             break
         except OSError:
             time.sleep(0.1)
