@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -76,12 +76,21 @@ def _validate_like_inference(request: ItemRequest) -> None:
                        max_tokens=request.max_tokens, temperature=request.temperature)
 
 
+# A webhook URL, as one pattern that the API's schema publishes as it is: http(s), an
+# optional user:password@, a host name or address (ASCII: a name in punycode) or an
+# [IPv6] address, an optional port, then any visible ASCII.
+WEBHOOK_URL = (r"https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+               r"(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
+               r"(?::[0-9]{1,5})?(?:[/?#][!-~]*)?")
+WEBHOOK_URL_MAX_CHARS = 500
+
+
 def _check_webhook_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not re.fullmatch(WEBHOOK_URL, url):
         raise BatchError("INVALID_WEBHOOK_URL", f"{url!r} is not an http(s) URL")
-    if len(url) > 500:
-        raise BatchError("INVALID_WEBHOOK_URL", "the webhook URL is longer than 500 characters")
+    if len(url) > WEBHOOK_URL_MAX_CHARS:
+        raise BatchError("INVALID_WEBHOOK_URL", f"the webhook URL is longer than "
+                         f"{WEBHOOK_URL_MAX_CHARS} characters")
     try:
         url_check(url)  # checked again at every delivery: what a name resolves to changes
     except UnsafeURL as exc:

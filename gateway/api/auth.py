@@ -23,14 +23,10 @@ def raw_key(request: HttpRequest) -> str | None:
     return None
 
 
-class ApiKeyAuth(AuthBase):
+class _KeyAuth(AuthBase):
     """request.auth is the caller's ApiKey (with its user and account). The gateway
     middleware has already looked the key up for the rate limit (request.api_key), so
     this costs no second query; without the middleware it looks the key up itself."""
-
-    openapi_type = "apiKey"
-    openapi_in = "header"
-    openapi_name = "X-API-Key"
 
     async def authenticate(self, request: HttpRequest) -> ApiKey | None:
         found = getattr(request, "api_key", _UNSET)
@@ -40,6 +36,29 @@ class ApiKeyAuth(AuthBase):
 
     async def __call__(self, request: HttpRequest) -> ApiKey | None:
         return await self.authenticate(request)
+
+
+class ApiKeyHeader(_KeyAuth):
+    """The key as `X-API-Key: sk_…`."""
+
+    openapi_type = "apiKey"
+    openapi_in = "header"
+    openapi_name = "X-API-Key"
+    openapi_description = "An API key, sk_ and 64 hex digits (account page, Keys)"
+
+
+class BearerKey(_KeyAuth):
+    """The key as `Authorization: Bearer sk_…`, as OpenAI's clients send it."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+    openapi_bearerFormat = "sk_ and 64 hex digits"
+    openapi_description = "The same API key as a bearer token"
+
+
+# Either one: ninja tries each in turn, and the published schema lists them as
+# alternatives (two security requirements).
+KEY_AUTH = [ApiKeyHeader(), BearerKey()]
 
 
 def require_scope(request: HttpRequest, scope: str) -> ApiKey:

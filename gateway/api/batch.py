@@ -4,32 +4,39 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.models import Scope
 from gateway import batch as batch_services
-from gateway.api.auth import ApiKeyAuth, require_scope
-from gateway.api.errors import ApiError
-from gateway.api.schemas import ErrorDetail, ErrorOut, InferenceIn
+from gateway.api.auth import KEY_AUTH, require_scope
+from gateway.api.errors import ApiError, error_responses
+from gateway.api.schemas import ErrorDetail, InferenceIn, Text, Wei, published
 from gateway.db import db
-from gateway.models import Batch, BatchItem, ItemState
+from gateway.models import Batch, BatchItem, BatchState, ItemState
 from marketplace.client.errors import shown_message
 
-router = Router(tags=["batch"], auth=ApiKeyAuth())
-
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 429: ErrorOut}
-CANCEL_ERRORS = {**ERRORS, 409: ErrorOut}
+router = Router(tags=["batch"], auth=KEY_AUTH)
 
 
 class BatchIn(Schema):
     requests: list[InferenceIn] = Field(
-        ..., description="At most 100 requests (settings.BATCH_MAX_ITEMS), each like the "
-        "body of POST /v1/inference; more is a 400 BATCH_TOO_LARGE")
-    webhook_url: str = Field("", description="POSTed to once, when the last request ends")
-    webhook_secret: str = Field("", max_length=128, description=(
+        ..., json_schema_extra=published(minItems=1, maxItems=lambda: settings.BATCH_MAX_ITEMS),
+        description="At most 100 requests (settings.BATCH_MAX_ITEMS), each like the "
+        "body of POST /v1/inference; none is a 400 BATCH_EMPTY, more a 400 BATCH_TOO_LARGE, "
+        "an invalid one the code POST /v1/inference answers, with its `index`")
+    webhook_url: str = Field("", json_schema_extra=published(
+        # (?!\n): Python's $ (schemathesis, many generators) would match before a final
+        # newline, which ECMA's $ and the server's full match never do.
+        pattern=f"^(?:{batch_services.WEBHOOK_URL})?(?!\\n)$",
+        maxLength=batch_services.WEBHOOK_URL_MAX_CHARS), description="An http(s) URL, "
+        "POSTed to once, when the last request ends; anything else is a 400 "
+        "INVALID_WEBHOOK_URL")
+    webhook_secret: Text = Field("", max_length=128, description=(
         "HMAC-SHA256 key of the webhook's signature; one is made (and shown once) when "
         "empty"))
 
@@ -44,8 +51,8 @@ class CountsOut(Schema):
 
 class BatchCreatedOut(Schema):
     id: uuid.UUID
-    object: str = "batch"
-    state: str
+    object: Literal["batch"] = "batch"
+    state: BatchState
     counts: CountsOut
     created: datetime
     webhook_url: str | None = None
@@ -54,13 +61,13 @@ class BatchCreatedOut(Schema):
 
 class ItemOut(Schema):
     index: int
-    state: str
+    state: ItemState
     model: str
     text: str | None
     tokens: int
-    cost: str = Field(description="wei, as a string")
+    cost: Wei
     cached: bool
-    finish_reason: str | None
+    finish_reason: Literal["stop", "length", "cancelled"] | None
     attempts: int
     job_id: str | None
     error: ErrorDetail | None
@@ -68,10 +75,10 @@ class ItemOut(Schema):
 
 class BatchOut(Schema):
     id: uuid.UUID
-    object: str = "batch"
-    state: str
+    object: Literal["batch"] = "batch"
+    state: BatchState
     counts: CountsOut
-    cost: str = Field(description="wei charged for the batch so far, as a string")
+    cost: Wei = Field(description="wei charged for the batch so far, as a decimal string")
     created: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -115,7 +122,7 @@ def _create(*, api_key, payload: BatchIn) -> dict:
                                              max_tokens=r.max_tokens,
                                              temperature=r.temperature)
                   for r in payload.requests],
-        webhook_url=payload.webhook_url.strip(), webhook_secret=payload.webhook_secret)
+        webhook_url=payload.webhook_url, webhook_secret=payload.webhook_secret)
     batch = created.batch
     return {"id": batch.pk, "state": batch.state,
             "counts": {"total": batch.total, "queued": batch.total, "running": 0,
@@ -124,7 +131,7 @@ def _create(*, api_key, payload: BatchIn) -> dict:
             "webhook_secret": created.webhook_secret or None}
 
 
-@router.post("", response={202: BatchCreatedOut, **ERRORS},
+@router.post("", response={202: BatchCreatedOut, **error_responses(400, 403, body=True)},
              summary="Submit up to 100 inference requests to run in the background")
 async def batch_submit(request: HttpRequest, payload: BatchIn):
     key = require_scope(request, Scope.BATCH)
@@ -134,7 +141,7 @@ async def batch_submit(request: HttpRequest, payload: BatchIn):
         raise ApiError(exc.status, exc.code, exc.message, **exc.extra) from None
 
 
-@router.get("/{batch_id}", response={200: BatchOut, **ERRORS},
+@router.get("/{batch_id}", response={200: BatchOut, **error_responses(403, 404)},
             summary="A batch's state and each request's result")
 async def batch_status(request: HttpRequest, batch_id: str):
     key = require_scope(request, Scope.BATCH)
@@ -149,7 +156,7 @@ def _cancel(*, user_id: int, batch_id: uuid.UUID) -> dict:
     return _status(user_id=user_id, batch_id=batch_id)
 
 
-@router.post("/{batch_id}/cancel", response={200: BatchOut, **CANCEL_ERRORS},
+@router.post("/{batch_id}/cancel", response={200: BatchOut, **error_responses(403, 404, 409)},
              summary="Cancel a batch: queued requests fail with CANCELLED, uncharged")
 async def batch_cancel(request: HttpRequest, batch_id: str):
     """Requests still queued end at once, failed with CANCELLED and never charged; those

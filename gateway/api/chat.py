@@ -11,19 +11,21 @@ import time
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
-from gateway.api.auth import ApiKeyAuth
+from gateway.api.auth import KEY_AUTH
 from gateway.api.errors import error_body
-from gateway.api.inference import ERRORS, start, wait
-from gateway.api.schemas import ChatIn
+from gateway.api.inference import RUN_ERRORS, start, wait
+from gateway.api.schemas import CHAT_EVENT, ChatCompletionOut, ChatIn
 from gateway.chat import messages_to_prompt
 from gateway.errors import GatewayError
 from gateway.inference import InferenceResult
 from observability.logging import request_id_var
 
-router = Router(tags=["chat"], auth=ApiKeyAuth())
+router = Router(tags=["chat"], auth=KEY_AUTH)
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.7
 _END = object()
+# With `stream: true` the 200 is a stream of server-sent events, not one JSON document.
+STREAM = {"responses": {200: {"content": {"text/event-stream": {"schema": CHAT_EVENT}}}}}
 
 
 def _usage(result: InferenceResult) -> dict:
@@ -52,11 +54,14 @@ def _sse(data: dict | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
-@router.post("/chat/completions", response={200: dict, **ERRORS},
-             summary="OpenAI-compatible chat")
+@router.post("/chat/completions", response={200: ChatCompletionOut, **RUN_ERRORS},
+             summary="OpenAI-compatible chat", openapi_extra=STREAM)
 async def chat_completions(request: HttpRequest, body: ChatIn):
     prompt = messages_to_prompt([m.model_dump() for m in body.messages])
-    max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
+    # `is None`, not `or`: a max_tokens of 0 is refused (INVALID_MAX_TOKENS), not read as
+    # "not given".
+    max_tokens = next((given for given in (body.max_completion_tokens, body.max_tokens)
+                       if given is not None), DEFAULT_MAX_TOKENS)
     temperature = DEFAULT_TEMPERATURE if body.temperature is None else body.temperature
     created = int(time.time())
     if not body.stream:

@@ -15,6 +15,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.errors import BillingError
+from gateway.api.schemas import ErrorOut
 from gateway.errors import GatewayError
 from marketplace.client.errors import ClientError, shown_message
 from observability import errors as shape
@@ -47,6 +48,20 @@ STATUS = {
 _BY_STATUS = {400: "INVALID_REQUEST", 401: "UNAUTHENTICATED", 403: "FORBIDDEN",
               404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
               429: "RATE_LIMITED"}
+
+
+# What any operation may answer before or beside its own errors: 401 (ninja's auth, on the
+# key the middleware looked up), 429 (the middleware's rate limit) and 500 (a bug, in the
+# one shape all the same); an operation with a body also 413 (the middleware's size limit).
+ALWAYS = (401, 429, 500)
+WITH_A_BODY = (413,)
+
+
+def error_responses(*statuses: int, body: bool = False) -> dict[int, type[ErrorOut]]:
+    """The `response` entries of an operation's errors: its own `statuses` and the ones
+    every operation has, each with the one error shape."""
+    return {status: ErrorOut
+            for status in sorted({*statuses, *ALWAYS, *(WITH_A_BODY if body else ())})}
 
 
 class ApiError(Exception):

@@ -10,21 +10,22 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from accounts.models import Scope
-from gateway.api.auth import ApiKeyAuth, require_scope
-from gateway.api.errors import ApiError
-from gateway.api.schemas import ErrorOut, InferenceIn, InferenceOut
+from gateway.api.auth import KEY_AUTH, require_scope
+from gateway.api.errors import ApiError, error_responses
+from gateway.api.schemas import InferenceIn, InferenceOut
 from gateway.db import db
 from gateway.inference import InferenceResult, inference_start, inference_validate
 from gateway.models.requests import GatewayRequest
 from marketplace.client.errors import shown_message
 
-router = Router(tags=["inference"], auth=ApiKeyAuth())
+router = Router(tags=["inference"], auth=KEY_AUTH)
 
 # Cancel events of the requests running in this process, by request id.
 _cancels: dict[uuid.UUID, asyncio.Event] = {}
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 402: ErrorOut, 403: ErrorOut, 429: ErrorOut,
-          502: ErrorOut, 503: ErrorOut}
+# What a billed run may answer besides its result: a bad request, too little money, no
+# scope, a cancelled job, a failed job or upstream, no host for the model now.
+RUN_ERRORS = error_responses(400, 402, 403, 409, 502, 503, body=True)
 
 
 def result_out(result: InferenceResult) -> dict:
@@ -74,7 +75,7 @@ async def wait(task: asyncio.Task, cancel: asyncio.Event, seconds: float | None)
     return task.done()
 
 
-@router.post("/inference", response={200: InferenceOut, 202: InferenceOut, **ERRORS},
+@router.post("/inference", response={200: InferenceOut, 202: InferenceOut, **RUN_ERRORS},
              summary="Generate text; waits up to GATEWAY_WAIT_S, else 202 and poll")
 async def inference(request: HttpRequest, body: InferenceIn):
     task, cancel, recorded, request_id = await start(
@@ -92,7 +93,7 @@ async def inference(request: HttpRequest, body: InferenceIn):
 
 
 @router.get("/inference/{request_id}",
-            response={200: InferenceOut, **ERRORS, 404: ErrorOut},
+            response={200: InferenceOut, **error_responses(400, 403, 404)},
             summary="A request's status and, once done, its result")
 async def inference_get(request: HttpRequest, request_id: uuid.UUID):
     key = require_scope(request, Scope.INFERENCE)
@@ -104,7 +105,8 @@ async def inference_get(request: HttpRequest, request_id: uuid.UUID):
 
 
 @router.post("/inference/{request_id}/cancel",
-             response={200: InferenceOut, **ERRORS, 404: ErrorOut, 409: ErrorOut},
+             response={200: InferenceOut,
+                       **error_responses(400, 403, 404, 409, body=True)},
              summary="Stop a running request; only what was generated is billed")
 async def inference_cancel(request: HttpRequest, request_id: uuid.UUID):
     key = require_scope(request, Scope.INFERENCE)

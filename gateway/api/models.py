@@ -10,10 +10,11 @@ from django.http import HttpRequest
 from ninja import Router
 
 from accounts.models import Scope
-from gateway.api.auth import ApiKeyAuth, require_scope
-from gateway.api.inference import ERRORS
+from gateway.api.auth import KEY_AUTH, require_scope
+from gateway.api.errors import error_responses
+from gateway.api.schemas import ModelsOut
 
-router = Router(tags=["models"], auth=ApiKeyAuth())
+router = Router(tags=["models"], auth=KEY_AUTH)
 
 
 def _entry(model: str, *, nodes: int, min_price, median_price, ttft_ms, tokens_per_s) -> dict:
@@ -36,7 +37,7 @@ async def _quoted(model: str) -> dict:
                   tokens_per_s=quote.tokens_per_s)
 
 
-@router.get("/models", response={200: dict, **ERRORS},
+@router.get("/models", response={200: ModelsOut, **error_responses(403)},
             summary="Models, their hosts, prices and speed")
 async def models(request: HttpRequest):
     require_scope(request, Scope.MODELS)
