@@ -85,12 +85,19 @@ WEBHOOK_URL = (r"https?://(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
 WEBHOOK_URL_MAX_CHARS = 500
 
 
-def _check_webhook_url(url: str) -> None:
+def webhook_url_check_syntax(url: str) -> None:
+    """The URL's form, as the API's schema publishes it (WEBHOOK_URL)."""
     if not re.fullmatch(WEBHOOK_URL, url):
         raise BatchError("INVALID_WEBHOOK_URL", f"{url!r} is not an http(s) URL")
     if len(url) > WEBHOOK_URL_MAX_CHARS:
         raise BatchError("INVALID_WEBHOOK_URL", f"the webhook URL is longer than "
                          f"{WEBHOOK_URL_MAX_CHARS} characters")
+
+
+def _check_webhook_url(url: str) -> None:
+    """The form, then where it leads (outbound's policy: no address of our own network),
+    which no schema can say: a valid-looking URL may still be a 400 URL_*."""
+    webhook_url_check_syntax(url)
     try:
         url_check(url)  # checked again at every delivery: what a name resolves to changes
     except UnsafeURL as exc:

@@ -156,7 +156,8 @@ def _cancel(*, user_id: int, batch_id: uuid.UUID) -> dict:
     return _status(user_id=user_id, batch_id=batch_id)
 
 
-@router.post("/{batch_id}/cancel", response={200: BatchOut, **error_responses(403, 404, 409)},
+@router.post("/{batch_id}/cancel",
+             response={200: BatchOut, **error_responses(403, 404, 409, body=True)},
              summary="Cancel a batch: queued requests fail with CANCELLED, uncharged")
 async def batch_cancel(request: HttpRequest, batch_id: str):
     """Requests still queued end at once, failed with CANCELLED and never charged; those

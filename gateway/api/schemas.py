@@ -72,8 +72,6 @@ class ErrorDetail(Schema):
                       "INSUFFICIENT_FUNDS, RATE_LIMITED, NO_HOSTS_AVAILABLE, ... "
                       "(docs/gateway.md lists them)")
     message: str = Field(description="For people")
-    request_id: str | None = Field(None, description="The request's id (X-Request-ID): "
-                                   "quote it when you report a failure")
 
 
 class ErrorOut(Schema):

@@ -54,7 +54,7 @@ def test_without_hosts_every_answer_of_v1_is_one_its_schema_names(network, serve
     report = schemathesis_run(schema_url=f"{url}/v1/openapi.json", tmp_path=tmp_path,
                               config=v1_config(alice.raw, server_errors=["503"]))
 
-    assert "Operations:       8 selected / 8 total" in report
+    assert "Operations:       9 selected / 9 total" in report
 
 
 def test_with_answers_every_answer_of_v1_is_one_its_schema_names(upstream, servers, alice,
@@ -64,7 +64,7 @@ def test_with_answers_every_answer_of_v1_is_one_its_schema_names(upstream, serve
     report = schemathesis_run(schema_url=f"{url}/v1/openapi.json", tmp_path=tmp_path,
                               config=v1_config(alice.raw))
 
-    assert "Operations:       8 selected / 8 total" in report
+    assert "Operations:       9 selected / 9 total" in report
     assert len(upstream.requests) > 20  # valid requests for text were answered
 
 
@@ -164,9 +164,9 @@ def test_the_webhook_url_pattern_the_schema_publishes_is_the_one_the_server_chec
                 "https://user:secret@hooks.example.com:8443/in", "http://[::1]:8080/"):
         assert published.fullmatch(url), url
         if url:
-            batch._check_webhook_url(url)
+            batch.webhook_url_check_syntax(url)
     for url in ("ftp://example", "http://", "http://a b/", " http://x.test", "http://x.test/\n",
                 "HTTP://x.test", "http://[::1/", "http://exämple.test/"):
         assert not published.fullmatch(url), url
         with pytest.raises(batch.BatchError):
-            batch._check_webhook_url(url)
+            batch.webhook_url_check_syntax(url)
