@@ -25,3 +25,16 @@ class ClientError(Exception):
         self.code = code
         self.message = message
         self.permanent = code in NON_RETRYABLE if permanent is None else permanent
+
+
+class HostFault:
+    """Codes for a host whose bytes we refuse (docs/security.md, "Hostile hosts: bounded
+    bytes"). The host is at fault, never the request: the job goes on with the next host."""
+
+    MALFORMED = "HOST_MALFORMED"  # not JSON, a missing field, a wrong type, out of order
+    TOO_LARGE = "HOST_TOO_LARGE"  # a message, inflated or not, over its bound
+    COMPRESSION_RATIO = "HOST_COMPRESSION_RATIO"  # inflated too many times its size
+    TOKEN_TOO_LARGE = "HOST_TOKEN_TOO_LARGE"
+    TEXT_TOO_LARGE = "HOST_TEXT_TOO_LARGE"  # the job's text over its bound
+    TOO_MANY_TOKENS = "HOST_TOO_MANY_TOKENS"  # more tokens than the job asked for
+    URL_REFUSED = "HOST_URL_REFUSED"  # its registered URL points into a private network
