@@ -148,6 +148,9 @@ class _Ran:
     fee_bps: int
     finish_reason: str
     ttft_ms: float | None
+    # Cached only when true: the marketplace's verification passed (the operator's own
+    # upstream server is trusted as it is).
+    verified: bool = True
 
 
 async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
@@ -237,7 +240,7 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
             "job_id": outcome.job_id, "prompt_tokens": outcome.prompt_tokens,
             "finish_reason": outcome.finish_reason, "ttft_ms": outcome.ttft_ms,
             "duration_ms": ms_since(started)})))
-    if tokens and not cancelled:
+    if tokens and not cancelled and outcome.verified:
         await result_cache.cache_result(key, text=outcome.text, tokens=tokens,
                                         host=outcome.host,
                                         finish_reason=outcome.finish_reason)
@@ -285,7 +288,7 @@ async def _run_marketplace(api_key, model, prompt, max_tokens, temperature, pric
         "length" if outcome.tokens >= max_tokens else "stop")
     return _Ran(job_id=str(outcome.job_id), text=outcome.text, tokens=outcome.tokens,
                 prompt_tokens=0, host=outcome.host, price_wei=price, fee_bps=fee_bps,
-                finish_reason=finish, ttft_ms=outcome.ttft_ms)
+                finish_reason=finish, ttft_ms=outcome.ttft_ms, verified=outcome.verified)
 
 
 # ---- Running detached from the request -------------------------------------------------

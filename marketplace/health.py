@@ -6,6 +6,9 @@ Both reach outside, so no request runs them: the beat task `health_probe` calls
 database (HealthProbe, one row a probe, read alike by every web process). The checks
 registered with observability.health (marketplace.apps) and the hosts gauge on /metrics
 read the stored rows; a result older than OPS_HEALTH_STALE_S fails as stale.
+
+Hosts are probed through the client's pool and host URL policy (marketplace.client.hosturl):
+a host registered at a URL the policy refuses is never probed and counts as not answering.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ async def _probe_hosts() -> dict:
 
     from marketplace.chain.contracts import Chain
     from marketplace.chain.deploy import load_deployment
+    from marketplace.client import pool
+    from marketplace.client.errors import ClientError
+    from marketplace.client.hosturl import host_url_check
 
     # No retries: a health probe reports the node as it is now, and fast.
     w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC, exception_retry_configuration=None,
@@ -62,16 +68,20 @@ async def _probe_hosts() -> dict:
     finally:
         await w3.provider.disconnect()
 
-    async def answers(session: aiohttp.ClientSession, url: str) -> bool:
+    async def answers(url: str) -> bool:
         try:
-            async with session.get(f"{url.rstrip('/')}/v1/capabilities") as response:
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            base = await host_url_check(url)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                async with pool.session().get(f"{base}/v1/capabilities",
+                                              allow_redirects=False) as response:
+                    return response.status == 200
+        except (ClientError, aiohttp.ClientError, TimeoutError):
             return False
 
-    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        up = await asyncio.gather(*(answers(session, url) for url, _ in nodes.values()))
+    try:
+        up = await asyncio.gather(*(answers(url) for url, _ in nodes.values()))
+    finally:
+        await pool.close()  # this event loop is the probe's own
     by_model = {model: 0 for model in settings.OPS_HEALTH_MODELS}
     for (_, models), ok in zip(nodes.values(), up, strict=True):
         for model in models:

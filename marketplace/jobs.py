@@ -61,6 +61,12 @@ def job_record_progress(*, job_id: uuid.UUID, text: str, tokens: int) -> None:
         )
 
 
+def job_rewind(*, job_id: uuid.UUID, text: str, tokens: int) -> None:
+    """Take the text back to what was kept (a failed host's part is dropped): the one
+    write that moves the text backwards."""
+    Job.objects.filter(pk=job_id).update(text=text, tokens=tokens, updated=timezone.now())
+
+
 def attempt_create(*, job_id: uuid.UUID, host_address: str, host_url: str,
                    price_per_token_wei: int, start_index: int) -> JobAttempt:
     with transaction.atomic():

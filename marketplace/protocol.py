@@ -147,7 +147,7 @@ class Capabilities(_Message):
 
 class Challenge(_Message):
     type: Literal["challenge"]
-    nonce: str
+    nonce: str = Field(min_length=16, max_length=128)
     version: int
 
 
@@ -165,6 +165,24 @@ class Control(_Message):
 
     type: Literal["pause", "resume", "checkpoint", "error", "end"]
     data: dict[str, Any]
+
+
+class _Data(BaseModel):
+    # A control message's data: the fields named here are checked, others are ignored.
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+
+class EndData(_Data):
+    tokens: int = Field(ge=0)
+    result_hash: str | None = Field(default=None, alias="resultHash", max_length=66)
+    cid: str | None = Field(default=None, max_length=200)
+    cancelled: bool = False
+    error: str | None = None
+
+
+class ErrorData(_Data):
+    code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")
+    message: str = Field(default="", max_length=2000)
 
 
 HostMessage = TypeAdapter(Annotated[Challenge | TokenMessage | Control,

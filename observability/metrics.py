@@ -18,7 +18,13 @@ import time
 from collections import Counter as _Tally
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 log = logging.getLogger(__name__)
@@ -27,6 +33,9 @@ registry = CollectorRegistry()
 # Set by discovery in the process that runs jobs, and by every scrape from /health's probe.
 hosts_available = Gauge("inkmarket_hosts_available", "Hosts that answered the last probe",
                         ["model"], registry=registry)
+# Registered hosts discovery skipped unprobed: their URL points where we do not send.
+hosts_refused = Counter("inkmarket_hosts_refused", "Registered hosts skipped for their URL",
+                        ["code"], registry=registry)
 
 
 # ---- counts that code reports as they happen -------------------------------------------

@@ -12,7 +12,8 @@ cannot move the request.
 Numeric spellings of an address (`2130706433`, `0x7f.1`, `0177.0.0.1`) are whatever the
 system resolver makes of them, and the addresses it returns are what is checked, so no
 spelling gets past. `settings.OUTBOUND_ALLOWED_HOSTS` names the host names and networks
-let through although private (development and tests, whose receivers run on loopback).
+let through although private (development and tests, whose receivers run on loopback); a
+caller whose URLs come from elsewhere may pass an allow-list of its own (`allowed`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ipaddress
 import logging
 import re
 import socket
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -225,10 +227,12 @@ def _allow_list(entries: tuple[str, ...]) -> tuple[frozenset[str], tuple[IPNetwo
     return frozenset(names), tuple(networks)
 
 
-def _allowed() -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
-    from django.conf import settings
+def _allowed(entries: Iterable[str] | None) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    if entries is None:
+        from django.conf import settings
 
-    return _allow_list(tuple(getattr(settings, "OUTBOUND_ALLOWED_HOSTS", ())))
+        entries = getattr(settings, "OUTBOUND_ALLOWED_HOSTS", ())
+    return _allow_list(tuple(entries))
 
 
 def _in(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
@@ -274,10 +278,11 @@ async def _resolve_async(parsed: _Parsed) -> tuple[IPAddress, ...]:
         raise _unresolvable(parsed, "does not resolve") from None
 
 
-def _judge(parsed: _Parsed, addresses: tuple[IPAddress, ...]) -> CheckedURL:
+def _judge(parsed: _Parsed, addresses: tuple[IPAddress, ...],
+           allowed: Iterable[str] | None = None) -> CheckedURL:
     if not addresses:
         raise _unresolvable(parsed, "resolves to no address")
-    names, networks = _allowed()
+    names, networks = _allowed(allowed)
     trusted = parsed.host in names
     for address in addresses:
         if trusted or _in(address, networks):
@@ -297,16 +302,20 @@ def _judge(parsed: _Parsed, addresses: tuple[IPAddress, ...]) -> CheckedURL:
                       port=parsed.port, target=parsed.target, addresses=addresses)
 
 
-def url_check(url: str, *, schemes: frozenset[str] = SCHEMES) -> CheckedURL:
+def url_check(url: str, *, schemes: frozenset[str] = SCHEMES,
+              allowed: Iterable[str] | None = None) -> CheckedURL:
     """The URL taken apart with the addresses it may be sent to, or UnsafeURL.
 
-    Blocks for at most RESOLVE_TIMEOUT_S while the host name resolves.
+    `allowed` (host names and IP networks let through although private) defaults to
+    settings.OUTBOUND_ALLOWED_HOSTS. Blocks for at most RESOLVE_TIMEOUT_S while the host
+    name resolves.
     """
     parsed = _parse(url, schemes)
-    return _judge(parsed, _resolve(parsed))
+    return _judge(parsed, _resolve(parsed), allowed)
 
 
-async def url_check_async(url: str, *, schemes: frozenset[str] = SCHEMES) -> CheckedURL:
+async def url_check_async(url: str, *, schemes: frozenset[str] = SCHEMES,
+                          allowed: Iterable[str] | None = None) -> CheckedURL:
     """url_check for code on an event loop: the name resolves on a thread."""
     parsed = _parse(url, schemes)
-    return _judge(parsed, await _resolve_async(parsed))
+    return _judge(parsed, await _resolve_async(parsed), allowed)

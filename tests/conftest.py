@@ -149,7 +149,10 @@ class Network:
         self.deployment_file.write_text(on_anvil.deployment.to_json())
         self.hosts: list[HostProcess] = []
 
-    def start_hosts(self, prices: dict[str, int]) -> list[HostProcess]:
+    def start_hosts(self, prices: dict[str, int],
+                    args: dict[str, list[str]] | None = None) -> list[HostProcess]:
+        """`manage.py runhost` for each role at its price; `args` adds runhost options
+        per role (`{"host-3": ["--behaviour", "gzip-bomb"]}`)."""
         started = []
         for role, price in prices.items():
             port = free_port()
@@ -159,7 +162,8 @@ class Network:
                     [sys.executable, "manage.py", "runhost", "--port", str(port), "--price",
                      str(price), "--keystore", str(key.keystore), "--passphrase-file",
                      str(key.passphrase_file), "--rpc-url", self.anvil.url, "--deployment",
-                     str(self.deployment_file), "--results-dir", str(self.tmp / role)],
+                     str(self.deployment_file), "--results-dir", str(self.tmp / role),
+                     *(args or {}).get(role, [])],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                     env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"})
             started.append(HostProcess(role, price, proc, f"http://127.0.0.1:{port}",

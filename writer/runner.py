@@ -135,8 +135,8 @@ async def run_generation(generation_id) -> None:
                                      prompt=generation.prompt),
                    finished=timezone.now())
         kept = await Generation.objects.filter(pk=generation.id).afirst()
-        if not outcome.cancelled and kept is not None:
-            await sync_to_async(cache_store)(kept)
+        if not outcome.cancelled and outcome.verified and kept is not None:
+            await sync_to_async(cache_store)(kept)  # only a verified result is served again
     finally:
         await cache.adelete(live_key(generation.id))
         listener.cancel()

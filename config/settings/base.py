@@ -197,6 +197,25 @@ WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
 if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
     raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
 MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)
+# What one host may send us (docs/security.md, "Hostile hosts: bounded bytes"). Over any
+# bound the host has failed and the job goes on with the next one.
+# A message: a WebSocket frame, the same frame inflated, an HTTP answer's body.
+MARKETPLACE_MAX_MESSAGE_BYTES = env_int("MARKETPLACE_MAX_MESSAGE_BYTES", 64 * 1024)
+# How many times its compressed size a gzip frame may inflate to (honest frames: about 1).
+MARKETPLACE_MAX_COMPRESSION_RATIO = env_int("MARKETPLACE_MAX_COMPRESSION_RATIO", 100)
+# One token's text, and a whole job's (a model's token is a few characters).
+MARKETPLACE_MAX_TOKEN_CHARS = env_int("MARKETPLACE_MAX_TOKEN_CHARS", 1024)
+MARKETPLACE_MAX_JOB_CHARS = env_int("MARKETPLACE_MAX_JOB_CHARS", 256 * 1024)
+# Ask hosts for gzip-compressed frames ("gzip") or plain ones (empty). A token is smaller
+# than gzip's own header, so plain is the default.
+MARKETPLACE_STREAM_COMPRESSION = env_str("MARKETPLACE_STREAM_COMPRESSION", "") or None
+if MARKETPLACE_STREAM_COMPRESSION not in (None, "gzip"):
+    raise ImproperlyConfigured("MARKETPLACE_STREAM_COMPRESSION must be gzip or empty")
+# A registered host URL must point at a public internet address. These host names and
+# IP networks are let through although private: local hosts in development and tests, or
+# an operator's own hosts on a private network. Its own list, apart from
+# OUTBOUND_ALLOWED_HOSTS: letting our hosts' network in must not let users' webhooks in.
+MARKETPLACE_ALLOWED_HOST_NETWORKS = env_hosts("MARKETPLACE_ALLOWED_HOST_NETWORKS", [])
 # A host (manage.py runhost, docs/host.md) is a public server: what one stranger may hold.
 # Defaults of runhost's flags; here rather than in settings.host because local hosts run
 # under the dev and test settings too.

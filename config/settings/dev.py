@@ -16,6 +16,8 @@ if not os.environ.get("SECRET_KEY") and not os.environ.get("SECRET_KEY_FILE"):
 os.environ.setdefault("DEBUG", "1")
 # The local hosts and any webhook receiver you try run on this machine.
 os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
+# The local hosts (`manage.py devnet`) listen on loopback.
+os.environ.setdefault("MARKETPLACE_ALLOWED_HOST_NETWORKS", "localhost,127.0.0.0/8,::1")
 
 from config.settings.base import *  # noqa: E402,F403
 

@@ -9,6 +9,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
 # The tests' webhook receivers listen on loopback; tests of the policy itself empty this.
 os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
+# ... and so do the tests' hosts; tests of the host URL policy set their own.
+os.environ.setdefault("MARKETPLACE_ALLOWED_HOST_NETWORKS", "localhost,127.0.0.0/8,::1")
 
 from config.settings.base import *  # noqa: F403
 

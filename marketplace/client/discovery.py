@@ -4,6 +4,11 @@ The registry says who registered, at what price, with what reputation; a capabil
 request to each host says whether it is up, how busy it is, and how long it takes to
 answer (the probe latency used in ranking). The combined list is cached for a short TTL
 per model, so a burst of jobs does not probe every host for each one.
+
+A host whose registered URL the host URL policy refuses (hosturl.py: loopback, private
+and metadata addresses, unless settings.MARKETPLACE_ALLOWED_HOST_NETWORKS lets them in)
+is never probed: it is logged, counted (inkmarket_hosts_refused_total) and left out. A host
+whose answer is too large or does not follow the protocol (bounded.py) is left out too.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from django.conf import settings
 
 from marketplace.chain.contracts import Chain
 from marketplace.client import pool
+from marketplace.client.bounded import Limits, SeenCapabilities, parse_body, read_body
+from marketplace.client.errors import ClientError
+from marketplace.client.hosturl import host_url_check
 from marketplace.client.ranking import Candidate
-from observability.metrics import hosts_available
+from observability.metrics import hosts_available, hosts_refused
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +47,28 @@ def invalidate(model: str | None = None) -> None:
         _cache.pop(model, None)
 
 
-async def _probe(url: str) -> tuple[dict, float] | None:
+async def _probe(address: str, url: str) -> tuple[SeenCapabilities, float] | None:
+    try:
+        base = await host_url_check(url)
+    except ClientError as exc:
+        hosts_refused.labels(exc.code).inc()
+        log.warning("host %s skipped: %s", address, exc)
+        return None
     started = time.perf_counter()
     try:
-        async with pool.session().get(
-            f"{url.rstrip('/')}/v1/capabilities",
-            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
-        ) as response:
-            if response.status != 200:
-                return None
-            body = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async with pool.session().get(f"{base}/v1/capabilities",
+                                          allow_redirects=False) as response:
+                if response.status != 200:
+                    return None
+                body = await read_body(response, Limits.from_settings())
+            capabilities = parse_body(body, SeenCapabilities)
+    except ClientError as exc:
+        log.warning("host %s left out: %s", address, exc)
         return None
-    return body, (time.perf_counter() - started) * 1000
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    return capabilities, (time.perf_counter() - started) * 1000
 
 
 def _local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
@@ -83,24 +100,23 @@ async def candidates(model: str, *, chain: Chain | None = None,
 
         chain = await platform_chain()
     nodes = await chain.active_nodes(model)
-    probes = await asyncio.gather(*(_probe(node.url) for node in nodes))
+    probes = await asyncio.gather(*(_probe(node.address, node.url) for node in nodes))
     local = await sync_to_async(_local_record)([n.address for n in nodes])
     found: list[Candidate] = []
     for node, probe in zip(nodes, probes, strict=True):
         if probe is None:
             continue  # down or not answering: not a candidate this round
         capabilities, latency_ms = probe
-        served = {m.get("id") for m in capabilities.get("models", [])}
-        if model not in served:
+        if model not in {m.id for m in capabilities.models}:
             continue
         succeeded, failed = local.get(node.address, (0, 0))
-        queue = capabilities.get("queue", {})
+        queue = capabilities.queue
         found.append(Candidate(
             address=node.address, url=node.url, model=model,
             price_per_token_wei=node.price_per_token_wei, latency_ms=latency_ms,
             chain_completed=node.completed, chain_failed=node.failed,
             chain_disputed=node.disputed, local_succeeded=succeeded, local_failed=failed,
-            queue_free=queue.get("length", 0) < queue.get("capacity", 1),
+            queue_free=queue is None or queue.length < queue.capacity,
         ))
     _cache[model] = (time.monotonic(), found)
     _cache.move_to_end(model)

@@ -94,3 +94,16 @@ def host_code(code: object) -> str:
     if not isinstance(code, str) or not _CODE.fullmatch(code) or code in REQUEST_CODES:
         return "HOST_ERROR"
     return code
+
+
+class HostFault:
+    """Codes for a host whose bytes we refuse (docs/security.md, "Hostile hosts: bounded
+    bytes"). The host is at fault, never the request: the job goes on with the next host."""
+
+    MALFORMED = "HOST_MALFORMED"  # not JSON, a missing field, a wrong type, out of order
+    TOO_LARGE = "HOST_TOO_LARGE"  # a message, inflated or not, over its bound
+    COMPRESSION_RATIO = "HOST_COMPRESSION_RATIO"  # inflated too many times its size
+    TOKEN_TOO_LARGE = "HOST_TOKEN_TOO_LARGE"
+    TEXT_TOO_LARGE = "HOST_TEXT_TOO_LARGE"  # the job's text over its bound
+    TOO_MANY_TOKENS = "HOST_TOO_MANY_TOKENS"  # more tokens than the job asked for
+    URL_REFUSED = "HOST_URL_REFUSED"  # its registered URL points into a private network

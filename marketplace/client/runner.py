@@ -1,10 +1,13 @@
 """Carries one job through the marketplace: rank, negotiate, post with escrow, wait for
 the claim, stream, verify, accept — and on a dead, stalled or junk host, go on with the
-next-ranked host from the text delivered so far.
+next-ranked host from the text accepted so far.
 
 Each host's part is its own on-chain job ("attempt"). A host that dies or stalls is paid
 nothing: its escrow comes back through the contract's timeout path. A host whose result
-fails verification is disputed and its text is taken back from the reader.
+fails verification is disputed. Only verified text is kept: whenever a host's part is not
+accepted (it died, stalled, sent what the protocol refuses, or failed verification), its
+text is taken back from the reader and from Job.text (a REWOUND event) before the next
+host starts, and a job that fails keeps only text that was accepted.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class JobOutcome:
     ttft_ms: float | None
     tx_hashes: list[str] = field(default_factory=list)
     cancelled: bool = False
+    # The result passed verification (quality at or above the threshold). A cancelled job
+    # may be accepted on its hash alone: paid for, but not verified, and never cached.
+    verified: bool = False
 
 
 class _Progress:
@@ -88,6 +94,7 @@ class _Progress:
         self.started = time.perf_counter()
         self.first_token_s: float | None = None
         self._last_saved = 0.0
+        self.kept = 0  # pieces from accepted results; the rest is a host's, unverified
 
     @property
     def text(self) -> str:
@@ -110,9 +117,14 @@ class _Progress:
 
     async def rewind(self, to_index: int) -> None:
         del self.pieces[to_index:]
-        await sync_to_async(job_services.job_record_progress)(
+        await sync_to_async(job_services.job_rewind)(
             job_id=self.job_id, text=self.text, tokens=len(self.pieces))
         await self.state("REWOUND", {"index": to_index, "text": self.text})
+
+    async def drop_unverified(self) -> None:
+        """Take back whatever no accepted result covers."""
+        if len(self.pieces) > self.kept:
+            await self.rewind(self.kept)
 
     async def state(self, state: str, detail: dict | None = None) -> None:
         detail = detail or {}
@@ -192,6 +204,7 @@ async def run_job(
 
 
 async def _fail(progress: _Progress, exc: ClientError) -> None:
+    await progress.drop_unverified()
     try:
         await _transition(progress, JobState.FAILED, error_code=exc.code,
                           error_message=exc.message, text=progress.text,
@@ -227,6 +240,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
             log.warning("host %s failed: %s", host.address, exc)
             excluded.add(host.address)
             last_error = exc
+            await progress.drop_unverified()
             await sync_to_async(job_services.job_transition)(
                 job_id=job_id, to=JobState.NEGOTIATING)
             await progress.state("FAILOVER", {"host": host.address, "code": exc.code,
@@ -235,6 +249,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
         paid += result.paid_wei
         tx_hashes.extend(result.tx_hashes)
         if result.accepted:
+            progress.kept = len(progress.pieces)
             text = progress.text
             tokens = len(progress.pieces)
             await _transition(progress, JobState.COMPLETED, text=text, tokens=tokens,
@@ -244,7 +259,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
                 cost_wei=paid, quality=result.quality, attempts=number,
                 ttft_ms=None if progress.first_token_s is None
                 else round(progress.first_token_s * 1000, 1),
-                tx_hashes=tx_hashes, cancelled=cancel.is_set(),
+                tx_hashes=tx_hashes, cancelled=cancel.is_set(), verified=result.verified,
             )
         excluded.add(host.address)
         last_error = ClientError("QUALITY_TOO_LOW",
@@ -260,6 +275,7 @@ class _AttemptResult:
     quality: float
     paid_wei: int
     tx_hashes: list[str]
+    verified: bool = False
 
 
 def _signer(chain: Chain):
@@ -318,12 +334,16 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         await stream.stream_job(host.url, chain_job_id=posted.job_id,
                                 node_id=host.address, request=request,
                                 signer=_signer(chain), on_token=on_piece,
-                                on_ready=on_ready, cancel=cancel)
+                                on_ready=on_ready, cancel=cancel,
+                                compression=settings.MARKETPLACE_STREAM_COMPRESSION)
     except ClientError as exc:
-        # The host died or stalled: it is paid nothing; its escrow comes back through the
-        # contract's timeout path once the deadline passes (see refunds.py).
+        # The host died, stalled or sent what the protocol refuses: it is paid nothing;
+        # its escrow comes back through the contract's timeout path once the deadline
+        # passes (see refunds.py). Its text is taken back before anyone else goes on.
         await note(state=AttemptState.ABANDONED, error_code=exc.code,
                    tokens=len(progress.pieces) - start_index)
+        if len(progress.pieces) > start_index:
+            await progress.rewind(start_index)
         if cancel.is_set():
             raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
         raise
@@ -355,7 +375,8 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         tx_hashes.append(settled.tx_hash)
         await note(state=AttemptState.ACCEPTED, paid_wei=settled.paid_wei,
                    refund_wei=settled.refund, tx={"accept": settled.tx_hash})
-        return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes)
+        return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes,
+                              verified=verdict.accepted)
     disputed = await with_retries(lambda: _chain_wait(lambda: chain.dispute(
         posted.job_id, f"quality {verdict.score:.2f}: {verdict.checks}")))
     tx_hashes.append(disputed)

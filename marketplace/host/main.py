@@ -45,6 +45,7 @@ class HostOptions:
     max_connections_per_ip: int = 32
     handshake_timeout_s: float = 10.0
     failed_handshakes_per_minute: int = 20
+    behaviour: str = "honest"
 
 
 def make_backend(options: HostOptions):
@@ -90,7 +91,8 @@ async def build(options: HostOptions) -> HostNode:
                         capacity=options.capacity, max_connections=options.max_connections,
                         max_connections_per_ip=options.max_connections_per_ip,
                         handshake_timeout_s=options.handshake_timeout_s,
-                        failed_handshakes_per_minute=options.failed_handshakes_per_minute)
+                        failed_handshakes_per_minute=options.failed_handshakes_per_minute,
+                        behaviour=options.behaviour)
     return HostNode(backend=backend, chain=chain,
                     store=ResultStore(options.results_dir / "results"), config=config)
 

@@ -22,6 +22,7 @@ from marketplace.chain.contracts import Chain, JobStatus, model_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.events import follow
 from marketplace.host.backends import Backend
+from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
 from marketplace.host.guard import ConnectionCaps, HandshakeFailures, client_network
 from marketplace.host.sessions import Session
@@ -80,6 +81,8 @@ class HostConfig:
     # A connection with no request in progress (idle, or still trickling its first
     # request's headers) is closed after this; aiohttp's own default is an hour.
     idle_timeout_s: float = 75.0
+    # "honest", or a hostile behaviour for tests (marketplace.host.behaviours).
+    behaviour: str = "honest"
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_connections_per_ip", "handshake_timeout_s",
@@ -96,6 +99,7 @@ class HostNode:
         self.store = store
         self.config = config
         self.worker = ModelWorker(backend, capacity=config.capacity)
+        self.behaviour = behaviour_named(config.behaviour)
         self.address = chain.address
         self.sessions: dict[int, Session] = {}
         # Each challenge nonce is fresh, so an old signature can never verify again; the
@@ -458,6 +462,8 @@ class HostNode:
                     await send(error(Code.MALFORMED, _first_error(exc)))
 
         session.attach()
+        self.behaviour.stream_started()
+        sent = 0
         reader = asyncio.create_task(read_client())
         try:
             await send({"type": "resume" if init.checkpoint is not None else "checkpoint",
@@ -477,9 +483,11 @@ class HostNode:
                         if reader.done():
                             return
                         await send({"type": "resume", "data": {"index": index - 1}})
-                    await send({"type": "token", "index": index,
-                                "content": session.tokens[index],
-                                "timestamp": session.timestamps[index]})
+                    await self.behaviour.token(ws, {"type": "token", "index": index,
+                                                    "content": session.tokens[index],
+                                                    "timestamp": session.timestamps[index]},
+                                               send, sent=sent)
+                    sent += 1
                     index += 1
                     if index % CHECKPOINT_EVERY == 0:
                         await send({"type": "checkpoint", "data": {"index": index - 1}})

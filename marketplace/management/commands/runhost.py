@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from marketplace.chain.errors import ChainError
+from marketplace.host.behaviours import BEHAVIOURS
 
 
 class Command(BaseCommand):
@@ -44,6 +45,8 @@ class Command(BaseCommand):
         parser.add_argument("--failed-handshakes-per-minute", type=int,
                             default=settings.HOST_FAILED_HANDSHAKES_PER_MINUTE,
                             help="per address, before its streams are refused")
+        parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="honest",
+                            help="a hostile host, for tests (marketplace/host/behaviours.py)")
 
     def handle(self, *args, **o):
         from marketplace.chain.devnet import CHAIN_ID
@@ -66,6 +69,7 @@ class Command(BaseCommand):
             max_connections_per_ip=o["max_connections_per_ip"],
             handshake_timeout_s=o["handshake_timeout"],
             failed_handshakes_per_minute=o["failed_handshakes_per_minute"],
+            behaviour=o["behaviour"],
         )
         try:
             run(options)

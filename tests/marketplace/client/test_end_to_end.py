@@ -52,31 +52,42 @@ async def test_a_job_completes_and_every_wei_is_where_it_belongs(network):
     assert len(outcome.tx_hashes) == 2  # post and accept; the host claims and submits
 
 
-async def test_a_host_killed_mid_stream_is_replaced_without_a_gap_or_a_repeat(network):
+async def test_a_host_killed_mid_stream_is_replaced_and_its_text_taken_back(network):
     first, second = network.start_hosts({"host-1": 10**9, "host-2": 2 * 10**9})
     chain = await platform_chain()
     seen: list[str] = []
+    rewound: list[int] = []
     killed = threading.Event()
 
     async def on_token(index, text):
-        assert index == len(seen)
+        assert index == len(seen)  # no gap and no repeat, whoever sends
         seen.append(text)
         if len(seen) == 6 and not killed.is_set():
             killed.set()
             first.kill()
 
+    async def on_state(state, detail):
+        if state == "REWOUND":
+            rewound.append(detail["index"])
+            del seen[detail["index"]:]
+
     before = await chain.withdrawable(chain.address)
     outcome = await run_job(JobSpec(model=MODEL, prompt="Explain what a river delta is.",
-                                    max_tokens=48, temperature=0.0), on_token=on_token)
+                                    max_tokens=48, temperature=0.0), on_token=on_token,
+                            on_state=on_state)
     assert killed.is_set()
     assert outcome.host == second.address
+    # The dead host's text was never verified: the reader saw it taken back, and the
+    # answer is the second host's alone.
+    assert rewound == [0]
     assert outcome.text == "".join(seen)
     job = await Job.objects.aget(pk=outcome.job_id)
     dead, alive = [a async for a in job.attempts.order_by("number")]
     assert dead.state == AttemptState.ABANDONED and dead.host_address == first.address
     assert dead.tokens >= 6
-    assert alive.start_index == dead.tokens  # the second host continued from there
-    assert outcome.tokens == dead.tokens + alive.tokens
+    assert alive.start_index == 0
+    assert outcome.tokens == alive.tokens == job.tokens
+    assert job.text == outcome.text
     # Charged once: only the host that finished is paid, for the tokens it delivered.
     assert outcome.cost_wei == alive.tokens_billed * 2 * 10**9
     # The dead host's escrow comes back through the timeout path after its deadline.
@@ -88,7 +99,7 @@ async def test_a_host_killed_mid_stream_is_replaced_without_a_gap_or_a_repeat(ne
     await dead.arefresh_from_db()
     assert dead.state == AttemptState.REFUNDED
     after = await chain.withdrawable(chain.address)
-    second_escrow = (48 - dead.tokens) * 2 * 10**9
+    second_escrow = 48 * 2 * 10**9
     assert after - before == int(dead.escrow_wei) + second_escrow - int(outcome.cost_wei)
     node = await chain.get_node(first.address)
     assert node.failed == 1

@@ -44,6 +44,11 @@ class Command(BaseCommand):
                                     "-B", "--pool", "solo", "--loglevel", "warning",
                                     "-s", str(settings.DEVNET_DIR / "celerybeat-schedule")],
                          log=settings.DEVNET_DIR / "logs" / "worker.log", cwd=settings.BASE_DIR)
+            # /health reads the beat's last probe; the first would come only after the
+            # beat's first interval, so the hosts just started are probed now.
+            from marketplace.health import health_probes_run
+
+            health_probes_run()
         # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit
         # lets the cleanup below stop the devnet too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

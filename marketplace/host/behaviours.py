@@ -1,0 +1,169 @@
+"""Hostile hosts on demand: `manage.py runhost --behaviour NAME`.
+
+For the tests, and for anyone who wants to watch the client defend itself
+(docs/security.md, "Hostile hosts: bounded bytes"). A behaviour changes only what the host
+sends on /v1/stream; the model, the claim and the result it submits on chain are the
+honest host's. None of it runs unless --behaviour names it: a host is honest by default.
+
+- `gzip-bomb`: the first token goes out as one gzip frame of about 48 KiB that inflates to
+  48 MiB, whatever compression the client asked for.
+- `huge-token`: the first token is 4 MiB of text, in one frame.
+- `malformed`: two honest tokens, then a message the protocol does not allow; each stream
+  gets the next of MALFORMED (a token without its text, fields of the wrong type, a gap in
+  the indexes, an unknown type, text that is not JSON, an end without its figures, a
+  binary frame nobody asked for).
+- `truncate`: three tokens on each connection, then the connection is closed, resumes
+  included: the stream never ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class Honest:
+    """Sends every token as the protocol says."""
+
+    name = "honest"
+
+    def stream_started(self) -> None:
+        """A client passed the handshake and its stream begins."""
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        """Send one token message; `sent` is how many this connection has sent before."""
+        await send(payload)
+
+
+class GzipBomb(Honest):
+    name = "gzip-bomb"
+    INFLATED_BYTES = 48 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._frames: dict[int, bytes] = {}
+
+    def frame(self, index: int) -> bytes:
+        """A token message whose text is INFLATED_BYTES of one letter, gzip-compressed a
+        mebibyte at a time (the host never holds the inflated message either)."""
+        if index not in self._frames:
+            gzip = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            parts = [gzip.compress(b'{"type": "token", "index": %d, "content": "' % index)]
+            chunk = b"A" * (1024 * 1024)
+            for _ in range(self.INFLATED_BYTES // len(chunk)):
+                parts.append(gzip.compress(chunk))
+            parts.append(gzip.compress(b'", "timestamp": %f}' % time.time()))
+            parts.append(gzip.flush())
+            self._frames[index] = b"".join(parts)
+        return self._frames[index]
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        if payload["index"] == 0:
+            await ws.send_bytes(self.frame(0))
+            return
+        await send(payload)
+
+
+class HugeToken(Honest):
+    name = "huge-token"
+    TOKEN_CHARS = 4 * 1024 * 1024
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        if payload["index"] == 0:
+            payload = {**payload, "content": "A" * self.TOKEN_CHARS}
+        await send(payload)
+
+
+def _missing_field(payload: dict) -> str:
+    return json.dumps({k: v for k, v in payload.items() if k != "content"})
+
+
+def _wrong_types(payload: dict) -> str:
+    return json.dumps({**payload, "index": str(payload["index"]), "content": 42})
+
+
+def _gap(payload: dict) -> str:
+    return json.dumps({**payload, "index": payload["index"] + 3})
+
+
+def _unknown_type(payload: dict) -> str:
+    return json.dumps({"type": "surprise", "data": {}})
+
+
+def _not_json(payload: dict) -> str:
+    return json.dumps(payload)[:-20]  # cut off inside the message
+
+
+def _end_without_figures(payload: dict) -> str:
+    return json.dumps({"type": "end", "data": {"resultHash": None}})
+
+
+def _binary(payload: dict) -> bytes:
+    return json.dumps(payload).encode()  # binary, but neither asked for nor compressed
+
+
+MALFORMED: tuple[tuple[str, Callable[[dict], str | bytes]], ...] = (
+    ("missing-field", _missing_field),
+    ("wrong-types", _wrong_types),
+    ("gap", _gap),
+    ("unknown-type", _unknown_type),
+    ("not-json", _not_json),
+    ("end-without-figures", _end_without_figures),
+    ("binary", _binary),
+)
+
+
+class Malformed(Honest):
+    name = "malformed"
+    AFTER = 2  # honest tokens first, so there is text the client must take back
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self.variant = MALFORMED[0]
+
+    def stream_started(self) -> None:
+        self.variant = MALFORMED[self.streams % len(MALFORMED)]
+        self.streams += 1
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        if payload["index"] < self.AFTER:
+            await send(payload)
+            return
+        name, make = self.variant
+        log.info("malformed: sending %s in place of token %s", name, payload["index"])
+        message = make(payload)
+        if isinstance(message, bytes):
+            await ws.send_bytes(message)
+        else:
+            await ws.send_str(message)
+
+
+class Truncate(Honest):
+    name = "truncate"
+    PER_CONNECTION = 3
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        if sent >= self.PER_CONNECTION:
+            raise ConnectionResetError("truncate: the connection ends here")
+        await send(payload)
+
+
+BEHAVIOURS: dict[str, type[Honest]] = {
+    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate)}
+
+
+def behaviour_named(name: str) -> Honest:
+    try:
+        chosen = BEHAVIOURS[name]
+    except KeyError:
+        raise ValueError(f"no host behaviour {name!r}; there are: "
+                         f"{', '.join(sorted(BEHAVIOURS))}") from None
+    if chosen is not Honest:
+        log.warning("this host is HOSTILE on purpose (--behaviour %s): for tests only", name)
+    return chosen()
