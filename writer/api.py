@@ -150,6 +150,15 @@ class GenerateOut(Schema):
     cached: bool
 
 
+class ResultError(Schema):
+    """Why a generation failed: its code, the code's fixed message, and the generation's
+    id to quote."""
+
+    code: str
+    message: str
+    reference: str = Field(description="The generation's id: quote it when you report it")
+
+
 class ResultOut(Schema):
     jobId: UUID
     status: GenerationStatus
@@ -162,7 +171,7 @@ class ResultOut(Schema):
     host: str
     cost: Wei
     cached: bool
-    error: ErrorDetail | None
+    error: ResultError | None
 
 
 class HistoryItem(Schema):
