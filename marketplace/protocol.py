@@ -3,17 +3,26 @@
 Shared by the host (marketplace.host) and the client (marketplace.client); it imports
 neither, nor Django.
 
-WebSocket /v1/stream, in order:
-  host   → {"type": "challenge", "nonce": hex, "version": 1}
+WebSocket /v1/stream, in order (protocol 2):
+  host   → {"type": "challenge", "nonce": hex, "version": 2}
            (or, when it is at a limit, an error with code BUSY and close 1013)
   client → StreamInit {"type": "init", "version", "jobId", "nodeId", "checkpoint"?,
             "compression"?, "signature", "request"?}
            signature = EIP-191 personal_sign of challenge_message(nonce, jobId, nodeId) by
            the job's client; `request` (GenerationRequest) is required the first time.
-  host   → {"type": "token", "index", "content", "timestamp", "metadata"?} ...
+  host   → {"type": "token", "index", "content", "timestamp",
+            "metadata": {"id": token id, "logprob": log-probability}} ...
            control: {"type": "pause"|"resume"|"checkpoint"|"error"|"end", "data": {...}}
   client → {"type": "ack", "index"}  (flow control)  ·  {"type": "cancel"}
 Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1.
+Every generated token is sent, one message each, even one whose text is empty (a token
+holding part of a UTF-8 character): a verifier re-scores the token ids.
+
+Protocol 2 makes generation checkable (marketplace.sampling): the request carries the
+client's sampling secret (`seed`, committed with the prompt hash), the host samples with
+the key it derives from it, and each token message reports the token's id and its
+log-probability. Later additions ride on the same messages: a payment voucher is one
+more client message, an encrypted stream wraps each of these messages whole.
 Everything the host sends parses with `HostMessage` (Challenge | TokenMessage | Control).
 
 HTTP: GET /v1/capabilities → Capabilities; POST /v1/quote QuoteRequest → QuoteResponse;
@@ -24,11 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PROMPT_CHARS = 16_000
 
@@ -64,6 +74,9 @@ class GenerationRequest(_Message):
                         description="text already delivered by an earlier host, to continue")
     max_tokens: int = Field(alias="maxTokens", ge=1, le=4096)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    seed: str = Field(default_factory=lambda: secrets.token_hex(32),
+                      pattern=r"^[0-9a-f]{64}$",
+                      description="the client's sampling secret (marketplace.sampling)")
 
     def canonical(self) -> bytes:
         return json.dumps(self.model_dump(by_alias=True), sort_keys=True,
@@ -151,12 +164,20 @@ class Challenge(_Message):
     version: int
 
 
+class TokenMeta(_Message):
+    """What a verifier needs of each token: its id and its log-probability at
+    temperature 1 under the model (marketplace.sampling)."""
+
+    id: int = Field(ge=0, lt=2**31)
+    logprob: float = Field(le=0.0, ge=-1e4)
+
+
 class TokenMessage(_Message):
     type: Literal["token"]
     index: int = Field(ge=0)
     content: str
     timestamp: float
-    metadata: dict[str, Any] | None = None
+    metadata: TokenMeta | None = None
 
 
 class Control(_Message):

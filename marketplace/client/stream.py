@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -35,6 +35,7 @@ from marketplace.protocol import (
     ErrorData,
     GenerationRequest,
     TokenMessage,
+    TokenMeta,
     challenge_message,
 )
 
@@ -57,6 +58,9 @@ class StreamEnd:
     result_hash: str | None
     cid: str | None
     cancelled: bool
+    # Each token's id and log-probability as the host reported them (None where it did
+    # not), in the order of the tokens: what a verifier re-scores.
+    metadata: list[TokenMeta | None] = field(default_factory=list)
 
 
 Signer = Callable[[str], str]
@@ -69,6 +73,7 @@ class _Received:
 
     pieces: list[str]
     chars: int
+    metadata: list[TokenMeta | None] = field(default_factory=list)
 
 
 def ws_url(http_url: str) -> str:
@@ -155,6 +160,7 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                     continue  # already have it (a resume overlapped)
                 _check_token(message, received, request, limits)
                 pieces.append(message.content)
+                received.metadata.append(message.metadata)
                 received.chars += len(message.content)
                 await on_token(message.content)
                 if message.index % ACK_EVERY == 0:
@@ -171,7 +177,8 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                 data = control_data(message, EndData)
                 return StreamEnd(text="".join(pieces), tokens=data.tokens,
                                  result_hash=data.result_hash, cid=data.cid,
-                                 cancelled=data.cancelled)
+                                 cancelled=data.cancelled,
+                                 metadata=list(received.metadata))
             else:
                 raise _refusal(message)
 

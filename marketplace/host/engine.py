@@ -8,6 +8,10 @@ tokens can use every core while single-token steps keep llama-cpp-python's one t
 its tokens after a job ends, and a new prompt reuses the longest prefix any slot holds
 (the chat template's system turn, a resumed continuation), so only the rest is evaluated.
 
+Tokens are chosen by marketplace.sampling from the logits llama.cpp computes, with the
+job's sampling key, so a verifier holding the same GGUF file can check each one; every
+token is reported with its id and log-probability.
+
 Only the model thread calls into an engine (see worker.py).
 """
 
@@ -19,9 +23,11 @@ import time
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 
-from marketplace.host.worker import Work
+from marketplace import sampling
+from marketplace.host.worker import Token, Work
 
 
 @dataclass
@@ -30,7 +36,6 @@ class Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose KV this slot holds
     work: Work | None = None
     feed: list[int] = field(default_factory=list)  # tokens to decode in the next step
-    sampler: ctypes.c_void_p | None = None
     decoder: codecs.IncrementalDecoder | None = None
     generated: int = 0
     budget: int = 0
@@ -39,12 +44,11 @@ class Slot:
 
 class BatchEngine:
     def __init__(self, llm, *, parallel: int = 4, n_ctx_per_seq: int = 2048,
-                 seed: int = 1234, formatter=None):
+                 formatter=None):
         self.llm = llm
         self.format = formatter
         self.parallel = parallel
         self.n_ctx_per_seq = n_ctx_per_seq
-        self.seed = seed
         self.vocab = llm._model.vocab
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx_per_seq * parallel
@@ -65,12 +69,11 @@ class BatchEngine:
         self.batch = _internals.LlamaBatch(n_tokens=params.n_ctx, embd=0, n_seq_max=1,
                                            verbose=False)
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
-        self._seeds = 0
         # Every token's bytes and end-of-generation flag, looked up once: per token the
         # model thread then makes a single call into llama.cpp (the sampler), and each
         # call is a point where it may wait for the GIL behind the event loop.
-        n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self._pieces = [_piece(self.vocab, t) for t in range(n_vocab)]
+        n_vocab = self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self._pieces = token_pieces(self.vocab)
         self._eog = {t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)}
 
     @property
@@ -110,23 +113,7 @@ class BatchEngine:
         slot.work = work
         slot.generated = 0
         slot.budget = budget
-        slot.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        slot.sampler = self._sampler(work.request.temperature)
-
-    def _sampler(self, temperature: float):
-        chain = llama_cpp.llama_sampler_chain_init(
-            llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if temperature <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:  # llama-cpp-python's defaults, so both paths sample alike
-            self._seeds += 1
-            add(chain, llama_cpp.llama_sampler_init_top_k(40))
-            add(chain, llama_cpp.llama_sampler_init_top_p(0.95, 1))
-            add(chain, llama_cpp.llama_sampler_init_min_p(0.05, 1))
-            add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-            add(chain, llama_cpp.llama_sampler_init_dist(self.seed + self._seeds))
-        return chain
+        slot.decoder = token_decoder()
 
     # ---- decoding -------------------------------------------------------------------
 
@@ -172,28 +159,29 @@ class BatchEngine:
             return
         for slot in active:
             slot.cached.extend(slot.feed)
-            token = llama_cpp.llama_sampler_sample(slot.sampler, self.ctx.ctx, slot.logits_at)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self.ctx.ctx, slot.logits_at),
+                shape=(self.n_vocab,))
+            token = sampling.choose(logits, slot.work.request.temperature, slot.work.key,
+                                    slot.generated)
             if token in self._eog:
                 self._finish(slot, None)
                 continue
+            logprob = sampling.log_softmax_at(logits, token)
             slot.generated += 1
-            text = slot.decoder.decode(self._pieces[token])
-            if text:
-                slot.work.on_token(text)
+            # Every token is reported, even one whose text is empty (part of a character).
+            slot.work.on_token(Token(slot.decoder.decode(self._pieces[token]), token,
+                                     round(logprob, 6)))
             if slot.generated >= slot.budget:
                 self._finish(slot, None)
             else:
                 slot.feed = [token]
 
     def _finish(self, slot: Slot, error: str | None) -> None:
+        # A character left incomplete by the last token is dropped, not replaced: the text
+        # of a job is what its tokens' incremental decoding gave (token_decoder).
         work, slot.work = slot.work, None
-        if slot.decoder is not None and error is None:
-            tail = slot.decoder.decode(b"", final=True)
-            if tail and not work.cancel.is_set():
-                work.on_token(tail)
-        if slot.sampler is not None:
-            llama_cpp.llama_sampler_free(slot.sampler)
-        slot.sampler = slot.decoder = None
+        slot.decoder = None
         slot.feed = []
         work.on_done(error)
 
@@ -244,6 +232,17 @@ class ThreadTuner:
         old = self.cost[self.current]
         self.cost[self.current] = seconds_per_token if old is None else (
             old + self.ALPHA * (seconds_per_token - old))
+
+
+def token_decoder() -> codecs.IncrementalDecoder:
+    """Turns token bytes into text as they come: a character split across tokens appears
+    with the token that completes it, and invalid bytes as U+FFFD."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def token_pieces(vocab) -> list[bytes]:
+    """The bytes of every token of the vocabulary, by id."""
+    return [_piece(vocab, t) for t in range(llama_cpp.llama_vocab_n_tokens(vocab))]
 
 
 def _piece(vocab, token: int) -> bytes:

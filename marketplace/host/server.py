@@ -18,6 +18,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from pydantic import ValidationError
 
+from marketplace import sampling
 from marketplace.chain.contracts import Chain, JobStatus, model_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.events import follow
@@ -410,7 +411,10 @@ class HostNode:
             self.tasks.append(asyncio.create_task(self._submit(session)))
 
         on_token, on_done = loop_callbacks(loop, session.add, done)
-        session.work = Work(request=session.request, on_token=on_token, on_done=on_done)
+        key = sampling.job_key(bytes.fromhex(session.request.seed), self.chain.deployment.chain_id,
+                               session.job_id)
+        session.work = Work(request=session.request, on_token=on_token, on_done=on_done,
+                            key=key)
         try:
             self.worker.submit(session.work)
         except Busy as exc:
@@ -483,10 +487,12 @@ class HostNode:
                         if reader.done():
                             return
                         await send({"type": "resume", "data": {"index": index - 1}})
-                    await self.behaviour.token(ws, {"type": "token", "index": index,
-                                                    "content": session.tokens[index],
-                                                    "timestamp": session.timestamps[index]},
-                                               send, sent=sent)
+                    message = {"type": "token", "index": index,
+                               "content": session.tokens[index],
+                               "timestamp": session.timestamps[index]}
+                    if session.metadata[index] is not None:
+                        message["metadata"] = session.metadata[index]
+                    await self.behaviour.token(ws, message, send, sent=sent)
                     sent += 1
                     index += 1
                     if index % CHECKPOINT_EVERY == 0:

@@ -13,7 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from marketplace.host.worker import Work
+from marketplace.host.worker import Token, Work
 from marketplace.protocol import GenerationRequest
 
 GRACE_S = 30.0
@@ -25,6 +25,8 @@ class Session:
     job_id: int
     request: GenerationRequest
     tokens: list[str] = field(default_factory=list)
+    # Each token's {"id", "logprob"} (TokenMeta), or None from a backend without them.
+    metadata: list[dict | None] = field(default_factory=list)
     timestamps: list[float] = field(default_factory=list)
     done: bool = False
     error: str | None = None
@@ -43,8 +45,10 @@ class Session:
     def text(self) -> str:
         return "".join(self.tokens)
 
-    def add(self, piece: str) -> None:
-        self.tokens.append(piece)
+    def add(self, token: Token) -> None:
+        self.tokens.append(token.text)
+        self.metadata.append(None if token.id is None else
+                             {"id": token.id, "logprob": token.logprob})
         self.timestamps.append(time.time())
         self._wake()
 

@@ -29,11 +29,20 @@ class Busy(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Token:
+    text: str
+    id: int | None = None  # None from a backend that does not report token ids
+    logprob: float | None = None
+
+
 @dataclass
 class Work:
     request: GenerationRequest
-    on_token: Callable[[str], None]
+    on_token: Callable[[Token], None]
     on_done: Callable[[str | None], None]  # None, or an error message
+    # The job's sampling key (marketplace.sampling.job_key); the engine samples with it.
+    key: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -169,7 +178,7 @@ class ModelWorker:
         error = None
         try:
             for piece in self.backend.stream(work.request, work.cancel):
-                work.on_token(piece)
+                work.on_token(Token(piece))
         except Exception as exc:  # a backend failure ends this job, never the thread
             log.exception("generation failed")
             error = f"{type(exc).__name__}: {exc}"
@@ -181,7 +190,7 @@ class ModelWorker:
 def loop_callbacks(loop: asyncio.AbstractEventLoop, on_token, on_done):
     """Wrap event-loop callbacks so the model thread can call them."""
 
-    def token(piece: str) -> None:
+    def token(piece: Token) -> None:
         loop.call_soon_threadsafe(on_token, piece)
 
     def done(error: str | None) -> None:

@@ -68,7 +68,7 @@ def test_a_frame_that_is_not_one_whole_gzip_stream_is_malformed(frame):
     b"{", b"[]", b"42", b'{"type": "token"}', b'{"type": "token", "index": true, '
     b'"content": "a", "timestamp": 1}', b'{"type": "token", "index": 0, "content": "a", '
     b'"timestamp": 1, "extra": 1}', b'{"type": "end", "data": []}', b'{"type": 7}',
-    b'{"type": "challenge", "nonce": "' + b"a" * 10_000 + b'", "version": 1}',
+    b'{"type": "challenge", "nonce": "' + b"a" * 10_000 + b'", "version": 2}',
     b"[" * 100_000,
 ])
 def test_a_message_outside_the_protocol_is_malformed_never_a_crash(raw):

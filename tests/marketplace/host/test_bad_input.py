@@ -32,7 +32,7 @@ def init_for(host, client, posted, request, *, checkpoint=None, signer=None, job
     job = job_id or posted.job_id
 
     def build(nonce):
-        return {"type": "init", "version": 1, "jobId": job, "nodeId": host.address,
+        return {"type": "init", "version": 2, "jobId": job, "nodeId": host.address,
                 "checkpoint": checkpoint,
                 "request": request.model_dump(by_alias=True) if request else None,
                 "signature": sign(challenge_message(nonce, job, host.address))}
@@ -99,7 +99,7 @@ async def test_a_replayed_signature_is_refused(on_anvil, host, job):
 
     def first(nonce):
         used["signature"] = sign(challenge_message(nonce, posted.job_id, host.address))
-        return {"type": "init", "version": 1, "jobId": posted.job_id, "nodeId": host.address,
+        return {"type": "init", "version": 2, "jobId": posted.job_id, "nodeId": host.address,
                 "request": request.model_dump(by_alias=True), "signature": used["signature"]}
 
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:

@@ -6,25 +6,29 @@ import time
 import pytest
 
 from marketplace.host.engine import ThreadTuner
-from marketplace.host.worker import Busy, ModelWorker, Work
+from marketplace.host.worker import Busy, ModelWorker, Token, Work
 from tests.marketplace.host.conftest import request_for
 
 
 class Job:
     """A generation as the model thread sees it, recorded for the test."""
 
-    def __init__(self, prompt: str, max_tokens: int = 24):
+    def __init__(self, prompt: str, max_tokens: int = 24, *, key: int = 7,
+                 temperature: float = 0.7):
         self.pieces: list[str] = []
+        self.tokens: list[Token] = []
         self.first_at: float | None = None
         self.error: str | None = None
         self.finished = threading.Event()
-        self.work = Work(request=request_for(prompt, max_tokens=max_tokens),
-                         on_token=self._token, on_done=self._done)
+        request = request_for(prompt, max_tokens=max_tokens).model_copy(
+            update={"temperature": temperature})
+        self.work = Work(request=request, on_token=self._token, on_done=self._done, key=key)
 
-    def _token(self, piece: str) -> None:
+    def _token(self, token: Token) -> None:
         if self.first_at is None:
             self.first_at = time.monotonic()
-        self.pieces.append(piece)
+        self.pieces.append(token.text)
+        self.tokens.append(token)
 
     def _done(self, error: str | None) -> None:
         self.error = error
@@ -63,6 +67,26 @@ def test_four_generations_run_together_and_each_gets_its_own_text(worker):
     # Interleaved, not one after another: every job started before any of them ended.
     assert max(job.first_at for job in jobs) < min(job.finished_at for job in jobs)
     assert worker.served == 4
+
+
+def test_the_job_key_fixes_the_tokens_whatever_runs_beside_them(worker):
+    alone = Job(PROMPTS[0], max_tokens=32, key=11)
+    worker.submit(alone.work)
+    alone.wait()
+    together = [Job(PROMPTS[0], max_tokens=32, key=11)] + [Job(p) for p in PROMPTS[1:]]
+    for job in together:
+        worker.submit(job.work)
+    for job in together:
+        job.wait()
+    other_key = Job(PROMPTS[0], max_tokens=32, key=12)
+    worker.submit(other_key.work)
+    other_key.wait()
+    ids = [t.id for t in alone.tokens]
+    assert [t.id for t in together[0].tokens] == ids
+    assert [t.id for t in other_key.tokens] != ids
+    # Every token carries its id and a log-probability, and the texts are the tokens'.
+    assert all(t.id is not None and t.logprob <= 0 for t in alone.tokens)
+    assert len(alone.tokens) == len(alone.pieces)
 
 
 def test_a_generation_stops_at_its_token_limit(worker):

@@ -108,7 +108,7 @@ def from_address(ip: str) -> aiohttp.ClientSession:
 
 
 def init_message(host, job_id, signature, request=None, checkpoint=None) -> dict:
-    return {"type": "init", "version": 1, "jobId": job_id, "nodeId": host.address,
+    return {"type": "init", "version": 2, "jobId": job_id, "nodeId": host.address,
             "checkpoint": checkpoint, "signature": signature,
             "request": request.model_dump(by_alias=True) if request else None}
 

@@ -24,7 +24,7 @@ async def test_every_stream_message_has_a_protocol_shape(on_anvil, host):
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
         challenge = HostMessage.validate_python(await ws.receive_json())
         assert isinstance(challenge, Challenge)
-        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+        await ws.send_json({"type": "init", "version": 2, "jobId": posted.job_id,
                             "nodeId": host.address, "request": request.model_dump(by_alias=True),
                             "signature": sign(challenge_message(challenge.nonce, posted.job_id,
                                                                 host.address))})

@@ -56,7 +56,7 @@ async def test_a_client_that_drops_after_n_tokens_resumes_with_exactly_the_rest(
         challenge = await ws.receive_json()
         from marketplace.protocol import challenge_message
 
-        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+        await ws.send_json({"type": "init", "version": 2, "jobId": posted.job_id,
                             "nodeId": host.address, "request": request.model_dump(by_alias=True),
                             "signature": sign(challenge_message(challenge["nonce"],
                                                                 posted.job_id, host.address))})
@@ -69,7 +69,7 @@ async def test_a_client_that_drops_after_n_tokens_resumes_with_exactly_the_rest(
     rest: list[str] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
         challenge = await ws.receive_json()
-        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+        await ws.send_json({"type": "init", "version": 2, "jobId": posted.job_id,
                             "nodeId": host.address, "checkpoint": 9,
                             "signature": sign(challenge_message(challenge["nonce"],
                                                                 posted.job_id, host.address))})
@@ -139,7 +139,7 @@ async def test_a_client_gone_past_the_grace_period_stops_the_generation(
     sign = signer_for(client)
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
         challenge = await ws.receive_json()
-        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+        await ws.send_json({"type": "init", "version": 2, "jobId": posted.job_id,
                             "nodeId": host.address, "request": request.model_dump(by_alias=True),
                             "signature": sign(challenge_message(challenge["nonce"],
                                                                 posted.job_id, host.address))})
@@ -168,7 +168,7 @@ async def test_a_client_that_stops_acknowledging_is_paused_and_resumed(
     sign = signer_for(client)
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(host.url)) as ws:
         challenge = await ws.receive_json()
-        await ws.send_json({"type": "init", "version": 1, "jobId": posted.job_id,
+        await ws.send_json({"type": "init", "version": 2, "jobId": posted.job_id,
                             "nodeId": host.address, "request": request.model_dump(by_alias=True),
                             "signature": sign(challenge_message(challenge["nonce"],
                                                                 posted.job_id, host.address))})

@@ -1,0 +1,143 @@
+"""Checking one host's tokens against the re-scored model.
+
+Two kinds of test, with thresholds measured on honest hosts (docs/trust.md):
+
+- at each position, hard checks that no floating-point difference explains: the token is
+  one the model can generate there, its text is what the token decodes to, its reported
+  log-probability is within `Thresholds.logprob_hard` of the recomputed one, and the token
+  is within `Thresholds.gap_hard` of the choice the committed randomness makes from the
+  verifier's logits (marketplace.sampling.check);
+- over the whole result, statistics: the mean log-probability error, and the share of
+  positions whose token is not exactly the verifier's choice. The host decodes one token
+  at a time among other jobs, the verifier in one batch: llama.cpp's results differ by up
+  to about a logit between the two, so single positions disagree now and then, but an
+  honest result's averages stay low and a different model's or temperature's do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marketplace import sampling
+
+# Positions kept as evidence when a result fails: enough for an arbitrator to see why.
+EVIDENCE_MAX = 8
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One token as the host sent it."""
+
+    id: int | None
+    logprob: float | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    logprob_hard: float = 2.0  # nats, at any one position
+    gap_hard: float = 3.0  # logits (x 1/T): how far from the choice a token may be
+    logprob_mean: float = 0.1  # nats, averaged over the result
+    mismatch_rate: float = 0.15  # share of positions not exactly the verifier's choice
+    min_positions: int = 8  # the statistics judge results at least this long
+
+    def tolerance(self) -> sampling.Tolerance:
+        return sampling.Tolerance(logit=self.gap_hard, logprob=self.logprob_hard, edge=0.25)
+
+
+@dataclass
+class Finding:
+    passed: bool
+    positions: int = 0  # positions checked
+    failures: int = 0  # positions failing a hard check
+    mismatches: int = 0  # positions whose token is not exactly the verifier's choice
+    logprob_error_sum: float = 0.0
+    max_logprob_error: float = 0.0
+    reason: str = ""
+    evidence: list[dict] = field(default_factory=list)
+
+    @property
+    def mean_logprob_error(self) -> float:
+        return self.logprob_error_sum / self.positions if self.positions else 0.0
+
+    @property
+    def mismatch_rate(self) -> float:
+        return self.mismatches / self.positions if self.positions else 0.0
+
+    def fail(self, position: int, reason: str, **details) -> None:
+        self.passed = False
+        self.failures += 1
+        if not self.reason:
+            self.reason = f"position {position}: {reason}"
+        if len(self.evidence) < EVIDENCE_MAX:
+            self.evidence.append({"position": position, "reason": reason, **details})
+
+
+def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature: float,
+          key: int, pieces: list[bytes], eog: set[int], complete: bool,
+          thresholds: Thresholds) -> Finding:
+    """`logits` yields the distributions for positions 0 .. len(reported) (the last one is
+    what follows the final token). `complete`: the host said it finished before its
+    budget (not cancelled, not cut off), so the next token must be an end of generation."""
+    finding = Finding(passed=True)
+    tolerance = thresholds.tolerance()
+    decoder = _decoder()
+    for position, (row, token) in enumerate(zip(logits, _with_end(reported), strict=False)):
+        if token is None:  # the position after the last token
+            if complete and not _ends(row, temperature, key, position, eog, tolerance):
+                finding.fail(position, "the model goes on here: the result was cut short",
+                             expected=sampling.choose(row, temperature, key, position))
+            break
+        finding.positions += 1
+        if token.id is None or token.logprob is None:
+            finding.fail(position, "no token id or log-probability reported")
+            continue
+        if not 0 <= token.id < len(pieces) or token.id in eog:
+            finding.fail(position, "not a token the model can generate here", token=token.id)
+            continue
+        checked = sampling.check(row, temperature, key, position, token.id, token.logprob,
+                                 tolerance)
+        error = min(checked.logprob_error, thresholds.logprob_hard * 10)
+        finding.logprob_error_sum += error
+        finding.max_logprob_error = max(finding.max_logprob_error, error)
+        if token.id != checked.expected:
+            finding.mismatches += 1
+        if not checked.ok:
+            finding.fail(position, checked.reason, token=token.id, expected=checked.expected,
+                         logprob=token.logprob,
+                         logprob_error=round(min(checked.logprob_error, 1e9), 6))
+        text = decoder.decode(pieces[token.id])
+        if text != token.text:
+            finding.fail(position, "the text is not what the token decodes to",
+                         token=token.id)
+    if finding.positions >= thresholds.min_positions:
+        if finding.mean_logprob_error > thresholds.logprob_mean:
+            finding.fail(-1, f"mean log-probability error {finding.mean_logprob_error:.3f} "
+                         f"over {finding.positions} tokens")
+        if finding.mismatch_rate > thresholds.mismatch_rate:
+            finding.fail(-1, f"{finding.mismatches} of {finding.positions} tokens are not "
+                         "the ones the committed randomness selects")
+    return finding
+
+
+def _with_end(reported: list[Reported]) -> Iterable[Reported | None]:
+    yield from reported
+    yield None
+
+
+def _ends(row: np.ndarray, temperature: float, key: int, position: int, eog: set[int],
+          tolerance: sampling.Tolerance) -> bool:
+    if sampling.choose(row, temperature, key, position) in eog:
+        return True
+    # Within the tolerance of an end: the host's logits may have chosen it.
+    return any(sampling.check(row, temperature, key, position, t,
+                              sampling.log_softmax_at(row, t), tolerance).ok for t in eog)
+
+
+def _decoder():
+    import codecs
+
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")

