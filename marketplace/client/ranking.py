@@ -1,9 +1,10 @@
 """Ranking hosts: filter, then score = 0.3 latency + 0.5 reputation + 0.2 price.
 
 Every input is measured: probe latency from the capability request just made, reputation
-from the chain's counters blended with this client's own record of the host, and price
-from the host's registered price. Each term is normalised against the best candidate, so
-the best host on a term scores 1 on it.
+from this client's own record of the host first and the chain's value-weighted history
+second (marketplace.reputation, docs/trust.md), and price from the host's registered
+price. Each term is normalised against the best candidate, so the best host on a term
+scores 1 on it.
 """
 
 from __future__ import annotations
@@ -23,19 +24,22 @@ class Candidate:
     model: str
     price_per_token_wei: int
     latency_ms: float
-    chain_completed: int = 0
-    chain_failed: int = 0
-    chain_disputed: int = 0
-    local_succeeded: int = 0
-    local_failed: int = 0
+    # Our own record: accepted attempts, and failures where we proved we were there
+    # (a dispute counts double). marketplace.reputation.local_record.
+    local_good: int = 0
+    local_bad: int = 0
+    # The chain's history in jobs' worth: value paid by distinct other payers, each
+    # capped, the whole capped (marketplace.reputation.chain_credit).
+    chain_good: float = 0.0
+    chain_bad: float = 0.0
     queue_free: bool = True
     score: float = 0.0
 
     @property
     def reputation(self) -> float:
-        """Laplace-smoothed success rate over chain and local records; disputes weigh double."""
-        good = self.chain_completed + self.local_succeeded
-        bad = self.chain_failed + 2 * self.chain_disputed + self.local_failed
+        """Laplace-smoothed success rate: our record plus the chain's capped evidence."""
+        good = self.local_good + self.chain_good
+        bad = self.local_bad + self.chain_bad
         return (good + 1) / (good + bad + 2)
 
 
