@@ -41,13 +41,14 @@ _CEILING = re.compile(r"[1-9][0-9]{0,27}")
 def price_ceiling_parse(value: object) -> int | None:
     """A user's max price per token (wei) as given: None, a positive integer, or its
     decimal string; ValueError for anything else, with words a person can read."""
-    if value is None or value == "":
+    if value is None:
         return None
     if isinstance(value, str):
-        if not _CEILING.fullmatch(value.strip()):
+        # Exactly what the API's schema publishes: no sign, no blank, no leading zero.
+        if not _CEILING.fullmatch(value):
             raise ValueError("max_price_per_token must be a whole number of wei, "
                              f"1 to {MAX_PRICE_CEILING_WEI}")
-        return int(value.strip())
+        return int(value)
     if isinstance(value, int) and not isinstance(value, bool) \
             and 1 <= value <= MAX_PRICE_CEILING_WEI:
         return value

@@ -35,8 +35,9 @@ class GenerateForm(forms.Form):
         help_text="Advanced: hosts asking more are not used")
 
     def clean_max_price_per_token(self) -> int | None:
+        given = self.cleaned_data.get("max_price_per_token") or None  # empty: no limit
         try:
-            return price_ceiling_parse(self.cleaned_data.get("max_price_per_token"))
+            return price_ceiling_parse(given)
         except ValueError:
             raise forms.ValidationError("A whole number of wei per token, at least 1 (or "
                                         "leave it empty for no limit).") from None

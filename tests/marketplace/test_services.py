@@ -46,14 +46,14 @@ def test_a_ceiling_below_every_host_leaves_nothing_to_reserve():
 
 
 @pytest.mark.parametrize(("given", "parsed"), [
-    (None, None), ("", None), ("1", 1), (" 2000 ", 2000), (5, 5),
+    (None, None), ("1", 1), ("2000", 2000), (5, 5),
     (str(MAX_PRICE_CEILING_WEI), MAX_PRICE_CEILING_WEI)])
 def test_a_ceiling_is_a_positive_whole_number_of_wei(given, parsed):
     assert price_ceiling_parse(given) == parsed
 
 
 @pytest.mark.parametrize("given", [
-    "0", "-5", "1.5", "1e9", "abc", "0x10", str(MAX_PRICE_CEILING_WEI + 1), 0, -1, True, 1.0,
+    "", " 5", "007", "0", "-5", "1.5", "1e9", "abc", "0x10", str(MAX_PRICE_CEILING_WEI + 1), 0, -1, True, 1.0,
     MAX_PRICE_CEILING_WEI + 1, [1]])
 def test_anything_else_is_refused_in_words(given):
     with pytest.raises(ValueError, match="max_price_per_token must be a whole number of wei"):
