@@ -53,8 +53,8 @@ def test_a_ceiling_is_a_positive_whole_number_of_wei(given, parsed):
 
 
 @pytest.mark.parametrize("given", [
-    "", " 5", "007", "0", "-5", "1.5", "1e9", "abc", "0x10", str(MAX_PRICE_CEILING_WEI + 1), 0, -1, True, 1.0,
-    MAX_PRICE_CEILING_WEI + 1, [1]])
+    "", " 5", "007", "0", "-5", "1.5", "1e9", "abc", "0x10", str(MAX_PRICE_CEILING_WEI + 1),
+    0, -1, True, 1.0, MAX_PRICE_CEILING_WEI + 1, [1]])
 def test_anything_else_is_refused_in_words(given):
     with pytest.raises(ValueError, match="max_price_per_token must be a whole number of wei"):
         price_ceiling_parse(given)
