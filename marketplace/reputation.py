@@ -60,36 +60,35 @@ MAX_DEPLOYMENTS = 4
 
 # Codes that show the host's own bytes or silence after it had the stream.
 PROVEN_CODES = frozenset({"NO_RESULT"})
-
-
-def _proven_failure(attempt) -> bool:
-    from marketplace.models import AttemptState
-
-    if attempt.state == AttemptState.DISPUTED:
-        return True  # we held a result and it failed our checks
-    if attempt.answered_at is not None or attempt.tokens > 0:
-        return True
-    code = attempt.error_code or ""
-    return code in PROVEN_CODES or (code.startswith("HOST_") and code != "HOST_UNAVAILABLE")
+# HOST_* codes given before the host said anything: no connection (or a lost one before
+# it answered), or a registered URL we refuse to contact at all.
+UNPROVEN_CODES = frozenset({"HOST_UNAVAILABLE", "HOST_URL_REFUSED"})
 
 
 def local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
     """This client's own record per host: (good, bad); a dispute counts DISPUTE_WEIGHT."""
+    from django.db.models import Count, Q
+
     from marketplace.models import AttemptState, JobAttempt
 
-    failed = (AttemptState.ABANDONED, AttemptState.DISPUTED, AttemptState.FAILED,
-              AttemptState.REFUNDED)
-    record: dict[str, list[int]] = {}
-    rows = (JobAttempt.objects.filter(host_address__in=addresses,
-                                      state__in=(AttemptState.ACCEPTED, *failed))
-            .only("host_address", "state", "answered_at", "tokens", "error_code"))
-    for attempt in rows.iterator():
-        good_bad = record.setdefault(attempt.host_address, [0, 0])
-        if attempt.state == AttemptState.ACCEPTED:
-            good_bad[0] += 1
-        elif _proven_failure(attempt):
-            good_bad[1] += DISPUTE_WEIGHT if attempt.state == AttemptState.DISPUTED else 1
-    return {address: (good, bad) for address, (good, bad) in record.items()}
+    # Where the client proved it was there: the host answered the stream (or sent
+    # tokens), broke the protocol with its own bytes, or streamed and never submitted.
+    proven = (Q(answered_at__isnull=False) | Q(tokens__gt=0) | Q(error_code__in=PROVEN_CODES)
+              | (Q(error_code__startswith="HOST_") & ~Q(error_code__in=UNPROVEN_CODES)))
+    rows = (
+        JobAttempt.objects.filter(host_address__in=addresses)
+        .values("host_address")
+        .annotate(
+            good=Count("id", filter=Q(state=AttemptState.ACCEPTED)),
+            # A disputed result is one we held and refused: proof enough.
+            disputed=Count("id", filter=Q(state=AttemptState.DISPUTED)),
+            failed=Count("id", filter=Q(state__in=[AttemptState.ABANDONED,
+                                                   AttemptState.FAILED,
+                                                   AttemptState.REFUNDED]) & proven),
+        )
+    )
+    return {r["host_address"]: (r["good"], r["failed"] + DISPUTE_WEIGHT * r["disputed"])
+            for r in rows if r["good"] or r["failed"] or r["disputed"]}
 
 
 # ---- the chain's history --------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from marketplace.chain.errors import ChainError
 from marketplace.client import discovery, runner
 from marketplace.client.errors import ClientError
+from marketplace.client.ranking import OUTLIER_FACTOR
 from marketplace.client.runner import JobOutcome, JobSpec
 
 __all__ = ["MAX_PRICE_CEILING_WEI", "OUTLIER_FACTOR", "ClientError", "JobOutcome", "JobSpec",
@@ -54,11 +55,6 @@ def price_ceiling_parse(value: object) -> int | None:
         return value
     raise ValueError(f"max_price_per_token must be a whole number of wei, 1 to "
                      f"{MAX_PRICE_CEILING_WEI}")
-
-
-# A host asking more than this many times the median price of the hosts answering is an
-# outlier: never used, never reserved for (docs/trust.md, "Prices").
-OUTLIER_FACTOR = 10
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,21 @@ scores 1 on it.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, replace
 
 W_LATENCY, W_REPUTATION, W_PRICE = 0.3, 0.5, 0.2
 # Latency is compared on a scale where a few milliseconds of jitter do not matter but
 # tens of milliseconds do: (LATENCY_SCALE + best) / (LATENCY_SCALE + this host's).
 LATENCY_SCALE_MS = 50.0
+# A host asking more than this many times the lower median price of the hosts serving
+# the model is an outlier: never used, never reserved for (docs/trust.md, "Prices").
+OUTLIER_FACTOR = 10
+
+
+def outlier_above(prices: list[int]) -> int | None:
+    """The price above which a host is an outlier among `prices` (None: no host)."""
+    return OUTLIER_FACTOR * statistics.median_low(prices) if prices else None
 
 
 @dataclass(frozen=True)
@@ -51,10 +60,13 @@ def rank(
     max_price_per_token_wei: int | None = None,
     exclude: set[str] | frozenset[str] = frozenset(),
 ) -> list[Candidate]:
-    """The usable candidates for `model`, best first, each with its score."""
+    """The usable candidates for `model`, best first, each with its score. A host priced
+    as an outlier among all who serve the model is never usable, whatever the limits."""
+    serving = [c for c in candidates if c.model == model]
+    outlier = outlier_above([c.price_per_token_wei for c in serving])
     usable = [
-        c for c in candidates
-        if c.model == model
+        c for c in serving
+        if c.price_per_token_wei <= outlier
         and c.queue_free
         and c.address.lower() not in {e.lower() for e in exclude}
         and (max_latency_ms is None or c.latency_ms <= max_latency_ms)

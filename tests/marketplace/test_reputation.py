@@ -103,6 +103,36 @@ def test_the_history_remembers_a_bounded_number_of_open_jobs(monkeypatch):
     assert list(history.jobs) == [8, 9, 10]
 
 
+async def post_one(chain) -> int:
+    posted = await chain.post_job(model="m", prompt_hash=b"\x01" * 32, max_tokens=1,
+                                  max_price_per_token_wei=1,
+                                  deadline=await chain.block_time() + 600)
+    return posted.job_id
+
+
+async def test_the_chain_is_read_incrementally_at_most_every_refresh_and_in_bounded_steps(
+        on_anvil, monkeypatch):
+    from marketplace import reputation
+
+    reputation.forget()
+    chain = on_anvil.chain("platform")
+    history = await reputation.chain_history(chain)
+    first = await post_one(chain)
+
+    # Within REFRESH_S nothing is read: discovery never waits on the chain twice.
+    assert await reputation.chain_history(chain) is history and first not in history.jobs
+    assert first in (await reputation.chain_history(chain, fresh=True)).jobs
+
+    monkeypatch.setattr(reputation, "REFRESH_S", 0.0)
+    monkeypatch.setattr(reputation, "MAX_BLOCKS_PER_READ", 1)
+    later = [await post_one(chain) for _ in range(3)]  # one block each on anvil
+    await reputation.chain_history(chain)
+    assert later[0] in history.jobs and later[1] not in history.jobs  # one block a read
+    await reputation.chain_history(chain)
+    await reputation.chain_history(chain)
+    assert all(job in history.jobs for job in later)
+
+
 # ---- our own record --------------------------------------------------------------------
 
 

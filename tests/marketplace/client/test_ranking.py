@@ -65,3 +65,12 @@ def test_the_chain_can_vouch_for_a_stranger_but_never_outweigh_three_jobs_of_our
     known = host("known", good=3)
     unknown = host("unknown")
     assert unknown.reputation < stranger.reputation < known.reputation
+
+
+def test_a_host_priced_as_an_outlier_is_never_ranked_whatever_the_limits():
+    hosts = [host("honest", price=100), host("dearer", price=1000),
+             host("absurd", price=1001, good=50)]
+    assert [c.address for c in rank(hosts, model="m")] == ["honest", "dearer"]
+    # Alone with one honest host: the lower median is the honest price.
+    assert [c.address for c in rank([host("honest"), host("absurd", price=10**27)],
+                                    model="m")] == ["honest"]
