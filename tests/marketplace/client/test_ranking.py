@@ -68,8 +68,9 @@ def test_the_chain_can_vouch_for_a_stranger_but_never_outweigh_three_jobs_of_our
 
 
 def test_a_host_priced_as_an_outlier_is_never_ranked_whatever_the_limits():
-    hosts = [host("honest", price=100), host("dearer", price=1000),
-             host("absurd", price=1001, good=50)]
+    # The lower median is 150: above 1500 is an outlier, however good its record.
+    hosts = [host("honest", price=100), host("dearer", price=150),
+             host("absurd", price=1501, good=50)]
     assert [c.address for c in rank(hosts, model="m")] == ["honest", "dearer"]
     # Alone with one honest host: the lower median is the honest price.
     assert [c.address for c in rank([host("honest"), host("absurd", price=10**27)],
