@@ -120,10 +120,11 @@ def main() -> None:
     report("verify honest responses", len(findings), "")
     report("verify honest tokens", sum(f.positions for f in findings), "")
     report("verify honest mean logprob error p99", round(float(np.percentile(means, 99)), 4),
-           "nats")
-    report("verify honest mismatch rate p99", round(float(np.percentile(rates, 99)), 4), "")
+           f"nats (max {means.max():.4f}; a result fails above {thresholds.logprob_mean})")
+    report("verify honest mismatch rate p99", round(float(np.percentile(rates, 99)), 4),
+           f"(max {rates.max():.4f}; a result fails above {thresholds.mismatch_rate})")
     report("verify honest clear misses max", max(f.clear_misses for f in findings),
-           f"(a result fails at {thresholds.clear_misses})")
+           f"(a result of 64 tokens fails at {thresholds.clear_miss_limit(64)})")
     report("verify false positive rate", round(len(false_positives) / len(findings), 4),
            f"({len(false_positives)} of {len(findings)})")
     for f in false_positives[:5]:
@@ -161,8 +162,11 @@ def main() -> None:
                                 parallel=4)
         requests, keys = batch(hostile_n, 4, [0.0, 0.7])
         outputs, _ = generate(cheap, requests, keys)
-    results = [verify(rescorer, pieces, r, k, t, thresholds).passed
-               for r, k, t in zip(requests, keys, outputs, strict=True)]
+    found = [verify(rescorer, pieces, r, k, t, thresholds)
+             for r, k, t in zip(requests, keys, outputs, strict=True)]
+    results = [f.passed for f in found]
+    report("verify requantized mean logprob error p1",
+           round(float(np.percentile([f.mean_logprob_error for f in found], 1)), 4), "nats")
     # Jobs a requantized host serves before one fails: runs of passes, then the catch.
     runs, streak = [], 0
     for passed in results:

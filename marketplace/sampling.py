@@ -117,9 +117,13 @@ class Tolerance:
 
     logit: float = 0.05  # a choice may flip when the best scores are this close (x 1/T)
     logprob: float = 0.05  # nats between the reported and the recomputed log-probability
-    # Candidates at the edge of the cut: a token within this factor of a threshold may be
-    # in or out of the host's set.
+    # Candidates at the edge of the cut: a token within this factor of a threshold is
+    # surely in the host's set only past it, and competes with the reported token only then.
     edge: float = 0.02
+    # A reported token may have been in the host's set if its logit relative to the best
+    # is within this much (logits) of passing MIN_P, and it is among the TOP_K + 2 best:
+    # the host's logits differ from the verifier's by up to about a logit (docs/trust.md).
+    edge_logit: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +164,7 @@ def _sampled_gap(found: Candidates, temperature: float, key: int, position: int,
                  token: int, tolerance: Tolerance) -> tuple[float, str]:
     p = found.p
     where = np.flatnonzero(found.ids == token)
-    if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge):
+    if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge_logit):
         return float("inf"), "not a candidate token"
     at = int(where[0])
     # Every token surely in the host's set competes; a token at the edge only if reported.
@@ -173,12 +177,13 @@ def _sampled_gap(found: Candidates, temperature: float, key: int, position: int,
     return gap, "not the token the committed randomness selects"
 
 
-def _may_be_kept(p: np.ndarray, i: int, edge: float) -> bool:
-    if i >= TOP_K + 1:  # the 41st may be the host's 40th when the two are all but equal
+def _may_be_kept(p: np.ndarray, i: int, edge_logit: float) -> bool:
+    """Whether the host, whose logits may differ from ours by `edge_logit`, could have
+    kept the i-th best token. Top-p is not applied here: with noisy logits its cut moves
+    by whole tokens, and MIN_P and TOP_K bound the set already."""
+    if i >= TOP_K + 2:
         return False
-    if p[i] < MIN_P * p[0] * (1 - edge):
-        return False
-    return i == 0 or float(p[:i].sum()) < TOP_P * (1 + edge)
+    return i == 0 or bool(p[i] >= MIN_P * p[0] * np.exp(-edge_logit))
 
 
 def _surely_kept(p: np.ndarray, i: int, edge: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 from pathlib import Path
 
 from marketplace.protocol import GenerationRequest
@@ -63,8 +64,17 @@ def requantize(source: Path, target: Path, *, ftype: int | None = None) -> Path:
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K if ftype is None else ftype
     params.allow_requantize = True
     partial = target.with_suffix(".partial")
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(),
-                                            params)
+    # The quantizer reports each of SmolLM2's tensors whose rows (576) do not divide into
+    # K-quant blocks (256) and fall back to Q4_0; llama-cpp-python prints llama.cpp's log
+    # unless its logger is above INFO.
+    llama_log = logging.getLogger("llama-cpp-python")
+    level = llama_log.level
+    llama_log.setLevel(logging.ERROR)
+    try:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(),
+                                                params)
+    finally:
+        llama_log.setLevel(level)
     if status != 0:
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"llama_model_quantize failed ({status})")

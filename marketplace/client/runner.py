@@ -281,7 +281,7 @@ class _AttemptResult:
     verified: bool = False
 
 
-def _signer(chain: Chain):
+def signer(chain: Chain):
     account = chain.sender.account
 
     def sign(text: str) -> str:
@@ -341,7 +341,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     try:
         end = await stream.stream_job(host.url, chain_job_id=posted.job_id,
                                 node_id=host.address, request=request,
-                                signer=_signer(chain), on_token=on_piece,
+                                signer=signer(chain), on_token=on_piece,
                                 on_ready=on_ready, cancel=cancel,
                                 compression=settings.MARKETPLACE_STREAM_COMPRESSION)
     except ClientError as exc:
@@ -379,7 +379,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     # What no re-score can excuse: a text other than the one committed on chain, or a bill
     # for tokens we never received.
     gates = verdict.checks.get("hash") == 1.0 and submitted.tokens_used == delivered
-    checked = await _check(record.pk, end, progress.pieces[start_index:], request,
+    checked = await result_check(record.pk, end, progress.pieces[start_index:], request,
                            gates=gates)
     if checked is not None and checked.state == VerificationState.FAILED:
         return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
@@ -411,7 +411,7 @@ async def _dispute(chain: Chain, chain_job_id: int, progress: _Progress, start_i
     return _AttemptResult(False, quality, 0, tx_hashes)
 
 
-async def _check(record_id: int, end: stream.StreamEnd, pieces: list[str],
+async def result_check(record_id: int, end: stream.StreamEnd, pieces: list[str],
                  request: GenerationRequest, *, gates: bool):
     """The verifier's verdict on what the host reported, if this result is one it checks;
     None when it is not (a result that fails the hash or budget gates needs no re-score)."""

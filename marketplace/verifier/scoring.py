@@ -42,17 +42,27 @@ class Reported:
 class Thresholds:
     logprob_hard: float = 2.0  # nats, at any one position
     gap_hard: float = 3.0  # logits (x 1/T): how far from the choice a token may be
-    logprob_mean: float = 0.1  # nats, averaged over the result
+    logprob_mean: float = 0.14  # nats, averaged over the result
     mismatch_rate: float = 0.15  # share of positions not exactly the verifier's choice
-    # A clear miss: the token's score falls this far (logits) short of the verifier's
-    # choice. Honest hosts' misses are floating-point noise, mostly far smaller; a result
-    # with `clear_misses` of them or more was not drawn by the committed rule.
-    gap_clear: float = 0.5
-    clear_misses: int = 3
+    # A clear miss: the token's score falls more than `gap_clear` logits short of the
+    # verifier's choice. Honest hosts make them at about 0.6% of positions (floating-point
+    # noise, measured: docs/trust.md); a result with more of them than an honest host
+    # would make once in 1/`clear_miss_alpha` results (binomial at `clear_miss_rate`, and
+    # never fewer than `clear_misses_min`) was not drawn by the committed rule.
+    gap_clear: float = 0.2
+    clear_miss_rate: float = 0.006
+    clear_miss_alpha: float = 2e-4
+    clear_misses_min: int = 4
+
+    def clear_miss_limit(self, positions: int) -> int:
+        """The fewest clear misses that fail a result of `positions` tokens."""
+        return max(self.clear_misses_min,
+                   binomial_quantile(positions, self.clear_miss_rate, self.clear_miss_alpha))
     min_positions: int = 8  # the statistics judge results at least this long
 
     def tolerance(self) -> sampling.Tolerance:
-        return sampling.Tolerance(logit=self.gap_hard, logprob=self.logprob_hard, edge=0.25)
+        return sampling.Tolerance(logit=self.gap_hard, logprob=self.logprob_hard, edge=0.25,
+                                  edge_logit=1.0)
 
 
 @dataclass
@@ -123,7 +133,7 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         if text != token.text:
             finding.fail(position, "the text is not what the token decodes to",
                          token=token.id)
-    if finding.clear_misses >= thresholds.clear_misses:
+    if finding.clear_misses >= thresholds.clear_miss_limit(finding.positions):
         finding.fail(-1, f"{finding.clear_misses} tokens fall clearly short of the ones the "
                      "committed randomness selects")
     if finding.positions >= thresholds.min_positions:
@@ -134,6 +144,16 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
             finding.fail(-1, f"{finding.mismatches} of {finding.positions} tokens are not "
                          "the ones the committed randomness selects")
     return finding
+
+
+def binomial_quantile(n: int, p: float, alpha: float) -> int:
+    """The smallest k with P(X >= k) <= alpha for X ~ Binomial(n, p)."""
+    k, below, pmf = 0, 0.0, (1.0 - p) ** n
+    while 1.0 - below > alpha and k <= n:
+        below += pmf
+        k += 1
+        pmf *= (n - k + 1) / k * p / (1.0 - p)
+    return k
 
 
 def _with_end(reported: list[Reported]) -> Iterable[Reported | None]:
