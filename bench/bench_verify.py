@@ -26,12 +26,12 @@ import numpy as np
 from bench.common import report
 from marketplace import sampling
 from marketplace.host.backends import LlamaCppBackend
-from marketplace.host.engine import token_pieces
+from marketplace.host.behaviours import wrong_temperature
 from marketplace.host.worker import ModelWorker, Token, Work
 from marketplace.protocol import GenerationRequest
 from marketplace.verifier.rescore import Rescorer
 from marketplace.verifier.scoring import Reported, Thresholds, score
-from marketplace.weights import bundled_model_path, requantize
+from marketplace.weights import bundled_model_path, requantize, token_pieces
 
 MAX_TOKENS = 64
 CHAIN_ID = 31337
@@ -120,8 +120,11 @@ def main() -> None:
     report("verify honest responses", len(findings), "")
     report("verify honest tokens", sum(f.positions for f in findings), "")
     report("verify honest mean logprob error p99", round(float(np.percentile(means, 99)), 4),
-           "nats")
-    report("verify honest mismatch rate p99", round(float(np.percentile(rates, 99)), 4), "")
+           f"nats (max {means.max():.4f}; a result fails above {thresholds.logprob_mean})")
+    report("verify honest mismatch rate p99", round(float(np.percentile(rates, 99)), 4),
+           f"(max {rates.max():.4f}; a result fails above {thresholds.mismatch_rate})")
+    report("verify honest clear misses max", max(f.clear_misses for f in findings),
+           f"(a result of 64 tokens fails at {thresholds.clear_miss_limit(64)})")
     report("verify false positive rate", round(len(false_positives) / len(findings), 4),
            f"({len(false_positives)} of {len(findings)})")
     for f in false_positives[:5]:
@@ -138,20 +141,32 @@ def main() -> None:
            f"({caught} of {hostile_n})")
 
     requests, keys = batch(hostile_n, 3, [0.0, 0.7])
-    wrong = [0.7 if r.temperature == 0 else 1.2 for r in requests]
+    wrong = [wrong_temperature(r.temperature) for r in requests]
     outputs, _ = generate(host, requests, keys, temperatures=wrong)
-    caught = sum(not verify(rescorer, pieces, r, k, t, thresholds).passed
-                 for r, k, t in zip(requests, keys, outputs, strict=True))
-    report("verify detection rate wrong temperature", round(caught / hostile_n, 4),
-           f"({caught} of {hostile_n}; 0 -> 0.7 and 0.7 -> 1.2)")
+    # What an honest host would have sent for the same jobs: where the wrong temperature
+    # changed no token, the response is the honest one and there is nothing to catch.
+    honest_outputs, _ = generate(host, requests, keys)
+    caught = [not verify(rescorer, pieces, r, k, t, thresholds).passed
+              for r, k, t in zip(requests, keys, outputs, strict=True)]
+    changed = [[t.id for t in a] != [t.id for t in b]
+               for a, b in zip(outputs, honest_outputs, strict=True)]
+    caught_changed = sum(c for c, d in zip(caught, changed, strict=True) if d)
+    report("verify detection rate wrong temperature", round(sum(caught) / hostile_n, 4),
+           f"({sum(caught)} of {hostile_n}; 0 -> 0.7 and 0.7 -> 1.2)")
+    report("verify detection rate wrong temperature where it changed a token",
+           round(caught_changed / max(sum(changed), 1), 4),
+           f"({caught_changed} of {sum(changed)})")
 
     with tempfile.TemporaryDirectory() as tmp:
         cheap = LlamaCppBackend(requantize(bundled_model_path(), Path(tmp) / "q2k.gguf"),
                                 parallel=4)
         requests, keys = batch(hostile_n, 4, [0.0, 0.7])
         outputs, _ = generate(cheap, requests, keys)
-    results = [verify(rescorer, pieces, r, k, t, thresholds).passed
-               for r, k, t in zip(requests, keys, outputs, strict=True)]
+    found = [verify(rescorer, pieces, r, k, t, thresholds)
+             for r, k, t in zip(requests, keys, outputs, strict=True)]
+    results = [f.passed for f in found]
+    report("verify requantized mean logprob error p1",
+           round(float(np.percentile([f.mean_logprob_error for f in found], 1)), 4), "nats")
     # Jobs a requantized host serves before one fails: runs of passes, then the catch.
     runs, streak = [], 0
     for passed in results:

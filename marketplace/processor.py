@@ -38,10 +38,13 @@ from marketplace.models import (
     AttemptState,
     DeadLetter,
     Job,
+    JobAttempt,
     JobProcessing,
     JobState,
     ProcessingState,
     UsageStats,
+    VerificationRecord,
+    VerificationState,
     WebhookEndpoint,
 )
 from marketplace.queue import DELIVER_WEBHOOK, PROCESS_JOB, enqueue
@@ -246,6 +249,9 @@ async def _settle(chain: Chain, item: _Open, text: str) -> dict:
         if submitted is None:
             raise ProcessingDeferred(f"job {item.chain_job_id} is submitted but its event is "
                                      "not visible yet")
+        record = await VerificationRecord.objects.filter(attempt_id=item.attempt_id).afirst()
+        if record is not None:
+            return await _settle_delivered(chain, item, submitted, record)
         held = committed_suffix(text, submitted.result_hash)
         verdict = verify_result(text=held or "", result_hash=submitted.result_hash if held
                                 else None, tokens=submitted.tokens_used,
@@ -270,7 +276,57 @@ async def _settle(chain: Chain, item: _Open, text: str) -> dict:
     return {"state": AttemptState.ABANDONED}  # the watcher refunds it after the deadline
 
 
-async def _settle_all(items: list[_Open], text: str) -> None:
+async def _settle_delivered(chain: Chain, item: _Open, submitted, record) -> dict:
+    """Settle a submitted result on what the host delivered, whatever happened to the
+    process that ran the job: the result is asked of the host again (it keeps a finished
+    stream for a while, marketplace.host.sessions.RETAIN_S), checked against its hash and
+    bill, re-scored by the verifier, and accepted or disputed on that alone."""
+    from marketplace.client import runner, stream
+    from marketplace.client.errors import ClientError
+    from marketplace.protocol import GenerationRequest
+
+    request = GenerationRequest.model_validate(record.request)
+    attempt = await JobAttempt.objects.aget(pk=item.attempt_id)
+    pieces: list[str] = []
+
+    async def on_token(piece: str) -> None:
+        pieces.append(piece)
+
+    fields = {"tokens_billed": submitted.tokens_used, "result_hash": submitted.result_hash,
+              "result_cid": submitted.cid}
+    try:
+        end = await stream.stream_job(attempt.host_url, chain_job_id=item.chain_job_id,
+                                      node_id=attempt.host_address, request=request,
+                                      signer=runner.signer(chain), on_token=on_token)
+    except ClientError as exc:
+        reason = f"the host did not deliver its result when asked again: {exc.code}"
+        tx = await chain.dispute(item.chain_job_id, reason)
+        return {**fields, "state": AttemptState.DISPUTED, "error_code": exc.code,
+                "tx": {"dispute": tx}}
+    expected = submitted.result_hash.lower().removeprefix("0x")
+    gates = (hashlib.sha256(end.text.encode("utf-8")).hexdigest() == expected
+             and submitted.tokens_used == len(pieces))
+    checked = await runner.result_check(record.pk, end, pieces, request, gates=gates)
+    verdict = verify_result(text=end.text, result_hash=expected if gates else None,
+                            tokens=submitted.tokens_used, max_tokens=item.max_tokens)
+    fields.update(quality=verdict.score, tokens=len(pieces))
+    passed = checked.state == VerificationState.PASSED if checked is not None \
+        else verdict.accepted
+    if gates and passed:
+        settled = await chain.accept_result(item.chain_job_id)
+        return {**fields, "state": AttemptState.ACCEPTED, "paid_wei": settled.paid_wei,
+                "refund_wei": settled.refund, "tx": {"accept": settled.tx_hash},
+                "text": request.prefix + end.text}
+    reason = ("the result is not what the host committed to or billed" if not gates
+              else f"verification failed: {checked.reason}" if checked is not None
+              else f"quality {verdict.score:.2f}: {verdict.checks}")
+    tx = await chain.dispute(item.chain_job_id, reason[:500])
+    return {**fields, "state": AttemptState.DISPUTED, "tx": {"dispute": tx}}
+
+
+async def _settle_all(items: list[_Open], text: str) -> dict[int, str]:
+    """Settle each attempt; returns the whole text of the job up to each attempt whose
+    result was fetched again from its host and accepted."""
     from asgiref.sync import sync_to_async
 
     from marketplace.chain.errors import ChainError
@@ -282,6 +338,7 @@ async def _settle_all(items: list[_Open], text: str) -> None:
         if exc.permanent:
             raise
         raise ProcessingDeferred(f"chain unavailable: {exc.message}") from exc
+    texts: dict[int, str] = {}
     for item in items:
         try:
             fields = await _settle(chain, item, text)
@@ -293,7 +350,11 @@ async def _settle_all(items: list[_Open], text: str) -> None:
             raise ProcessingDeferred(f"chain unreachable: {exc}") from exc
         # Written right after each transaction: a crash here is repaired by the next run,
         # which reads the same outcome back from the chain.
+        recovered = fields.pop("text", None)
+        if recovered is not None:
+            texts[item.attempt_id] = recovered
         await sync_to_async(job_services.attempt_update)(attempt_id=item.attempt_id, **fields)
+    return texts
 
 
 def run_async(coro):
@@ -337,15 +398,17 @@ def job_recover(*, job_id: str) -> str:
         return "not-orphaned"
     job = Job.objects.get(pk=job_id)
     items = _open_attempts(job)
-    if items:
-        run_async(_settle_all(items, job.text))
+    texts = run_async(_settle_all(items, job.text)) if items else {}
     last = job.attempts.order_by("-number").first()
     paid = sum(int(a.paid_wei) for a in job.attempts.filter(state=AttemptState.ACCEPTED))
     try:
         if (last is not None and last.state == AttemptState.ACCEPTED
                 and job.state == JobState.STREAMING):
+            # The host's whole result, fetched again and verified, where we have it.
+            whole = ({"text": texts[last.pk], "tokens": last.start_index + last.tokens}
+                     if last.pk in texts else {})
             job_services.job_transition(job_id=job.pk, to=JobState.COMPLETED, paid_wei=paid,
-                                        quality=last.quality)
+                                        quality=last.quality, **whole)
         else:
             job_services.job_transition(
                 job_id=job.pk, to=JobState.FAILED, paid_wei=paid, error_code="INTERRUPTED",

@@ -117,9 +117,13 @@ class Tolerance:
 
     logit: float = 0.05  # a choice may flip when the best scores are this close (x 1/T)
     logprob: float = 0.05  # nats between the reported and the recomputed log-probability
-    # Candidates at the edge of the cut: a token within this factor of a threshold may be
-    # in or out of the host's set.
+    # Candidates at the edge of the cut: a token within this factor of a threshold is
+    # surely in the host's set only past it, and competes with the reported token only then.
     edge: float = 0.02
+    # A reported token may have been in the host's set if its logit relative to the best
+    # is within this much (logits) of passing MIN_P, and it is among the TOP_K + 2 best:
+    # the host's logits differ from the verifier's by up to about a logit (docs/trust.md).
+    edge_logit: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class PositionCheck:
     reason: str  # "" when ok
     logprob_error: float
     expected: int  # the token the verifier's own logits select
+    # How far, in logits, the token's score falls short of the best competitor's (0 when
+    # it is the verifier's choice too, inf when it could not have been chosen at all).
+    gap: float = 0.0
 
 
 def check(logits: np.ndarray, temperature: float, key: int, position: int, token: int,
@@ -136,44 +143,47 @@ def check(logits: np.ndarray, temperature: float, key: int, position: int, token
     verifier's `logits` at `position`, allowing for floating-point differences."""
     n_vocab = logits.shape[0]
     if not 0 <= token < n_vocab:
-        return PositionCheck(False, "token id outside the vocabulary", float("inf"), -1)
+        return PositionCheck(False, "token id outside the vocabulary", float("inf"), -1,
+                             float("inf"))
     recomputed = log_softmax_at(logits, token)
     error = abs(recomputed - logprob) if np.isfinite(logprob) else float("inf")
     if temperature <= 0.0:
         expected = int(np.argmax(logits))
-        if error > tolerance.logprob:
-            return PositionCheck(False, "log-probability differs", error, expected)
-        if token == expected or float(logits[token]) >= float(logits[expected]) - \
-                tolerance.logit:
-            return PositionCheck(True, "", error, expected)
-        return PositionCheck(False, "not the most likely token", error, expected)
-    found = candidates(logits, extra=8)
-    expected = _select(found, temperature, key, position)
+        gap = max(0.0, float(logits[expected]) - float(logits[token]))
+        reason = "" if gap <= tolerance.logit else "not the most likely token"
+    else:
+        found = candidates(logits, extra=8)
+        expected = _select(found, temperature, key, position)
+        gap, reason = _sampled_gap(found, temperature, key, position, token, tolerance)
     if error > tolerance.logprob:
-        return PositionCheck(False, "log-probability differs", error, expected)
-    if token == expected:
-        return PositionCheck(True, "", error, expected)
+        reason = "log-probability differs"
+    return PositionCheck(not reason, reason, error, expected, gap)
+
+
+def _sampled_gap(found: Candidates, temperature: float, key: int, position: int,
+                 token: int, tolerance: Tolerance) -> tuple[float, str]:
     p = found.p
     where = np.flatnonzero(found.ids == token)
-    if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge):
-        return PositionCheck(False, "not a candidate token", error, expected)
+    if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge_logit):
+        return float("inf"), "not a candidate token"
     at = int(where[0])
     # Every token surely in the host's set competes; a token at the edge only if reported.
     scores = found.logits / temperature + _gumbel(key, position, found.ids)
     best_other = max((scores[i] for i in range(min(TOP_K, len(p)))
                       if i != at and _surely_kept(p, i, tolerance.edge)), default=-np.inf)
-    if scores[at] >= best_other - tolerance.logit / temperature:
-        return PositionCheck(True, "", error, expected)
-    return PositionCheck(False, "not the token the committed randomness selects", error,
-                         expected)
+    gap = max(0.0, float(best_other - scores[at]) * temperature)
+    if gap <= tolerance.logit:
+        return gap, ""
+    return gap, "not the token the committed randomness selects"
 
 
-def _may_be_kept(p: np.ndarray, i: int, edge: float) -> bool:
-    if i >= TOP_K + 1:  # the 41st may be the host's 40th when the two are all but equal
+def _may_be_kept(p: np.ndarray, i: int, edge_logit: float) -> bool:
+    """Whether the host, whose logits may differ from ours by `edge_logit`, could have
+    kept the i-th best token. Top-p is not applied here: with noisy logits its cut moves
+    by whole tokens, and MIN_P and TOP_K bound the set already."""
+    if i >= TOP_K + 2:
         return False
-    if p[i] < MIN_P * p[0] * (1 - edge):
-        return False
-    return i == 0 or float(p[:i].sum()) < TOP_P * (1 + edge)
+    return i == 0 or bool(p[i] >= MIN_P * p[0] * np.exp(-edge_logit))
 
 
 def _surely_kept(p: np.ndarray, i: int, edge: float) -> bool:

@@ -17,6 +17,7 @@ from marketplace.chain.tx import Sender, TxRecord
 from marketplace.host.backends import SMOLLM2_ID, LlamaCppBackend, OpenAICompatibleBackend
 from marketplace.host.cid import ResultStore
 from marketplace.host.server import HostConfig, HostNode
+from marketplace.weights import bundled_model_path, requantize
 
 log = logging.getLogger("marketplace.host")
 
@@ -50,8 +51,11 @@ class HostOptions:
 
 def make_backend(options: HostOptions):
     if options.backend == "llama.cpp":
-        return LlamaCppBackend(options.model_path, model_id=options.model,
-                               parallel=options.parallel)
+        model_path = options.model_path
+        if options.behaviour == "requantized":
+            source = model_path or bundled_model_path()
+            model_path = requantize(source, options.results_dir / f"{source.stem}.Q2_K.gguf")
+        return LlamaCppBackend(model_path, model_id=options.model, parallel=options.parallel)
     if options.backend == "openai":
         if not options.upstream_url:
             raise ValueError("--upstream-url is required for the openai backend")

@@ -7,8 +7,9 @@ Two kinds of test, with thresholds measured on honest hosts (docs/trust.md):
   log-probability is within `Thresholds.logprob_hard` of the recomputed one, and the token
   is within `Thresholds.gap_hard` of the choice the committed randomness makes from the
   verifier's logits (marketplace.sampling.check);
-- over the whole result, statistics: the mean log-probability error, and the share of
-  positions whose token is not exactly the verifier's choice. The host decodes one token
+- over the whole result, statistics: the mean log-probability error, the share of
+  positions whose token is not exactly the verifier's choice, and how many of them miss
+  it clearly (by more than `Thresholds.gap_clear`). The host decodes one token
   at a time among other jobs, the verifier in one batch: llama.cpp's results differ by up
   to about a logit between the two, so single positions disagree now and then, but an
   honest result's averages stay low and a different model's or temperature's do not.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marketplace import sampling
+from marketplace.weights import token_decoder
 
 # Positions kept as evidence when a result fails: enough for an arbitrator to see why.
 EVIDENCE_MAX = 8
@@ -40,12 +42,27 @@ class Reported:
 class Thresholds:
     logprob_hard: float = 2.0  # nats, at any one position
     gap_hard: float = 3.0  # logits (x 1/T): how far from the choice a token may be
-    logprob_mean: float = 0.1  # nats, averaged over the result
+    logprob_mean: float = 0.14  # nats, averaged over the result
     mismatch_rate: float = 0.15  # share of positions not exactly the verifier's choice
+    # A clear miss: the token's score falls more than `gap_clear` logits short of the
+    # verifier's choice. Honest hosts make them at about 0.6% of positions (floating-point
+    # noise, measured: docs/trust.md); a result with more of them than an honest host
+    # would make once in 1/`clear_miss_alpha` results (binomial at `clear_miss_rate`, and
+    # never fewer than `clear_misses_min`) was not drawn by the committed rule.
+    gap_clear: float = 0.2
+    clear_miss_rate: float = 0.006
+    clear_miss_alpha: float = 2e-4
+    clear_misses_min: int = 4
+
+    def clear_miss_limit(self, positions: int) -> int:
+        """The fewest clear misses that fail a result of `positions` tokens."""
+        return max(self.clear_misses_min,
+                   binomial_quantile(positions, self.clear_miss_rate, self.clear_miss_alpha))
     min_positions: int = 8  # the statistics judge results at least this long
 
     def tolerance(self) -> sampling.Tolerance:
-        return sampling.Tolerance(logit=self.gap_hard, logprob=self.logprob_hard, edge=0.25)
+        return sampling.Tolerance(logit=self.gap_hard, logprob=self.logprob_hard, edge=0.25,
+                                  edge_logit=1.0)
 
 
 @dataclass
@@ -54,6 +71,7 @@ class Finding:
     positions: int = 0  # positions checked
     failures: int = 0  # positions failing a hard check
     mismatches: int = 0  # positions whose token is not exactly the verifier's choice
+    clear_misses: int = 0  # of them, those missing by more than Thresholds.gap_clear
     logprob_error_sum: float = 0.0
     max_logprob_error: float = 0.0
     reason: str = ""
@@ -84,7 +102,7 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
     budget (not cancelled, not cut off), so the next token must be an end of generation."""
     finding = Finding(passed=True)
     tolerance = thresholds.tolerance()
-    decoder = _decoder()
+    decoder = token_decoder()
     for position, (row, token) in enumerate(zip(logits, _with_end(reported), strict=False)):
         if token is None:  # the position after the last token
             if complete and not _ends(row, temperature, key, position, eog, tolerance):
@@ -105,6 +123,8 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         finding.max_logprob_error = max(finding.max_logprob_error, error)
         if token.id != checked.expected:
             finding.mismatches += 1
+            if checked.gap > thresholds.gap_clear:
+                finding.clear_misses += 1
         if not checked.ok:
             finding.fail(position, checked.reason, token=token.id, expected=checked.expected,
                          logprob=token.logprob,
@@ -113,6 +133,9 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         if text != token.text:
             finding.fail(position, "the text is not what the token decodes to",
                          token=token.id)
+    if finding.clear_misses >= thresholds.clear_miss_limit(finding.positions):
+        finding.fail(-1, f"{finding.clear_misses} tokens fall clearly short of the ones the "
+                     "committed randomness selects")
     if finding.positions >= thresholds.min_positions:
         if finding.mean_logprob_error > thresholds.logprob_mean:
             finding.fail(-1, f"mean log-probability error {finding.mean_logprob_error:.3f} "
@@ -121,6 +144,16 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
             finding.fail(-1, f"{finding.mismatches} of {finding.positions} tokens are not "
                          "the ones the committed randomness selects")
     return finding
+
+
+def binomial_quantile(n: int, p: float, alpha: float) -> int:
+    """The smallest k with P(X >= k) <= alpha for X ~ Binomial(n, p)."""
+    k, below, pmf = 0, 0.0, (1.0 - p) ** n
+    while 1.0 - below > alpha and k <= n:
+        below += pmf
+        k += 1
+        pmf *= (n - k + 1) / k * p / (1.0 - p)
+    return k
 
 
 def _with_end(reported: list[Reported]) -> Iterable[Reported | None]:
@@ -136,8 +169,3 @@ def _ends(row: np.ndarray, temperature: float, key: int, position: int, eog: set
     return any(sampling.check(row, temperature, key, position, t,
                               sampling.log_softmax_at(row, t), tolerance).ok for t in eog)
 
-
-def _decoder():
-    import codecs
-
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
