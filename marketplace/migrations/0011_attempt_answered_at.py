@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('marketplace', '0009_health_probe'),
+        ('marketplace', '0010_verification_records'),
     ]
 
     operations = [
