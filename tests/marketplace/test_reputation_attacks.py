@@ -6,8 +6,11 @@ counters as the attacker wants, and neither moves our ranking."""
 from __future__ import annotations
 
 import asyncio
+from io import StringIO
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
 from eth_account import Account
 
 from marketplace.chain.contracts import Chain, JobStatus
@@ -102,3 +105,15 @@ async def test_jobs_left_to_expire_on_a_host_do_not_push_it_down(network, tmp_pa
     assert found[victim.address].reputation == before
     assert found[victim.address].reputation > found[peer.address].reputation
     assert rank(list(found.values()), model=MODEL)[0].address == victim.address
+
+
+async def test_anyone_can_run_the_attacks_from_the_command_line(network):
+    (host,) = network.start_hosts({"host-1": PRICE})
+    said = StringIO()
+
+    await sync_to_async(call_command)("reputation_attack", "self-dealing", "--host",
+                                      host.address, "--jobs", "2", "--accounts", "5", "6",
+                                      stdout=said)
+
+    assert said.getvalue().strip() == (f"2 jobs paid to {host.address} by 2 addresses; the "
+                                       "registry now counts 2 completed")

@@ -14,6 +14,7 @@ from marketplace.chain.deploy import load_deployment
 from marketplace.chain.devnet import dev_private_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.tx import Sender
+from marketplace.client import pool
 from marketplace.wallet import web3
 
 # anvil funds the first ten accounts of the devnet's mnemonic; these have no role in it.
@@ -76,4 +77,5 @@ class Command(BaseCommand):
             after = await chains[0].get_node(node.address)
             return f"refunded; the registry now counts {after.failed} failed for {node.address}"
         finally:
+            await pool.close()  # the streams' sessions belong to this command's loop
             await w3.provider.disconnect()
