@@ -81,7 +81,7 @@ def arbitrator_files() -> tuple[Path, Path]:
     return key.keystore, key.passphrase_file
 
 
-def _keystore_address(path: Path) -> str | None:
+def keystore_address(path: Path) -> str | None:
     """The address a keystore names in its clear JSON (read without decrypting)."""
     try:
         address = json.loads(path.read_text()).get("address")
@@ -100,7 +100,7 @@ def arbitrator_account(chain_id: int) -> LocalAccount:
     account = load_account(keystore, passphrase)
     refuse_devnet_key(account.address, chain_id=chain_id)
     platform_keystore, _ = wallet_files()
-    if account.address == _keystore_address(platform_keystore):
+    if account.address == keystore_address(platform_keystore):
         raise ChainError("ARBITRATOR_IS_PLATFORM_WALLET",
                          f"the arbitrator {account.address} is the platform wallet, which "
                          "pays for the jobs it would judge: give it a key of its own",

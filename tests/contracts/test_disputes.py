@@ -22,7 +22,8 @@ async def test_the_host_may_dispute_its_own_submitted_result(registered):
     posted = await submitted(net)
     receipt = await net.w3.eth.get_transaction_receipt(
         await net.chain("host1").dispute(posted.job_id, "the client will not accept"))
-    (event,) = net.chain("alice").market.events.JobDisputed().process_receipt(receipt, errors=DISCARD)
+    (event,) = net.chain("alice").market.events.JobDisputed().process_receipt(
+        receipt, errors=DISCARD)
     assert event["args"]["by"] == net.chain("host1").address
     job = await net.chain("alice").get_job(posted.job_id)
     assert job.status == JobStatus.DISPUTED
@@ -180,7 +181,8 @@ async def test_the_arbitration_deadline_is_fixed_when_the_dispute_is_opened(regi
     owner = net.chain("owner")
     posted = await disputed(net)
     receipt = await net.w3.eth.get_transaction_receipt(await owner.set_arbitration_window(60))
-    (event,) = owner.market.events.ArbitrationWindowChanged().process_receipt(receipt, errors=DISCARD)
+    (event,) = owner.market.events.ArbitrationWindowChanged().process_receipt(
+        receipt, errors=DISCARD)
     assert event["args"]["arbitrationWindow"] == 60
     assert await owner.arbitration_window() == 60
     await net.time_travel(120)
