@@ -151,3 +151,13 @@ async def _chain(handles: dict[int, Chain], load: Callable[[int], LocalAccount])
                     audit=audit_recorder(chain_id))
     handle = handles[key] = Chain(w3, deployment, sender)
     return handle
+
+
+async def close_loop_handles() -> None:
+    """Close and forget this event loop's handles (the platform wallet's and the
+    arbitrator's), as a loop's owner does before the loop goes."""
+    key = id(asyncio.get_running_loop())
+    for handles in (_handles, _arbitrator_handles):
+        handle = handles.pop(key, None)
+        if handle is not None:
+            await handle.close()

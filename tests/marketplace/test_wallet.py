@@ -198,3 +198,11 @@ async def test_deploying_with_the_platform_wallet_as_arbitrator_is_refused(on_an
         await deploy(sender.w3, sender, Terms(treasury=on_anvil.keys["treasury"].address,
                                               arbitrator=sender.address))
     assert (info.value.code, info.value.permanent) == ("ARBITRATOR_IS_ADMIN", True)
+
+
+async def test_a_loops_handles_are_closed_and_forgotten_together(network):
+    platform, arbitrator = await platform_chain(), await arbitrator_chain()
+    await wallet.close_loop_handles()
+    assert wallet._handles == {} and wallet._arbitrator_handles == {}
+    assert await platform_chain() is not platform
+    assert await arbitrator_chain() is not arbitrator
