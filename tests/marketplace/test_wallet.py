@@ -1,6 +1,7 @@
 """The platform wallet: every transaction the product sends is a ChainTransaction row, and
 the devnet's well-known keys are refused on any chain but the devnet."""
 
+import asyncio
 import subprocess
 
 import pytest
@@ -206,3 +207,42 @@ async def test_a_loops_handles_are_closed_and_forgotten_together(network):
     assert wallet._handles == {} and wallet._arbitrator_handles == {}
     assert await platform_chain() is not platform
     assert await arbitrator_chain() is not arbitrator
+
+
+async def test_deploy_contracts_gives_the_role_to_the_arbitrators_key_and_pins_the_models(
+        network, settings, tmp_path):
+    """The production path: deployed from the platform wallet, ARBITRATOR_ROLE to the
+    address of the arbitrator's keystore, and each --model approved with its file's hash."""
+    from marketplace.chain.contracts import ZERO_HASH, Chain
+    from marketplace.chain.deploy import load_deployment
+    from marketplace.weights import SMOLLM2_ID, file_sha256
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF tiny weights")
+    settings.CHAIN_DEPLOYMENTS_DIR = tmp_path / "fresh-deployments"
+    # In a thread of its own, as from a shell: the command runs its own event loop, whose
+    # audit trail writes through asgiref's thread-sensitive executor.
+    await asyncio.to_thread(call_command, "deploy_contracts", "--treasury",
+                            network.anvil.keys["treasury"].address, "--model",
+                            f"tiny-1m={gguf}")
+    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC))
+    try:
+        deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
+        assert deployment is not None and deployment != network.anvil.deployment
+        chain = Chain(w3, deployment)
+        assert await chain.model_hash("tiny-1m") == file_sha256(gguf)
+        assert await chain.model_hash(SMOLLM2_ID) == ZERO_HASH  # only what was named
+        for contract in ("registry", "market"):
+            assert await chain.has_role(contract, "ARBITRATOR_ROLE",
+                                        network.anvil.keys["arbitrator"].address)
+            assert not await chain.has_role(contract, "ARBITRATOR_ROLE",
+                                            network.anvil.keys["platform"].address)
+    finally:
+        await w3.provider.disconnect()
+
+
+async def test_deploy_contracts_refuses_a_malformed_model_argument(network):
+    with pytest.raises(CommandError, match="expected MODEL_ID=PATH_TO_GGUF"):
+        await sync_to_async(call_command)("deploy_contracts", "--treasury",
+                                          network.anvil.keys["treasury"].address,
+                                          "--model", "no-path")
