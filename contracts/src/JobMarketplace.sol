@@ -18,6 +18,9 @@ import {PaymentEscrow} from "./PaymentEscrow.sol";
 contract JobMarketplace is AccessControl {
     bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
     uint16 public constant MAX_FEE_BPS = 2000;
+    // The longest an admin may give the arbitrator: a dispute ends within this, whatever
+    // the setting, so no escrow and no stake is held for longer.
+    uint40 public constant MAX_ARBITRATION_WINDOW = 30 days;
 
     enum State {
         None,
@@ -108,6 +111,7 @@ contract JobMarketplace is AccessControl {
     error ArbitrationOpen(uint256 jobId);
     error ArbitrationClosed(uint256 jobId);
     error ZeroAddress();
+    error ArbitrationWindowTooLong(uint40 arbitrationWindow);
 
     /// @param arbitrator Resolves disputes: its own key, never the admin's or a paying wallet's.
     /// @param treasury Receives the protocol fees, credited in the escrow this creates.
@@ -122,6 +126,7 @@ contract JobMarketplace is AccessControl {
     ) {
         if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
         if (arbitrator == address(0)) revert ZeroAddress();
+        if (arbitrationWindow_ > MAX_ARBITRATION_WINDOW) revert ArbitrationWindowTooLong(arbitrationWindow_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(ARBITRATOR_ROLE, arbitrator);
         registry = registry_;
@@ -316,6 +321,7 @@ contract JobMarketplace is AccessControl {
 
     /// @notice The time the arbitrator has for disputes opened from now on.
     function setArbitrationWindow(uint40 arbitrationWindow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (arbitrationWindow_ > MAX_ARBITRATION_WINDOW) revert ArbitrationWindowTooLong(arbitrationWindow_);
         arbitrationWindow = arbitrationWindow_;
         emit ArbitrationWindowChanged(arbitrationWindow_);
     }

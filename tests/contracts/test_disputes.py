@@ -203,3 +203,10 @@ async def test_an_expired_dispute_keeps_the_fee_agreed_at_posting(registered):
     settled = await net.chain("bob").expire_dispute(posted.job_id)
     payment = 37 * PRICE
     assert settled.fee == payment * FEE_BPS // 10000
+
+
+async def test_the_arbitration_window_is_at_most_thirty_days(net):
+    owner = net.chain("owner")
+    await reverts("ArbitrationWindowTooLong", owner.set_arbitration_window(30 * 86400 + 1))
+    await owner.set_arbitration_window(30 * 86400)
+    assert await owner.arbitration_window() == 30 * 86400
