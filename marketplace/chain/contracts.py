@@ -101,6 +101,11 @@ class ChainJob:
     def escrow_wei(self) -> int:
         return self.max_tokens * self.max_price_per_token_wei
 
+    @property
+    def arbitration_deadline(self) -> int | None:
+        """While disputed: the time after which anyone may expire the dispute."""
+        return self.dispute_until if self.status == JobStatus.DISPUTED else None
+
 
 @dataclass(frozen=True)
 class SubmittedResult:

@@ -28,7 +28,7 @@ async def test_the_host_may_dispute_its_own_submitted_result(registered):
     job = await net.chain("alice").get_job(posted.job_id)
     assert job.status == JobStatus.DISPUTED
     block = await net.w3.eth.get_block(receipt["blockNumber"])
-    assert job.dispute_until == event["args"]["arbitrationDeadline"] == (
+    assert job.arbitration_deadline == event["args"]["arbitrationDeadline"] == (
         block["timestamp"] + ARBITRATION_WINDOW_S)
     assert (await net.chain("alice").get_node(net.chain("host1").address)).open_disputes == 1
 
@@ -96,6 +96,7 @@ async def test_a_dispute_is_settled_once(registered):
 
 async def test_a_job_that_was_never_disputed_cannot_be_expired(registered):
     posted = await submitted(registered)
+    assert (await registered.chain("alice").get_job(posted.job_id)).arbitration_deadline is None
     await registered.time_travel(ARBITRATION_WINDOW_S + 1)
     await reverts("WrongState", registered.chain("bob").expire_dispute(posted.job_id))
 
