@@ -26,12 +26,12 @@ import numpy as np
 from bench.common import report
 from marketplace import sampling
 from marketplace.host.backends import LlamaCppBackend
-from marketplace.host.engine import token_pieces
+from marketplace.host.behaviours import wrong_temperature
 from marketplace.host.worker import ModelWorker, Token, Work
 from marketplace.protocol import GenerationRequest
 from marketplace.verifier.rescore import Rescorer
 from marketplace.verifier.scoring import Reported, Thresholds, score
-from marketplace.weights import bundled_model_path, requantize
+from marketplace.weights import bundled_model_path, requantize, token_pieces
 
 MAX_TOKENS = 64
 CHAIN_ID = 31337
@@ -122,6 +122,8 @@ def main() -> None:
     report("verify honest mean logprob error p99", round(float(np.percentile(means, 99)), 4),
            "nats")
     report("verify honest mismatch rate p99", round(float(np.percentile(rates, 99)), 4), "")
+    report("verify honest clear misses max", max(f.clear_misses for f in findings),
+           f"(a result fails at {thresholds.clear_misses})")
     report("verify false positive rate", round(len(false_positives) / len(findings), 4),
            f"({len(false_positives)} of {len(findings)})")
     for f in false_positives[:5]:
@@ -138,12 +140,21 @@ def main() -> None:
            f"({caught} of {hostile_n})")
 
     requests, keys = batch(hostile_n, 3, [0.0, 0.7])
-    wrong = [0.7 if r.temperature == 0 else 1.2 for r in requests]
+    wrong = [wrong_temperature(r.temperature) for r in requests]
     outputs, _ = generate(host, requests, keys, temperatures=wrong)
-    caught = sum(not verify(rescorer, pieces, r, k, t, thresholds).passed
-                 for r, k, t in zip(requests, keys, outputs, strict=True))
-    report("verify detection rate wrong temperature", round(caught / hostile_n, 4),
-           f"({caught} of {hostile_n}; 0 -> 0.7 and 0.7 -> 1.2)")
+    # What an honest host would have sent for the same jobs: where the wrong temperature
+    # changed no token, the response is the honest one and there is nothing to catch.
+    honest_outputs, _ = generate(host, requests, keys)
+    caught = [not verify(rescorer, pieces, r, k, t, thresholds).passed
+              for r, k, t in zip(requests, keys, outputs, strict=True)]
+    changed = [[t.id for t in a] != [t.id for t in b]
+               for a, b in zip(outputs, honest_outputs, strict=True)]
+    caught_changed = sum(c for c, d in zip(caught, changed, strict=True) if d)
+    report("verify detection rate wrong temperature", round(sum(caught) / hostile_n, 4),
+           f"({sum(caught)} of {hostile_n}; 0 -> 0.7 and 0.7 -> 1.2)")
+    report("verify detection rate wrong temperature where it changed a token",
+           round(caught_changed / max(sum(changed), 1), 4),
+           f"({caught_changed} of {sum(changed)})")
 
     with tempfile.TemporaryDirectory() as tmp:
         cheap = LlamaCppBackend(requantize(bundled_model_path(), Path(tmp) / "q2k.gguf"),

@@ -128,6 +128,9 @@ class PositionCheck:
     reason: str  # "" when ok
     logprob_error: float
     expected: int  # the token the verifier's own logits select
+    # How far, in logits, the token's score falls short of the best competitor's (0 when
+    # it is the verifier's choice too, inf when it could not have been chosen at all).
+    gap: float = 0.0
 
 
 def check(logits: np.ndarray, temperature: float, key: int, position: int, token: int,
@@ -136,36 +139,38 @@ def check(logits: np.ndarray, temperature: float, key: int, position: int, token
     verifier's `logits` at `position`, allowing for floating-point differences."""
     n_vocab = logits.shape[0]
     if not 0 <= token < n_vocab:
-        return PositionCheck(False, "token id outside the vocabulary", float("inf"), -1)
+        return PositionCheck(False, "token id outside the vocabulary", float("inf"), -1,
+                             float("inf"))
     recomputed = log_softmax_at(logits, token)
     error = abs(recomputed - logprob) if np.isfinite(logprob) else float("inf")
     if temperature <= 0.0:
         expected = int(np.argmax(logits))
-        if error > tolerance.logprob:
-            return PositionCheck(False, "log-probability differs", error, expected)
-        if token == expected or float(logits[token]) >= float(logits[expected]) - \
-                tolerance.logit:
-            return PositionCheck(True, "", error, expected)
-        return PositionCheck(False, "not the most likely token", error, expected)
-    found = candidates(logits, extra=8)
-    expected = _select(found, temperature, key, position)
+        gap = max(0.0, float(logits[expected]) - float(logits[token]))
+        reason = "" if gap <= tolerance.logit else "not the most likely token"
+    else:
+        found = candidates(logits, extra=8)
+        expected = _select(found, temperature, key, position)
+        gap, reason = _sampled_gap(found, temperature, key, position, token, tolerance)
     if error > tolerance.logprob:
-        return PositionCheck(False, "log-probability differs", error, expected)
-    if token == expected:
-        return PositionCheck(True, "", error, expected)
+        reason = "log-probability differs"
+    return PositionCheck(not reason, reason, error, expected, gap)
+
+
+def _sampled_gap(found: Candidates, temperature: float, key: int, position: int,
+                 token: int, tolerance: Tolerance) -> tuple[float, str]:
     p = found.p
     where = np.flatnonzero(found.ids == token)
     if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge):
-        return PositionCheck(False, "not a candidate token", error, expected)
+        return float("inf"), "not a candidate token"
     at = int(where[0])
     # Every token surely in the host's set competes; a token at the edge only if reported.
     scores = found.logits / temperature + _gumbel(key, position, found.ids)
     best_other = max((scores[i] for i in range(min(TOP_K, len(p)))
                       if i != at and _surely_kept(p, i, tolerance.edge)), default=-np.inf)
-    if scores[at] >= best_other - tolerance.logit / temperature:
-        return PositionCheck(True, "", error, expected)
-    return PositionCheck(False, "not the token the committed randomness selects", error,
-                         expected)
+    gap = max(0.0, float(best_other - scores[at]) * temperature)
+    if gap <= tolerance.logit:
+        return gap, ""
+    return gap, "not the token the committed randomness selects"
 
 
 def _may_be_kept(p: np.ndarray, i: int, edge: float) -> bool:

@@ -151,3 +151,11 @@ def health_probe() -> dict[str, bool]:
 def release_stale_reservations() -> int:
     """Beat, every ten minutes: money held for a job that never ended goes back."""
     return processor.reservations_release_stale()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=120, soft_time_limit=100)
+def verify_attempt(record_id: int) -> str:
+    """The `verify` queue: re-score one attempt on this worker's verifier thread."""
+    from marketplace.verifier.service import verification_run
+
+    return verification_run(record_id).state

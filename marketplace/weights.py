@@ -7,6 +7,8 @@ generated: both must read exactly the same tokens. Imports neither, nor Django.
 
 from __future__ import annotations
 
+import codecs
+import ctypes
 import hashlib
 import importlib.util
 import threading
@@ -99,3 +101,35 @@ def requantize(source: Path, target: Path, *, ftype: int | None = None) -> Path:
         raise RuntimeError(f"llama_model_quantize failed ({status})")
     partial.replace(target)
     return target
+
+
+def model_file(model_id: str) -> Path | None:
+    """The GGUF file whose weights `model_id` names, where this installation has it: what a
+    verifier loads. None for a model served only through an upstream (nothing to re-score)."""
+    if model_id == SMOLLM2_ID:
+        return bundled_model_path()
+    return None
+
+
+def token_decoder() -> codecs.IncrementalDecoder:
+    """Turns token bytes into text as they come: a character split across tokens appears
+    with the token that completes it, and invalid bytes as U+FFFD."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def token_pieces(vocab) -> list[bytes]:
+    """The bytes of every token of the vocabulary, by id."""
+    import llama_cpp
+
+    return [_piece(vocab, t) for t in range(llama_cpp.llama_vocab_n_tokens(vocab))]
+
+
+def _piece(vocab, token: int) -> bytes:
+    import llama_cpp
+
+    buffer = ctypes.create_string_buffer(64)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    if n < 0:
+        buffer = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:n]

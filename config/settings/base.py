@@ -214,11 +214,29 @@ MARKETPLACE_MAX_COMPRESSION_RATIO = env_int("MARKETPLACE_MAX_COMPRESSION_RATIO",
 # One token's text, and a whole job's (a model's token is a few characters).
 MARKETPLACE_MAX_TOKEN_CHARS = env_int("MARKETPLACE_MAX_TOKEN_CHARS", 1024)
 MARKETPLACE_MAX_JOB_CHARS = env_int("MARKETPLACE_MAX_JOB_CHARS", 256 * 1024)
+# Silence from a streaming host for this long is a stall: the stream is resumed, and after
+# its resumes the job goes on with the next host.
+MARKETPLACE_STALL_TIMEOUT_S = env_int("MARKETPLACE_STALL_TIMEOUT_S", 15)
 # Ask hosts for gzip-compressed frames ("gzip") or plain ones (empty). A token is smaller
 # than gzip's own header, so plain is the default.
 MARKETPLACE_STREAM_COMPRESSION = env_str("MARKETPLACE_STREAM_COMPRESSION", "") or None
 if MARKETPLACE_STREAM_COMPRESSION not in (None, "gzip"):
     raise ImproperlyConfigured("MARKETPLACE_STREAM_COMPRESSION must be gzip or empty")
+# The verifier (docs/trust.md, "Verification"): re-scores a host's tokens with the pinned
+# weights before the result is accepted. "inline" checks on a thread of the process that
+# ran the job; "celery" on a worker of the `verify` queue (celery -A config worker -Q verify).
+MARKETPLACE_VERIFIER = env_str("MARKETPLACE_VERIFIER", "inline")
+if MARKETPLACE_VERIFIER not in ("inline", "celery"):
+    raise ImproperlyConfigured("MARKETPLACE_VERIFIER must be inline or celery")
+# Every result of a host on probation is checked (fewer passed checks than this); after
+# that, this percentage of its results, drawn once the result is in.
+MARKETPLACE_VERIFY_PROBATION = env_int("MARKETPLACE_VERIFY_PROBATION", 5)
+MARKETPLACE_VERIFY_PERCENT = env_int("MARKETPLACE_VERIFY_PERCENT", 100)
+if not 0 <= MARKETPLACE_VERIFY_PERCENT <= 100:
+    raise ImproperlyConfigured("MARKETPLACE_VERIFY_PERCENT must be 0 to 100")
+MARKETPLACE_VERIFY_FRACTION = MARKETPLACE_VERIFY_PERCENT / 100
+# How long a job waits for its verdict before it goes on with the text checks alone.
+MARKETPLACE_VERIFY_TIMEOUT_S = env_int("MARKETPLACE_VERIFY_TIMEOUT_S", 60)
 # A registered host URL must point at a public internet address. These host names and
 # IP networks are let through although private: local hosts in development and tests, or
 # an operator's own hosts on a private network. Its own list, apart from

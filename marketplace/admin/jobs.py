@@ -8,9 +8,16 @@ class JobAttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ("number", "state", "host_address", "chain_job_id", "price_per_token_wei",
-              "start_index", "tokens", "paid_wei", "refund_wei", "quality", "ttft_ms",
-              "error_code")
+              "start_index", "tokens", "paid_wei", "refund_wei", "quality", "verified",
+              "ttft_ms", "error_code")
     readonly_fields = fields
+
+    @admin.display(description="Verified")
+    def verified(self, attempt: JobAttempt) -> str:
+        record = getattr(attempt, "verification", None)
+        if record is None:
+            return "—"
+        return record.get_state_display()
 
 
 @admin.register(Job)

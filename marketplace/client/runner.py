@@ -33,8 +33,9 @@ from marketplace.client.events import StateEvent, TokenEvent, bus
 from marketplace.client.ranking import Candidate, rank
 from marketplace.client.retry import with_retries
 from marketplace.client.verify import verify_result
-from marketplace.models import AttemptState, JobState
+from marketplace.models import AttemptState, JobState, VerificationRecord, VerificationState
 from marketplace.protocol import GenerationRequest
+from marketplace.verifier import service as verifier
 from marketplace.wallet import platform_chain
 from observability.logging import job_id_var
 
@@ -239,6 +240,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
                 raise
             log.warning("host %s failed: %s", host.address, exc)
             excluded.add(host.address)
+            discovery.invalidate(spec.model)  # the next job ranks it on this failure too
             last_error = exc
             await progress.drop_unverified()
             await sync_to_async(job_services.job_transition)(
@@ -262,6 +264,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
                 tx_hashes=tx_hashes, cancelled=cancel.is_set(), verified=result.verified,
             )
         excluded.add(host.address)
+        discovery.invalidate(spec.model)
         last_error = ClientError("QUALITY_TOO_LOW",
                                  f"the result scored {result.quality:.2f}", permanent=False)
         await sync_to_async(job_services.job_transition)(job_id=job_id, to=JobState.NEGOTIATING)
@@ -310,6 +313,11 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         max_price_per_token_wei=price, deadline=deadline, host=host.address)))
     await note(chain_job_id=posted.job_id, escrow_wei=posted.escrow_wei,
                tx={"post": posted.tx_hash})
+    # Before a byte is streamed: the record holds the job's sampling secret, so the check
+    # can be made again whatever happens to this process (the processor does).
+    record = await sync_to_async(verifier.verification_open)(
+        attempt_id=attempt.pk, host_address=host.address, request=request,
+        chain_id=chain.deployment.chain_id, chain_job_id=posted.job_id)
     await _transition(progress, JobState.POSTED)
     tx_hashes = [posted.tx_hash]
     started = time.perf_counter()
@@ -331,7 +339,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         await progress.token(piece)
 
     try:
-        await stream.stream_job(host.url, chain_job_id=posted.job_id,
+        end = await stream.stream_job(host.url, chain_job_id=posted.job_id,
                                 node_id=host.address, request=request,
                                 signer=_signer(chain), on_token=on_piece,
                                 on_ready=on_ready, cancel=cancel,
@@ -368,22 +376,62 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     await note(state=AttemptState.SUBMITTED, tokens_billed=submitted.tokens_used,
                result_hash=submitted.result_hash, result_cid=submitted.cid,
                quality=verdict.score)
-    if verdict.accepted or (cancel.is_set() and submitted.tokens_used == delivered
-                            and verdict.checks.get("hash") == 1.0):
+    # What no re-score can excuse: a text other than the one committed on chain, or a bill
+    # for tokens we never received.
+    gates = verdict.checks.get("hash") == 1.0 and submitted.tokens_used == delivered
+    checked = await _check(record.pk, end, progress.pieces[start_index:], request,
+                           gates=gates)
+    if checked is not None and checked.state == VerificationState.FAILED:
+        return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
+                              verdict.score, f"verification failed: {checked.reason}")
+    verified = checked is not None and checked.state == VerificationState.PASSED
+    # A result the verifier re-scored stands on that; one it did not (not sampled, a model
+    # without pinned weights, no verdict in time) on the text checks, as does what a
+    # cancelled job received, which is paid on its hash alone.
+    if verified or verdict.accepted or (cancel.is_set() and gates):
         settled = await with_retries(lambda: _chain_wait(
             lambda: chain.accept_result(posted.job_id)))
         tx_hashes.append(settled.tx_hash)
         await note(state=AttemptState.ACCEPTED, paid_wei=settled.paid_wei,
                    refund_wei=settled.refund, tx={"accept": settled.tx_hash})
         return _AttemptResult(True, verdict.score, settled.paid_wei, tx_hashes,
-                              verified=verdict.accepted)
+                              verified=verified or verdict.accepted)
+    return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
+                          verdict.score, f"quality {verdict.score:.2f}: {verdict.checks}")
+
+
+async def _dispute(chain: Chain, chain_job_id: int, progress: _Progress, start_index: int,
+                   note, tx_hashes: list[str], quality: float, reason: str) -> _AttemptResult:
     disputed = await with_retries(lambda: _chain_wait(lambda: chain.dispute(
-        posted.job_id, f"quality {verdict.score:.2f}: {verdict.checks}")))
+        chain_job_id, reason[:500])))
     tx_hashes.append(disputed)
     await note(state=AttemptState.DISPUTED, tx={"dispute": disputed})
-    await _transition(progress, JobState.DISPUTED, quality=verdict.score)
+    await _transition(progress, JobState.DISPUTED, quality=quality)
     await progress.rewind(start_index)
-    return _AttemptResult(False, verdict.score, 0, tx_hashes)
+    return _AttemptResult(False, quality, 0, tx_hashes)
+
+
+async def _check(record_id: int, end: stream.StreamEnd, pieces: list[str],
+                 request: GenerationRequest, *, gates: bool):
+    """The verifier's verdict on what the host reported, if this result is one it checks;
+    None when it is not (a result that fails the hash or budget gates needs no re-score)."""
+    reported = [(m.id, m.logprob, text) if m is not None else (None, None, text)
+                for m, text in zip(end.metadata, pieces, strict=False)]
+    complete = not end.cancelled and len(pieces) < request.max_tokens
+    await sync_to_async(verifier.verification_report)(
+        record_id=record_id, tokens=reported, complete=complete)
+    record = await sync_to_async(VerificationRecord.objects.get)(pk=record_id)
+    if not gates:
+        await sync_to_async(verifier.verification_skip)(
+            record_id=record_id, reason="the result failed the hash or budget checks")
+        return None
+    sampled = await sync_to_async(verifier.verification_sampled)(
+        host_address=record.host_address, model=record.model)
+    if not sampled:
+        await sync_to_async(verifier.verification_skip)(record_id=record_id,
+                                                        reason="not sampled")
+        return None
+    return await verifier.verify(record_id)
 
 
 async def _wait_submitted(chain: Chain, chain_job_id: int):

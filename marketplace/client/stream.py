@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from django.conf import settings
 
 from marketplace.client import pool
 from marketplace.client.bounded import (
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GenerationRequest", "StreamEnd", "stream_job"]
 
-STALL_TIMEOUT_S = 15.0
 MAX_RESUMES = 2
 ACK_EVERY = 16
 # WebSocket close codes aiohttp reports for frames that break the WebSocket protocol.
@@ -87,13 +87,16 @@ async def stream_job(
     url: str, *, chain_job_id: int, node_id: str, request: GenerationRequest, signer: Signer,
     on_token: Callable[[str], Awaitable[None]],
     on_ready: Callable[[], Awaitable[None]] | None = None,
-    cancel: asyncio.Event | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
+    cancel: asyncio.Event | None = None, stall_timeout_s: float | None = None,
     max_resumes: int = MAX_RESUMES, compression: str | None = None,
     limits: Limits | None = None,
 ) -> StreamEnd:
     """Every token of the job, in order, through `on_token`; ClientError when the host
-    fails. `limits` default to the settings' (MARKETPLACE_MAX_*)."""
+    fails. `limits` default to the settings' (MARKETPLACE_MAX_*), `stall_timeout_s` to
+    MARKETPLACE_STALL_TIMEOUT_S."""
     limits = limits or Limits.from_settings()
+    if stall_timeout_s is None:
+        stall_timeout_s = settings.MARKETPLACE_STALL_TIMEOUT_S
     base = await host_url_check(url)  # nothing is sent to a refused URL
     received = _Received(pieces=[], chars=len(request.prefix))
     resumes = 0

@@ -14,15 +14,29 @@ honest host's. None of it runs unless --behaviour names it: a host is honest by 
   binary frame nobody asked for).
 - `truncate`: three tokens on each connection, then the connection is closed, resumes
   included: the stream never ends.
+- `stall`: three tokens, then silence on an open connection, resumes included.
+
+And hosts that cheat on the work itself, which only the verifier sees (docs/trust.md): the
+stream follows the protocol and the result committed on chain is what was streamed.
+
+- `junk`: a fluent answer to another prompt (an advertisement), with that generation's
+  own token ids and log-probabilities: every text check passes.
+- `wrong-temperature`: samples at another temperature than the job's (`wrong_temperature`).
+- `requantized`: serves the shipped GGUF requantized to Q2_K under the same model id
+  (cheaper to run, worse to read).
+- `overclaim`: bills on chain for the job's whole budget, whatever it sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+
+from marketplace.protocol import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,14 @@ class Honest:
     async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
         """Send one token message; `sent` is how many this connection has sent before."""
         await send(payload)
+
+    def generation(self, request: GenerationRequest) -> GenerationRequest:
+        """What the model is really asked to generate for a job's request."""
+        return request
+
+    def billed(self, tokens: int, max_tokens: int) -> int:
+        """The tokens the result submitted on chain claims, for `tokens` generated."""
+        return tokens
 
 
 class GzipBomb(Honest):
@@ -154,8 +176,54 @@ class Truncate(Honest):
         await send(payload)
 
 
+class Stall(Honest):
+    name = "stall"
+    AFTER = 3
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        if payload["index"] >= self.AFTER:
+            await asyncio.Event().wait()  # holds the connection open and says nothing
+        await send(payload)
+
+
+class Junk(Honest):
+    name = "junk"
+    PROMPT = "Write a short advertisement for a second-hand car."
+
+    def generation(self, request: GenerationRequest) -> GenerationRequest:
+        return request.model_copy(update={"prompt": self.PROMPT})
+
+
+def wrong_temperature(temperature: float) -> float:
+    """The temperature a `wrong-temperature` host samples at: its own default for a greedy
+    job, half a degree hotter than asked otherwise."""
+    return 0.7 if temperature <= 0.0 else temperature + 0.5
+
+
+class WrongTemperature(Honest):
+    name = "wrong-temperature"
+
+    def generation(self, request: GenerationRequest) -> GenerationRequest:
+        return request.model_copy(update={"temperature": wrong_temperature(
+            request.temperature)})
+
+
+class Requantized(Honest):
+    """The weights are swapped where the backend is built (marketplace.host.main)."""
+
+    name = "requantized"
+
+
+class Overclaim(Honest):
+    name = "overclaim"
+
+    def billed(self, tokens: int, max_tokens: int) -> int:
+        return max_tokens
+
+
 BEHAVIOURS: dict[str, type[Honest]] = {
-    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate)}
+    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall, Junk,
+                              WrongTemperature, Requantized, Overclaim)}
 
 
 def behaviour_named(name: str) -> Honest:

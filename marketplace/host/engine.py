@@ -18,7 +18,6 @@ Only the model thread calls into an engine (see worker.py).
 from __future__ import annotations
 
 import codecs
-import ctypes
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from llama_cpp import _internals
 
 from marketplace import sampling
 from marketplace.host.worker import Token, Work
+from marketplace.weights import token_decoder, token_pieces
 
 
 @dataclass
@@ -232,26 +232,6 @@ class ThreadTuner:
         old = self.cost[self.current]
         self.cost[self.current] = seconds_per_token if old is None else (
             old + self.ALPHA * (seconds_per_token - old))
-
-
-def token_decoder() -> codecs.IncrementalDecoder:
-    """Turns token bytes into text as they come: a character split across tokens appears
-    with the token that completes it, and invalid bytes as U+FFFD."""
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-
-def token_pieces(vocab) -> list[bytes]:
-    """The bytes of every token of the vocabulary, by id."""
-    return [_piece(vocab, t) for t in range(llama_cpp.llama_vocab_n_tokens(vocab))]
-
-
-def _piece(vocab, token: int) -> bytes:
-    buffer = ctypes.create_string_buffer(64)
-    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-    if n < 0:
-        buffer = ctypes.create_string_buffer(-n)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-    return buffer.raw[:n]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

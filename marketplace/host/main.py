@@ -18,7 +18,7 @@ from marketplace.chain.tx import Sender, TxRecord
 from marketplace.host.backends import SMOLLM2_ID, LlamaCppBackend, OpenAICompatibleBackend
 from marketplace.host.cid import ResultStore
 from marketplace.host.server import HostConfig, HostNode
-from marketplace.weights import bundled_model_path, file_sha256
+from marketplace.weights import bundled_model_path, file_sha256, requantize
 
 log = logging.getLogger("marketplace.host")
 
@@ -95,8 +95,11 @@ def gguf_path(options: HostOptions) -> Path | None:
 
 def make_backend(options: HostOptions):
     if options.backend == "llama.cpp":
-        return LlamaCppBackend(options.model_path, model_id=options.model,
-                               parallel=options.parallel)
+        model_path = options.model_path
+        if options.behaviour == "requantized":
+            source = model_path or bundled_model_path()
+            model_path = requantize(source, options.results_dir / f"{source.stem}.Q2_K.gguf")
+        return LlamaCppBackend(model_path, model_id=options.model, parallel=options.parallel)
     if options.backend == "openai":
         if not options.upstream_url:
             raise ValueError("--upstream-url is required for the openai backend")

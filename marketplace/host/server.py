@@ -411,10 +411,10 @@ class HostNode:
             self.tasks.append(asyncio.create_task(self._submit(session)))
 
         on_token, on_done = loop_callbacks(loop, session.add, done)
-        key = sampling.job_key(bytes.fromhex(session.request.seed), self.chain.deployment.chain_id,
-                               session.job_id)
-        session.work = Work(request=session.request, on_token=on_token, on_done=on_done,
-                            key=key)
+        key = sampling.job_key(bytes.fromhex(session.request.seed),
+                               self.chain.deployment.chain_id, session.job_id)
+        session.work = Work(request=self.behaviour.generation(session.request),
+                            on_token=on_token, on_done=on_done, key=key)
         try:
             self.worker.submit(session.work)
         except Busy as exc:
@@ -427,7 +427,8 @@ class HostNode:
         try:
             session.submitted_tx = await self.chain.submit_result(
                 session.job_id, result_hash=bytes.fromhex(session.result_hash),
-                cid=session.cid, tokens_used=len(session.tokens))
+                cid=session.cid, tokens_used=self.behaviour.billed(
+                    len(session.tokens), session.request.max_tokens))
         except ChainError as exc:
             log.error("could not submit job %s: %s", session.job_id, exc)
         finally:

@@ -16,6 +16,7 @@ from marketplace.models.ops import (  # noqa: F401
     WebhookAttempt,
     WebhookDelivery,
 )
+from marketplace.models.trust import VerificationRecord, VerificationState  # noqa: F401
 from marketplace.models.usage import (  # noqa: F401
     JobProcessing,
     ProcessingState,

@@ -7,8 +7,9 @@ Two kinds of test, with thresholds measured on honest hosts (docs/trust.md):
   log-probability is within `Thresholds.logprob_hard` of the recomputed one, and the token
   is within `Thresholds.gap_hard` of the choice the committed randomness makes from the
   verifier's logits (marketplace.sampling.check);
-- over the whole result, statistics: the mean log-probability error, and the share of
-  positions whose token is not exactly the verifier's choice. The host decodes one token
+- over the whole result, statistics: the mean log-probability error, the share of
+  positions whose token is not exactly the verifier's choice, and how many of them miss
+  it clearly (by more than `Thresholds.gap_clear`). The host decodes one token
   at a time among other jobs, the verifier in one batch: llama.cpp's results differ by up
   to about a logit between the two, so single positions disagree now and then, but an
   honest result's averages stay low and a different model's or temperature's do not.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from marketplace import sampling
+from marketplace.weights import token_decoder
 
 # Positions kept as evidence when a result fails: enough for an arbitrator to see why.
 EVIDENCE_MAX = 8
@@ -42,6 +44,11 @@ class Thresholds:
     gap_hard: float = 3.0  # logits (x 1/T): how far from the choice a token may be
     logprob_mean: float = 0.1  # nats, averaged over the result
     mismatch_rate: float = 0.15  # share of positions not exactly the verifier's choice
+    # A clear miss: the token's score falls this far (logits) short of the verifier's
+    # choice. Honest hosts' misses are floating-point noise, mostly far smaller; a result
+    # with `clear_misses` of them or more was not drawn by the committed rule.
+    gap_clear: float = 0.5
+    clear_misses: int = 3
     min_positions: int = 8  # the statistics judge results at least this long
 
     def tolerance(self) -> sampling.Tolerance:
@@ -54,6 +61,7 @@ class Finding:
     positions: int = 0  # positions checked
     failures: int = 0  # positions failing a hard check
     mismatches: int = 0  # positions whose token is not exactly the verifier's choice
+    clear_misses: int = 0  # of them, those missing by more than Thresholds.gap_clear
     logprob_error_sum: float = 0.0
     max_logprob_error: float = 0.0
     reason: str = ""
@@ -84,7 +92,7 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
     budget (not cancelled, not cut off), so the next token must be an end of generation."""
     finding = Finding(passed=True)
     tolerance = thresholds.tolerance()
-    decoder = _decoder()
+    decoder = token_decoder()
     for position, (row, token) in enumerate(zip(logits, _with_end(reported), strict=False)):
         if token is None:  # the position after the last token
             if complete and not _ends(row, temperature, key, position, eog, tolerance):
@@ -105,6 +113,8 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         finding.max_logprob_error = max(finding.max_logprob_error, error)
         if token.id != checked.expected:
             finding.mismatches += 1
+            if checked.gap > thresholds.gap_clear:
+                finding.clear_misses += 1
         if not checked.ok:
             finding.fail(position, checked.reason, token=token.id, expected=checked.expected,
                          logprob=token.logprob,
@@ -113,6 +123,9 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         if text != token.text:
             finding.fail(position, "the text is not what the token decodes to",
                          token=token.id)
+    if finding.clear_misses >= thresholds.clear_misses:
+        finding.fail(-1, f"{finding.clear_misses} tokens fall clearly short of the ones the "
+                     "committed randomness selects")
     if finding.positions >= thresholds.min_positions:
         if finding.mean_logprob_error > thresholds.logprob_mean:
             finding.fail(-1, f"mean log-probability error {finding.mean_logprob_error:.3f} "
@@ -136,8 +149,3 @@ def _ends(row: np.ndarray, temperature: float, key: int, position: int, eog: set
     return any(sampling.check(row, temperature, key, position, t,
                               sampling.log_softmax_at(row, t), tolerance).ok for t in eog)
 
-
-def _decoder():
-    import codecs
-
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -9,7 +9,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from marketplace.client.errors import ClientError
 from marketplace.client.refunds import refund_abandoned
-from marketplace.models import AttemptState, Job, JobState
+from marketplace.models import AttemptState, Job, JobState, VerificationRecord, VerificationState
 from marketplace.services import JobSpec, run_job
 from marketplace.wallet import platform_chain
 from tests.conftest import MODEL
@@ -50,6 +50,12 @@ async def test_a_job_completes_and_every_wei_is_where_it_belongs(network):
     assert outcome.cost_wei == payment == int(job.paid_wei)
     assert attempt.tokens_billed == outcome.tokens
     assert len(outcome.tx_hashes) == 2  # post and accept; the host claims and submits
+    # The verifier re-scored every token the host reported, and found it the model's.
+    record = await VerificationRecord.objects.aget(attempt=attempt)
+    assert record.state == VerificationState.PASSED and outcome.verified
+    assert record.positions == outcome.tokens == len(record.tokens)
+    assert [t[2] for t in record.tokens] == [text for _, text in seen]
+    assert record.mean_logprob_error < 0.1 and record.cpu_ms > 0
 
 
 async def test_a_host_killed_mid_stream_is_replaced_and_its_text_taken_back(network):

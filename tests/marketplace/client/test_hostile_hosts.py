@@ -100,10 +100,12 @@ async def settled_unpaid(chain, attempt) -> None:
     ("huge-token", None, "HOST_TOO_LARGE"),  # refused by the frame bound, from its header
     ("malformed", None, "HOST_MALFORMED"),  # a token without its text
     ("truncate", None, "HOST_UNAVAILABLE"),  # every connection cut after three tokens
+    ("stall", None, "HOST_UNAVAILABLE"),  # silent after three tokens, resumes included
 ])
 async def test_a_hostile_host_is_refused_and_the_honest_one_alone_answers_and_is_paid(
         network, settings, behaviour, compression, code):
     settings.MARKETPLACE_STREAM_COMPRESSION = compression
+    settings.MARKETPLACE_STALL_TIMEOUT_S = 2
     hostile, honest = start_pair(network, behaviour)
     chain = await platform_chain()
     job_id = uuid.uuid4()
