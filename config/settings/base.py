@@ -196,6 +196,14 @@ WALLET_KEYSTORE_FILE = env_str("WALLET_KEYSTORE_FILE") or None
 WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
 if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
     raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
+# The arbitrator resolves disputes and slashes stakes (ARBITRATOR_ROLE): a key of its own,
+# never the platform wallet, which pays for the jobs it would judge. An encrypted keystore
+# and its passphrase, both files; unset, the devnet's arbitrator key is used.
+MARKETPLACE_ARBITRATOR_KEYSTORE_FILE = env_str("MARKETPLACE_ARBITRATOR_KEYSTORE_FILE") or None
+MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE = env_str("MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE") or None
+if bool(MARKETPLACE_ARBITRATOR_KEYSTORE_FILE) != bool(MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE):
+    raise ImproperlyConfigured("set both MARKETPLACE_ARBITRATOR_KEYSTORE_FILE and "
+                               "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE")
 MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)
 # What one host may send us (docs/security.md, "Hostile hosts: bounded bytes"). Over any
 # bound the host has failed and the job goes on with the next one.
