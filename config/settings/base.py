@@ -172,6 +172,8 @@ CELERY_BEAT_SCHEDULE = {
                            "schedule": OPS_BEAT_INTERVAL_S},
     "refund-abandoned-attempts": {"task": "marketplace.tasks.refund_abandoned_attempts",
                                   "schedule": OPS_BEAT_INTERVAL_S},
+    "resolve-disputes": {"task": "marketplace.tasks.resolve_disputes",
+                         "schedule": OPS_BEAT_INTERVAL_S},
     "sweep-processing": {"task": "marketplace.tasks.sweep_processing",
                          "schedule": OPS_BEAT_INTERVAL_S},
     "watch-orphaned-jobs": {"task": "marketplace.tasks.watch_orphaned_jobs",
@@ -235,6 +237,9 @@ MARKETPLACE_VERIFY_PERCENT = env_int("MARKETPLACE_VERIFY_PERCENT", 100)
 if not 0 <= MARKETPLACE_VERIFY_PERCENT <= 100:
     raise ImproperlyConfigured("MARKETPLACE_VERIFY_PERCENT must be 0 to 100")
 MARKETPLACE_VERIFY_FRACTION = MARKETPLACE_VERIFY_PERCENT / 100
+# The arbitrator's slash for a host whose result failed verification: this many times the
+# job's escrow, taken from its stake (at most all of it) to the treasury.
+MARKETPLACE_SLASH_MULTIPLE = env_int("MARKETPLACE_SLASH_MULTIPLE", 10)
 # How long a job waits for its verdict before it goes on with the text checks alone.
 MARKETPLACE_VERIFY_TIMEOUT_S = env_int("MARKETPLACE_VERIFY_TIMEOUT_S", 60)
 # A registered host URL must point at a public internet address. These host names and
