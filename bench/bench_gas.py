@@ -44,7 +44,11 @@ async def main() -> None:
         return Sender(w3, acct, lock_dir=lock_dir)
 
     owner = await account("owner")
-    deployment = await deploy(w3, owner, Terms(treasury=Account.create().address))
+    arbitrator = await account("arbitrator")
+    # Gas does not depend on the file: any non-zero sha256 approves the model.
+    deployment = await deploy(w3, owner, Terms(treasury=Account.create().address,
+                                               arbitrator=arbitrator.address,
+                                               models={MODEL: b"\x5e" * 32}))
     for name in ("client", "host"):
         chains[name] = Chain(w3, deployment, await account(name))
     client, host = chains["client"], chains["host"]
@@ -105,9 +109,21 @@ async def main() -> None:
     await host.claim_job(disputed.job_id, MODEL)
     await host.submit_result(disputed.job_id, result_hash=b"\x02" * 32, cid="c", tokens_used=9)
     gas["disputeJob"] = await used(await client.dispute(disputed.job_id, "junk"))
-    owner_chain = Chain(w3, deployment, owner)
-    gas["resolveDispute"] = await used((await owner_chain.resolve_dispute(
+    arbitrator_chain = Chain(w3, deployment, arbitrator)
+    gas["resolveDispute"] = await used((await arbitrator_chain.resolve_dispute(
         disputed.job_id, 5000)).tx_hash)
+    slashed = await job()
+    await host.claim_job(slashed.job_id, MODEL)
+    await host.submit_result(slashed.job_id, result_hash=b"\x02" * 32, cid="c", tokens_used=9)
+    await client.dispute(slashed.job_id, "junk")
+    gas["resolveDispute (with a slash)"] = await used((await arbitrator_chain.resolve_dispute(
+        slashed.job_id, 0, slash_wei=10**15)).tx_hash)
+    expiring = await job(deadline_s=100_000)
+    await host.claim_job(expiring.job_id, MODEL)
+    await host.submit_result(expiring.job_id, result_hash=b"\x02" * 32, cid="c", tokens_used=9)
+    gas["disputeJob (by the host)"] = await used(await host.dispute(expiring.job_id, "verdict"))
+    tester.time_travel(await client.block_time() + 86_401)
+    gas["expireDispute"] = await used((await client.expire_dispute(expiring.job_id)).tx_hash)
 
     expired = await job(deadline_s=30)
     await host.claim_job(expired.job_id, MODEL)

@@ -13,7 +13,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from bench.common import free_port
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import Terms, deploy
-from marketplace.chain.devnet import anvil_args, dev_keys
+from marketplace.chain.devnet import anvil_args, bundled_model_approvals, dev_keys
 from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender
 
@@ -47,7 +47,9 @@ class BenchChain:
     async def deploy(self) -> None:
         sender = self.chain("platform")
         self.deployment = await deploy(sender.w3, sender,
-                                       Terms(treasury=self.keys["treasury"].address))
+                                       Terms(treasury=self.keys["treasury"].address,
+                                             arbitrator=self.keys["arbitrator"].address,
+                                             models=bundled_model_approvals()))
         await sender.w3.provider.disconnect()
 
     def close(self) -> None:

@@ -67,9 +67,7 @@ class _LoopThread:
             await pool.close()
             await upstream_close()
             await gateway_connections_close()
-            handle = wallet._handles.pop(id(asyncio.get_running_loop()), None)
-            if handle is not None:
-                await handle.close()
+            await wallet.close_loop_handles()
 
         try:
             asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout)

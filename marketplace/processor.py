@@ -368,12 +368,11 @@ def run_async(coro):
         # other loops of this process (a batch's) keep theirs.
         key = id(asyncio.get_running_loop())
         wallet._handles.pop(key, None)
+        wallet._arbitrator_handles.pop(key, None)
         try:
             return await coro
         finally:
-            handle = wallet._handles.pop(key, None)
-            if handle is not None:
-                await handle.close()
+            await wallet.close_loop_handles()
             await pool.close()
 
     return asyncio.run(main())

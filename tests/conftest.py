@@ -19,7 +19,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from marketplace import wallet
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import Terms, deploy
-from marketplace.chain.devnet import anvil_args, dev_keys
+from marketplace.chain.devnet import anvil_args, bundled_model_approvals, dev_keys
 from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender
 from marketplace.client import discovery
@@ -94,7 +94,9 @@ class Anvil:
         sender = self.sender("platform")
         deployment = await deploy(sender.w3, sender,
                                   Terms(treasury=self.keys["treasury"].address,
-                                        min_stake_wei=10**16))
+                                        arbitrator=self.keys["arbitrator"].address,
+                                        min_stake_wei=10**16,
+                                        models=bundled_model_approvals()))
         self.deployment = deployment
         return Chain(sender.w3, deployment, sender)
 
@@ -119,12 +121,13 @@ async def close_network_sessions():
     from marketplace.client import pool
 
     await pool.close()
-    for handle in list(wallet._handles.values()):
-        try:
-            await handle.close()
-        except RuntimeError:
-            pass  # bound to a loop that is already closed
-    wallet._handles.clear()
+    for handles in (wallet._handles, wallet._arbitrator_handles):
+        for handle in list(handles.values()):
+            try:
+                await handle.close()
+            except RuntimeError:
+                pass  # bound to a loop that is already closed
+        handles.clear()
     # Collect now, so a session some code forgot to close is reported against the test
     # that leaked it rather than against whichever test happens to run next.
     gc.collect()
@@ -221,6 +224,9 @@ def network(on_anvil, tmp_path, settings):
     settings.CHAIN_DEPLOYMENTS_DIR = tmp_path / "deployments"
     settings.WALLET_KEYSTORE_FILE = str(on_anvil.keys["platform"].keystore)
     settings.WALLET_PASSPHRASE_FILE = str(on_anvil.keys["platform"].passphrase_file)
+    settings.MARKETPLACE_ARBITRATOR_KEYSTORE_FILE = str(on_anvil.keys["arbitrator"].keystore)
+    settings.MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE = str(
+        on_anvil.keys["arbitrator"].passphrase_file)
     settings.VAR_DIR = tmp_path
     settings.MARKETPLACE_JOB_DEADLINE_S = 120
     wallet._handles.clear()

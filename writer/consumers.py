@@ -94,7 +94,9 @@ class GenerationConsumer(AsyncWebsocketConsumer):
     async def gen_state(self, event):
         labels = {"POSTED": "Job posted on chain, escrow held", "CLAIMED": "A host took the job",
                   "STREAMING": "Writing", "FAILOVER": "A host failed; continuing on another",
-                  "DISPUTED": "A poor result was disputed; trying another host",
+                  "VERIFYING": "Checking the host's work against the model",
+                  "DISPUTED": "A result failed its checks and was disputed; trying another "
+                              "host",
                   "COMPLETED": "Done", "FAILED": "Failed"}
         label = labels.get(event["state"])
         if label:

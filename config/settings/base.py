@@ -172,6 +172,8 @@ CELERY_BEAT_SCHEDULE = {
                            "schedule": OPS_BEAT_INTERVAL_S},
     "refund-abandoned-attempts": {"task": "marketplace.tasks.refund_abandoned_attempts",
                                   "schedule": OPS_BEAT_INTERVAL_S},
+    "resolve-disputes": {"task": "marketplace.tasks.resolve_disputes",
+                         "schedule": OPS_BEAT_INTERVAL_S},
     "sweep-processing": {"task": "marketplace.tasks.sweep_processing",
                          "schedule": OPS_BEAT_INTERVAL_S},
     "watch-orphaned-jobs": {"task": "marketplace.tasks.watch_orphaned_jobs",
@@ -196,6 +198,14 @@ WALLET_KEYSTORE_FILE = env_str("WALLET_KEYSTORE_FILE") or None
 WALLET_PASSPHRASE_FILE = env_str("WALLET_PASSPHRASE_FILE") or None
 if bool(WALLET_KEYSTORE_FILE) != bool(WALLET_PASSPHRASE_FILE):
     raise ImproperlyConfigured("set both WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE")
+# The arbitrator resolves disputes and slashes stakes (ARBITRATOR_ROLE): a key of its own,
+# never the platform wallet, which pays for the jobs it would judge. An encrypted keystore
+# and its passphrase, both files; unset, the devnet's arbitrator key is used.
+MARKETPLACE_ARBITRATOR_KEYSTORE_FILE = env_str("MARKETPLACE_ARBITRATOR_KEYSTORE_FILE") or None
+MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE = env_str("MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE") or None
+if bool(MARKETPLACE_ARBITRATOR_KEYSTORE_FILE) != bool(MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE):
+    raise ImproperlyConfigured("set both MARKETPLACE_ARBITRATOR_KEYSTORE_FILE and "
+                               "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE")
 MARKETPLACE_JOB_DEADLINE_S = env_int("MARKETPLACE_JOB_DEADLINE_S", 120)
 # What one host may send us (docs/security.md, "Hostile hosts: bounded bytes"). Over any
 # bound the host has failed and the job goes on with the next one.
@@ -227,6 +237,9 @@ MARKETPLACE_VERIFY_PERCENT = env_int("MARKETPLACE_VERIFY_PERCENT", 100)
 if not 0 <= MARKETPLACE_VERIFY_PERCENT <= 100:
     raise ImproperlyConfigured("MARKETPLACE_VERIFY_PERCENT must be 0 to 100")
 MARKETPLACE_VERIFY_FRACTION = MARKETPLACE_VERIFY_PERCENT / 100
+# The arbitrator's slash for a host whose result failed verification: this many times the
+# job's escrow, taken from its stake (at most all of it) to the treasury.
+MARKETPLACE_SLASH_MULTIPLE = env_int("MARKETPLACE_SLASH_MULTIPLE", 10)
 # How long a job waits for its verdict before it goes on with the text checks alone.
 MARKETPLACE_VERIFY_TIMEOUT_S = env_int("MARKETPLACE_VERIFY_TIMEOUT_S", 60)
 # A registered host URL must point at a public internet address. These host names and

@@ -4,7 +4,8 @@
 Secrets come from files: SECRET_KEY_FILE, METRICS_TOKEN_FILE, and DATABASE_URL_FILE /
 REDIS_URL_FILE (URLs carry passwords) as well as the plain variables; the platform wallet
 is an encrypted keystore and its passphrase, both files (WALLET_KEYSTORE_FILE,
-WALLET_PASSPHRASE_FILE).
+WALLET_PASSPHRASE_FILE), and so is the arbitrator's key (MARKETPLACE_ARBITRATOR_KEYSTORE_FILE,
+MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE).
 """
 
 import os
@@ -25,6 +26,8 @@ from config.settings.base import (  # noqa: E402
     CHAIN_RPC_URL,
     DATABASE_URL,
     DEBUG,
+    MARKETPLACE_ARBITRATOR_KEYSTORE_FILE,
+    MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE,
     METRICS_ALLOW_ANONYMOUS,
     METRICS_TOKEN,
     REDIS_URL,
@@ -59,8 +62,22 @@ if not WALLET_KEYSTORE_FILE or not WALLET_PASSPHRASE_FILE:
         "WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE must be set in production: the "
         "platform wallet's encrypted keystore and its passphrase, as files (the devnet's "
         "well-known keys are never used here)")
+# The arbitrator's key likewise: without it, disputes would be judged with the devnet's
+# public arbitrator key, and the platform wallet must never stand in (it pays for the jobs).
+if not MARKETPLACE_ARBITRATOR_KEYSTORE_FILE or not MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE:
+    raise ImproperlyConfigured(
+        "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE and MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE must be "
+        "set in production: the arbitrator's own encrypted keystore and its passphrase, as "
+        "files (never the platform wallet's)")
+if MARKETPLACE_ARBITRATOR_KEYSTORE_FILE == WALLET_KEYSTORE_FILE:
+    raise ImproperlyConfigured("MARKETPLACE_ARBITRATOR_KEYSTORE_FILE is the platform wallet's "
+                               "keystore: the arbitrator needs a key of its own")
 for _setting, _path in (("WALLET_KEYSTORE_FILE", WALLET_KEYSTORE_FILE),
-                        ("WALLET_PASSPHRASE_FILE", WALLET_PASSPHRASE_FILE)):
+                        ("WALLET_PASSPHRASE_FILE", WALLET_PASSPHRASE_FILE),
+                        ("MARKETPLACE_ARBITRATOR_KEYSTORE_FILE",
+                         MARKETPLACE_ARBITRATOR_KEYSTORE_FILE),
+                        ("MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE",
+                         MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE)):
     if _path and not Path(_path).is_file():
         raise ImproperlyConfigured(f"{_setting}={_path!r} is not a readable file")
 

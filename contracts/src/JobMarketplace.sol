@@ -11,9 +11,16 @@ import {PaymentEscrow} from "./PaymentEscrow.sol";
 /// of the result and the tokens used; the client accepts, or anyone finalizes after the
 /// dispute window; the host is paid for the tokens used, less the protocol fee, and the
 /// client gets the rest back. Jobs that run past their deadline are refunded in full.
+/// Either party may dispute a submitted result inside the dispute window; the arbitrator
+/// (its own key) has until the arbitration deadline to settle it, and after that anyone
+/// may expire the dispute, which settles as if the submitted result stood: no escrow stays
+/// locked for ever, and the arbitrator's silence is never evidence against the host.
 contract JobMarketplace is AccessControl {
     bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
     uint16 public constant MAX_FEE_BPS = 2000;
+    // The longest an admin may give the arbitrator: a dispute ends within this, whatever
+    // the setting, so no escrow and no stake is held for longer.
+    uint40 public constant MAX_ARBITRATION_WINDOW = 30 days;
 
     enum State {
         None,
@@ -34,6 +41,8 @@ contract JobMarketplace is AccessControl {
     // first 8 bytes of its key and the claiming host names the model, which is checked
     // against it. The fee and the dispute window are fixed when the job is posted and
     // when its result is submitted, so a later change of either never alters agreed terms.
+    // Once a job is disputed, `disputeUntil` holds the arbitration deadline instead: the
+    // dispute window is over by then, and reusing the bytes keeps a job at three slots.
     struct Job {
         address client; //          slot 0, at post: 20 bytes
         uint32 maxTokens; //                          4
@@ -45,13 +54,15 @@ contract JobMarketplace is AccessControl {
         uint96 price; //                   at claim: 12
         address host; //            slot 2, at claim (at post when assigned): 20
         uint32 tokensUsed; //              at submit: 4
-        uint40 disputeUntil; //                       5
+        uint40 disputeUntil; //                       5 (the arbitration deadline once Disputed)
     }
 
     NodeRegistry public immutable registry;
     PaymentEscrow public immutable escrow;
     uint16 public feeBps;
     uint40 public disputeWindow;
+    // In the same slot as the fee and the dispute window, which every job reads anyway.
+    uint40 public arbitrationWindow;
     uint256 public nextJobId = 1;
     mapping(uint256 => Job) private _jobs;
 
@@ -69,12 +80,16 @@ contract JobMarketplace is AccessControl {
     event JobClaimed(uint256 indexed jobId, address indexed host, uint96 price);
     event ResultSubmitted(uint256 indexed jobId, address indexed host, bytes32 resultHash, string cid, uint32 tokensUsed);
     event JobCompleted(uint256 indexed jobId, address indexed host, uint256 hostAmount, uint256 fee, uint256 refund);
-    event JobDisputed(uint256 indexed jobId, address indexed client, string reason);
-    event DisputeResolved(uint256 indexed jobId, uint16 hostShareBps, uint256 hostAmount, uint256 fee, uint256 refund);
+    event JobDisputed(uint256 indexed jobId, address indexed by, string reason, uint40 arbitrationDeadline);
+    event DisputeResolved(
+        uint256 indexed jobId, uint16 hostShareBps, uint256 hostAmount, uint256 fee, uint256 refund, uint256 slashed
+    );
+    event DisputeExpired(uint256 indexed jobId, uint256 hostAmount, uint256 fee, uint256 refund);
     event JobRefunded(uint256 indexed jobId, address indexed client, uint256 amount, bool hostFailed);
     event JobCancelled(uint256 indexed jobId, address indexed client, uint256 amount);
     event FeeChanged(uint16 feeBps);
     event DisputeWindowChanged(uint40 disputeWindow);
+    event ArbitrationWindowChanged(uint40 arbitrationWindow);
 
     error AccountBlocked(address account);
     error WrongPayment(uint256 sent, uint256 expected);
@@ -92,16 +107,33 @@ contract JobMarketplace is AccessControl {
     error DisputeWindowClosed(uint256 jobId);
     error FeeTooHigh(uint16 feeBps);
     error BadShare(uint16 shareBps);
+    error NotParty(uint256 jobId);
+    error ArbitrationOpen(uint256 jobId);
+    error ArbitrationClosed(uint256 jobId);
+    error ZeroAddress();
+    error ArbitrationWindowTooLong(uint40 arbitrationWindow);
 
+    /// @param arbitrator Resolves disputes: its own key, never the admin's or a paying wallet's.
     /// @param treasury Receives the protocol fees, credited in the escrow this creates.
-    constructor(address admin, NodeRegistry registry_, address treasury, uint16 feeBps_, uint40 disputeWindow_) {
+    constructor(
+        address admin,
+        address arbitrator,
+        NodeRegistry registry_,
+        address treasury,
+        uint16 feeBps_,
+        uint40 disputeWindow_,
+        uint40 arbitrationWindow_
+    ) {
         if (feeBps_ > MAX_FEE_BPS) revert FeeTooHigh(feeBps_);
+        if (arbitrator == address(0)) revert ZeroAddress();
+        if (arbitrationWindow_ > MAX_ARBITRATION_WINDOW) revert ArbitrationWindowTooLong(arbitrationWindow_);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(ARBITRATOR_ROLE, admin);
+        _grantRole(ARBITRATOR_ROLE, arbitrator);
         registry = registry_;
         escrow = new PaymentEscrow(admin, treasury);
         feeBps = feeBps_;
         disputeWindow = disputeWindow_;
+        arbitrationWindow = arbitrationWindow_;
     }
 
     // ---- client ---------------------------------------------------------------------
@@ -151,14 +183,23 @@ contract JobMarketplace is AccessControl {
         _complete(jobId, j);
     }
 
+    // ---- either party ---------------------------------------------------------------
+
+    /// @notice Send a submitted result to the arbitrator, inside the dispute window: the
+    /// client (the result is wrong) or the host (it wants a verdict on record). The host's
+    /// stake stays until the dispute ends; the arbitrator has until the arbitration
+    /// deadline, fixed now, so a later change of the setting never alters an open dispute.
     function disputeJob(uint256 jobId, string calldata reason) external {
         Job storage j = _jobs[jobId];
         if (j.state != State.Submitted) revert WrongState(jobId, j.state);
-        if (msg.sender != j.client) revert NotClient(jobId);
+        address host = j.host;
+        if (msg.sender != j.client && msg.sender != host) revert NotParty(jobId);
         if (block.timestamp > j.disputeUntil) revert DisputeWindowClosed(jobId);
+        uint40 arbitrationDeadline = uint40(block.timestamp) + arbitrationWindow;
         j.state = State.Disputed;
-        registry.recordDisputed(j.host);
-        emit JobDisputed(jobId, msg.sender, reason);
+        j.disputeUntil = arbitrationDeadline;
+        registry.recordDisputed(host);
+        emit JobDisputed(jobId, msg.sender, reason, arbitrationDeadline);
     }
 
     // ---- host -----------------------------------------------------------------------
@@ -219,21 +260,48 @@ contract JobMarketplace is AccessControl {
         emit JobRefunded(jobId, j.client, amount, hostFailed);
     }
 
-    // ---- arbitrator -----------------------------------------------------------------
-
-    /// @notice Settle a dispute: the host gets `hostShareBps` of what the result would have
-    /// earned (10000 pays in full, 0 refunds the client in full), less the protocol fee.
-    function resolveDispute(uint256 jobId, uint16 hostShareBps) external onlyRole(ARBITRATOR_ROLE) {
+    /// @notice End a dispute the arbitrator left unresolved past its deadline, as if the
+    /// submitted result stood: the host is paid for the tokens it reported, less the fee,
+    /// and the client gets the rest. Silence is no evidence against the host; a client that
+    /// could have its escrow back by waiting would have a reason to dispute every job.
+    function expireDispute(uint256 jobId) external {
         Job storage j = _jobs[jobId];
         if (j.state != State.Disputed) revert WrongState(jobId, j.state);
+        if (block.timestamp <= j.disputeUntil) revert ArbitrationOpen(jobId);
+        uint256 payment = uint256(j.tokensUsed) * j.price;
+        uint256 fee = (payment * j.feeBps) / 10000;
+        uint256 refund = _held(j) - payment;
+        address host = j.host;
+        j.state = State.Resolved;
+        escrow.release(host, payment - fee, fee, j.client, refund);
+        registry.recordDisputeResolved(host, 0);
+        emit DisputeExpired(jobId, payment - fee, fee, refund);
+    }
+
+    // ---- arbitrator -----------------------------------------------------------------
+
+    /// @notice Settle a dispute before its deadline: the host gets `hostShareBps` of what the
+    /// result would have earned (10000 pays in full, 0 refunds the client in full), less the
+    /// protocol fee, and loses `slashAmount` of its stake to the treasury (the client is made
+    /// whole by the refund; a slash is a penalty, not a prize for disputing).
+    function resolveDispute(uint256 jobId, uint16 hostShareBps, uint256 slashAmount)
+        external
+        onlyRole(ARBITRATOR_ROLE)
+    {
+        Job storage j = _jobs[jobId];
+        if (j.state != State.Disputed) revert WrongState(jobId, j.state);
+        // The deadline binds the arbitrator too: once it has passed, the dispute is the
+        // host's to expire, and a late verdict cannot race it.
+        if (block.timestamp > j.disputeUntil) revert ArbitrationClosed(jobId);
         if (hostShareBps > 10000) revert BadShare(hostShareBps);
         uint256 payment = (uint256(j.tokensUsed) * j.price * hostShareBps) / 10000;
         uint256 fee = (payment * j.feeBps) / 10000;
         uint256 refund = _held(j) - payment;
+        address host = j.host;
         j.state = State.Resolved;
-        escrow.release(j.host, payment - fee, fee, j.client, refund);
-        registry.recordDisputeResolved(j.host);
-        emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, refund);
+        escrow.release(host, payment - fee, fee, j.client, refund);
+        registry.recordDisputeResolved(host, slashAmount);
+        emit DisputeResolved(jobId, hostShareBps, payment - fee, fee, refund, slashAmount);
     }
 
     // ---- administration -------------------------------------------------------------
@@ -249,6 +317,13 @@ contract JobMarketplace is AccessControl {
     function setDisputeWindow(uint40 disputeWindow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
         disputeWindow = disputeWindow_;
         emit DisputeWindowChanged(disputeWindow_);
+    }
+
+    /// @notice The time the arbitrator has for disputes opened from now on.
+    function setArbitrationWindow(uint40 arbitrationWindow_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (arbitrationWindow_ > MAX_ARBITRATION_WINDOW) revert ArbitrationWindowTooLong(arbitrationWindow_);
+        arbitrationWindow = arbitrationWindow_;
+        emit ArbitrationWindowChanged(arbitrationWindow_);
     }
 
     // ---- reads ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// its reputation, outlives its stake: leaving and registering again starts from the same
 /// counters, so a bad record cannot be washed off by re-registering. A host with a dispute
 /// open against it cannot withdraw its stake: the stake is what the arbitrator may slash.
+/// A model id names exact weights: the admin approves it with the sha256 of its GGUF file,
+/// and a node may list only approved models (hosts check the file they load against it).
 contract NodeRegistry is AccessControl, ReentrancyGuard {
     bytes32 public constant MARKETPLACE_ROLE = keccak256("MARKETPLACE_ROLE");
     bytes32 public constant ARBITRATOR_ROLE = keccak256("ARBITRATOR_ROLE");
@@ -42,6 +44,8 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     mapping(bytes32 => address[]) private _modelNodes;
     mapping(bytes32 => mapping(address => uint256)) private _modelIndex; // position + 1
     mapping(address => bool) public blocked;
+    // The sha256 of each approved model's GGUF file, by model key; zero when not approved.
+    mapping(bytes32 => bytes32) private _modelHashes;
 
     event NodeRegistered(address indexed node, string apiUrl, string metadata, uint256 stake);
     event NodeUpdated(address indexed node, string apiUrl, string metadata);
@@ -55,6 +59,8 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     event BlockedChanged(address indexed account, bool blocked);
     event MinStakeChanged(uint256 minStake);
     event TreasuryChanged(address treasury);
+    event ModelApproved(bytes32 indexed modelKey, string modelId, bytes32 sha256OfGguf);
+    event ModelRevoked(bytes32 indexed modelKey, string modelId);
 
     error StakeTooLow(uint256 sent, uint256 minimum);
     error AlreadyRegistered();
@@ -69,11 +75,15 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
     error TransferFailed();
     error SlashTooLarge(uint256 amount, uint256 stake);
     error ZeroAddress();
+    error ModelNotApproved(string modelId);
+    error ModelHashTaken(string modelId, bytes32 sha256OfGguf);
+    error ZeroHash();
 
-    constructor(address admin, address treasury_, uint256 minStake_, uint256 cooldown_) {
-        if (treasury_ == address(0)) revert ZeroAddress();
+    /// @param arbitrator Slashes stakes; its own key, never the admin's or a paying wallet's.
+    constructor(address admin, address arbitrator, address treasury_, uint256 minStake_, uint256 cooldown_) {
+        if (treasury_ == address(0) || arbitrator == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(ARBITRATOR_ROLE, admin);
+        _grantRole(ARBITRATOR_ROLE, arbitrator);
         treasury = treasury_;
         minStake = minStake_;
         cooldown = cooldown_;
@@ -160,6 +170,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         for (uint256 i = 0; i < modelIds.length; i++) {
             if (prices[i] == 0) revert ZeroPrice();
             bytes32 key = keccak256(bytes(modelIds[i]));
+            if (_modelHashes[key] == 0) revert ModelNotApproved(modelIds[i]);
             if (priceOf[node][key] == 0) {
                 _nodeModels[node].push(key);
                 _modelNodes[key].push(node);
@@ -201,14 +212,23 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         return _nodes[node].active && !blocked[node];
     }
 
-    /// @notice The node's price for a model, or 0 when it is not active or does not serve it.
+    /// @notice The node's price for a model, or 0 when it is not active, does not serve it,
+    /// or the model is no longer approved (a revoked model cannot be claimed).
     function activePrice(address node, bytes32 modelKey) external view returns (uint256) {
-        if (!isActive(node)) return 0;
+        if (!isActive(node) || _modelHashes[modelKey] == 0) return 0;
         return priceOf[node][modelKey];
     }
 
+    /// @notice The sha256 of the GGUF file `modelId` names, or zero when it is not approved.
+    function modelHash(string calldata modelId) external view returns (bytes32) {
+        return _modelHashes[keccak256(bytes(modelId))];
+    }
+
+    /// @notice The nodes listing `modelId`; none while the model is not approved.
     function activeNodesForModel(string calldata modelId) external view returns (address[] memory) {
-        address[] storage all = _modelNodes[keccak256(bytes(modelId))];
+        bytes32 modelKey = keccak256(bytes(modelId));
+        if (_modelHashes[modelKey] == 0) return new address[](0);
+        address[] storage all = _modelNodes[modelKey];
         uint256 count;
         for (uint256 i = 0; i < all.length; i++) {
             if (!blocked[all[i]]) count++;
@@ -244,12 +264,19 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         emit ReputationChanged(node, n.completed, n.failed, n.disputed);
     }
 
-    /// @notice The arbitrator resolved a dispute against `node` (it stays in `disputed`).
-    function recordDisputeResolved(address node) external onlyRole(MARKETPLACE_ROLE) {
+    /// @notice A dispute against `node` ended, resolved by the arbitrator or expired (it
+    /// stays in `disputed`); `slashAmount` of its stake goes to the treasury. The slash comes
+    /// first, so the stake it frees is already the smaller one.
+    function recordDisputeResolved(address node, uint256 slashAmount) external onlyRole(MARKETPLACE_ROLE) {
+        if (slashAmount != 0) _slash(node, slashAmount, "dispute");
         _nodes[node].openDisputes -= 1;
     }
 
     function slash(address node, uint256 amount, string calldata reason) external onlyRole(ARBITRATOR_ROLE) {
+        _slash(node, amount, reason);
+    }
+
+    function _slash(address node, uint256 amount, string memory reason) private {
         Node storage n = _nodes[node];
         if (n.registeredAt == 0) revert NotRegistered();
         if (amount > n.stake) revert SlashTooLarge(amount, n.stake);
@@ -281,6 +308,26 @@ contract NodeRegistry is AccessControl, ReentrancyGuard {
         if (treasury_ == address(0)) revert ZeroAddress();
         treasury = treasury_;
         emit TreasuryChanged(treasury_);
+    }
+
+    /// @notice Approve `modelId` as the GGUF file whose sha256 is `sha256OfGguf`. A model id
+    /// names one file: to point it at other weights, revoke it first (which delists it).
+    function approveModel(string calldata modelId, bytes32 sha256OfGguf) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (sha256OfGguf == 0) revert ZeroHash();
+        bytes32 modelKey = keccak256(bytes(modelId));
+        bytes32 current = _modelHashes[modelKey];
+        if (current != 0 && current != sha256OfGguf) revert ModelHashTaken(modelId, current);
+        _modelHashes[modelKey] = sha256OfGguf;
+        emit ModelApproved(modelKey, modelId, sha256OfGguf);
+    }
+
+    /// @notice Withdraw approval: nodes can no longer list `modelId`, are not returned for
+    /// it, and jobs for it can no longer be claimed. Jobs already claimed run their course.
+    function revokeModel(string calldata modelId) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        bytes32 modelKey = keccak256(bytes(modelId));
+        if (_modelHashes[modelKey] == 0) revert ModelNotApproved(modelId);
+        delete _modelHashes[modelKey];
+        emit ModelRevoked(modelKey, modelId);
     }
 
     function setMinStake(uint256 minStake_) external onlyRole(DEFAULT_ADMIN_ROLE) {

@@ -21,6 +21,7 @@ from marketplace.chain.errors import ChainError
 from marketplace.chain.tx import Sender
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+ZERO_HASH = bytes(32)
 
 
 def model_key(model_id: str) -> bytes:
@@ -89,7 +90,7 @@ class ChainJob:
     max_price_per_token_wei: int
     price_per_token_wei: int
     tokens_used: int
-    dispute_until: int
+    dispute_until: int  # the end of the dispute window; once disputed, the arbitration deadline
     fee_bps: int
     model_tag: bytes
 
@@ -99,6 +100,11 @@ class ChainJob:
     @property
     def escrow_wei(self) -> int:
         return self.max_tokens * self.max_price_per_token_wei
+
+    @property
+    def arbitration_deadline(self) -> int | None:
+        """While disputed: the time after which anyone may expire the dispute."""
+        return self.dispute_until if self.status == JobStatus.DISPUTED else None
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,26 @@ class Chain:
         return self._hash(await self._send("NodeRegistry", self.registry.functions.slash,
                                            node, amount, reason))
 
+    async def approve_model(self, model_id: str, sha256: bytes) -> str:
+        """Approve `model_id` as the GGUF file whose sha256 is `sha256` (admin only)."""
+        return self._hash(await self._send("NodeRegistry", self.registry.functions.approveModel,
+                                           model_id, sha256))
+
+    async def revoke_model(self, model_id: str) -> str:
+        return self._hash(await self._send("NodeRegistry", self.registry.functions.revokeModel,
+                                           model_id))
+
+    async def model_hash(self, model_id: str) -> bytes:
+        """The sha256 of the GGUF file `model_id` names on chain; 32 zero bytes when the
+        model is not approved."""
+        return bytes(await self.registry.functions.modelHash(model_id).call())
+
+    async def has_role(self, contract: str, role: str, address: str) -> bool:
+        """Whether `address` holds `role` ("ARBITRATOR_ROLE", ...) in "registry" or "market"."""
+        handle = self.registry if contract == "registry" else self.market
+        return bool(await handle.functions.hasRole(keccak(text=role),
+                                                   to_checksum_address(address)).call())
+
     async def set_blocked(self, account: str, blocked: bool) -> str:
         return self._hash(await self._send("NodeRegistry", self.registry.functions.setBlocked,
                                            account, blocked))
@@ -272,10 +298,18 @@ class Chain:
         return self._hash(await self._send("JobMarketplace", self.market.functions.disputeJob,
                                            job_id, reason))
 
-    async def resolve_dispute(self, job_id: int, host_share_bps: int) -> Settled:
+    async def resolve_dispute(self, job_id: int, host_share_bps: int,
+                              slash_wei: int = 0) -> Settled:
+        """The arbitrator's verdict: the host's share of its payment, and `slash_wei` of its
+        stake to the treasury."""
         receipt = await self._send("JobMarketplace", self.market.functions.resolveDispute,
-                                   job_id, host_share_bps)
+                                   job_id, host_share_bps, slash_wei)
         return self._settled(receipt, "DisputeResolved")
+
+    async def expire_dispute(self, job_id: int) -> Settled:
+        """End a dispute past its arbitration deadline, as if the submitted result stood."""
+        receipt = await self._send("JobMarketplace", self.market.functions.expireDispute, job_id)
+        return self._settled(receipt, "DisputeExpired")
 
     async def refund_expired(self, job_id: int) -> str:
         return self._hash(await self._send("JobMarketplace",
@@ -298,6 +332,13 @@ class Chain:
 
     async def dispute_window(self) -> int:
         return int(await self.market.functions.disputeWindow().call())
+
+    async def arbitration_window(self) -> int:
+        return int(await self.market.functions.arbitrationWindow().call())
+
+    async def set_arbitration_window(self, seconds: int) -> str:
+        return self._hash(await self._send("JobMarketplace",
+                                           self.market.functions.setArbitrationWindow, seconds))
 
     async def job_posted_event(self, job_id: int, from_block: int = 0) -> dict | None:
         logs = await self.market.events.JobPosted().get_logs(

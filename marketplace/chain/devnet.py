@@ -1,6 +1,8 @@
 """The local devnet: anvil (from npm's @foundry-rs/anvil) with its state saved under var/,
 our contracts deployed once and reused, and keystores for the platform wallet, the
-treasury and the local hosts, made from anvil's well-known development accounts.
+arbitrator, the treasury and the local hosts, made from anvil's well-known development
+accounts. The arbitrator is an account of its own: the platform wallet pays for jobs, so
+it never judges their disputes.
 
 Paths are given as a `var` directory: keystores in var/devnet/keys, deployments in
 var/deployments/<chain id>.json, nonce locks in var/locks (the same layout the Django
@@ -35,7 +37,8 @@ ANVIL_CANDIDATES = (
 # anvil's default development mnemonic: public knowledge, for a local chain only.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 CHAIN_ID = 31337
-ROLES = {"platform": 0, "host-1": 1, "host-2": 2, "host-3": 3, "host-4": 4, "treasury": 9}
+ROLES = {"platform": 0, "host-1": 1, "host-2": 2, "host-3": 3, "host-4": 4, "arbitrator": 8,
+         "treasury": 9}
 # Devnet keystores use a light scrypt cost so start-up stays fast; production keystores
 # made with `write_keystore` keep eth-account's default.
 DEV_SCRYPT_N = 2**12
@@ -68,9 +71,19 @@ WELL_KNOWN_ADDRESSES = frozenset({
 })
 
 
-def devnet_terms(treasury: str) -> Terms:
-    return Terms(treasury=treasury, min_stake_wei=10**16, cooldown_s=3600, fee_bps=250,
-                 dispute_window_s=600)
+def bundled_model_approvals() -> dict[str, bytes]:
+    """The models a devnet (and a test chain) approves: the bundled SmolLM2 GGUF, the one
+    model id every local host, test and benchmark registers. A host on an OpenAI-compatible
+    backend serves it too, from a server loading the same file."""
+    from marketplace.weights import SMOLLM2_ID, bundled_model_path, file_sha256
+
+    return {SMOLLM2_ID: file_sha256(bundled_model_path())}
+
+
+def devnet_terms(treasury: str, arbitrator: str) -> Terms:
+    return Terms(treasury=treasury, arbitrator=arbitrator, min_stake_wei=10**16,
+                 cooldown_s=3600, fee_bps=250, dispute_window_s=600,
+                 arbitration_window_s=3600, models=bundled_model_approvals())
 
 
 def anvil_binary() -> str:
@@ -160,15 +173,16 @@ async def ensure_devnet_deployed(rpc_url: str, var_dir: Path,
         account = await asyncio.to_thread(load_account, keys["platform"].keystore,
                                           keys["platform"].passphrase_file)
         sender = Sender(w3, account, lock_dir=var_dir / "locks", audit=audit)
-        return await ensure_deployed(w3, sender, devnet_terms(keys["treasury"].address),
-                                     var_dir / "deployments")
+        terms = await asyncio.to_thread(devnet_terms, keys["treasury"].address,
+                                        keys["arbitrator"].address)
+        return await ensure_deployed(w3, sender, terms, var_dir / "deployments")
     finally:
         await w3.provider.disconnect()
 
 
 async def ready_chain(role: str, *, rpc_url: str, var_dir: Path,
                       audit: AuditHook | None = None) -> Chain:
-    """A handle for one devnet role (platform, host-1..4, treasury) on a running devnet,
+    """A handle for one devnet role (platform, arbitrator, host-1..4, treasury) on a running devnet,
     with our contracts deployed once and reused."""
     await ensure_devnet_deployed(rpc_url, var_dir)
     key = dev_keys(var_dir / "devnet" / "keys")[role]

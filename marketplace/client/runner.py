@@ -380,7 +380,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     # for tokens we never received.
     gates = verdict.checks.get("hash") == 1.0 and submitted.tokens_used == delivered
     checked = await result_check(record.pk, end, progress.pieces[start_index:], request,
-                           gates=gates)
+                                 gates=gates, on_state=progress.state)
     if checked is not None and checked.state == VerificationState.FAILED:
         return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
                               verdict.score, f"verification failed: {checked.reason}")
@@ -412,7 +412,8 @@ async def _dispute(chain: Chain, chain_job_id: int, progress: _Progress, start_i
 
 
 async def result_check(record_id: int, end: stream.StreamEnd, pieces: list[str],
-                 request: GenerationRequest, *, gates: bool):
+                       request: GenerationRequest, *, gates: bool,
+                       on_state: Callable[[str, dict], Awaitable[None]] | None = None):
     """The verifier's verdict on what the host reported, if this result is one it checks;
     None when it is not (a result that fails the hash or budget gates needs no re-score)."""
     reported = [(m.id, m.logprob, text) if m is not None else (None, None, text)
@@ -431,6 +432,8 @@ async def result_check(record_id: int, end: stream.StreamEnd, pieces: list[str],
         await sync_to_async(verifier.verification_skip)(record_id=record_id,
                                                         reason="not sampled")
         return None
+    if on_state is not None:
+        await on_state("VERIFYING", {"tokens": len(pieces)})
     return await verifier.verify(record_id)
 
 

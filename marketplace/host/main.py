@@ -1,4 +1,5 @@
-"""Starting a host: load the wallet, connect to the chain, load the model, serve."""
+"""Starting a host: load the wallet, connect to the chain, check that the model file is the
+one the model id names on chain, load the model, serve."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from pathlib import Path
 from aiohttp import web
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from marketplace.chain.contracts import Chain, Deployment
+from marketplace.chain.contracts import ZERO_HASH, Chain, Deployment
 from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender, TxRecord
 from marketplace.host.backends import SMOLLM2_ID, LlamaCppBackend, OpenAICompatibleBackend
 from marketplace.host.cid import ResultStore
 from marketplace.host.server import HostConfig, HostNode
-from marketplace.weights import bundled_model_path, requantize
+from marketplace.weights import bundled_model_path, file_sha256, requantize
 
 log = logging.getLogger("marketplace.host")
 
@@ -47,6 +48,49 @@ class HostOptions:
     handshake_timeout_s: float = 10.0
     failed_handshakes_per_minute: int = 20
     behaviour: str = "honest"
+
+
+# Hostile behaviours (for tests) that serve other weights under the model id: a dishonest
+# host runs its own code and would leave this check out, so these do too. The verifier,
+# not this check, is what catches them.
+SKIP_WEIGHTS_CHECK = frozenset({"requantized"})
+
+
+class WeightsRefused(ValueError):
+    """The model file is not the one its model id names on chain (or the id names none)."""
+
+
+async def check_weights(chain: Chain, model_id: str, model_path: Path | None) -> bytes:
+    """Refuse to serve `model_id` unless it is approved on chain and, when this host loads
+    the GGUF itself (`model_path`), the file's sha256 is the approved one: a model id names
+    exact weights, and a host serving other ones (requantized, fine-tuned, corrupted) under
+    it would sell clients something they did not pay for. Returns the on-chain hash.
+
+    Without a file (an OpenAI-compatible upstream that loads its own) there is nothing to
+    hash here; the verifier, which re-scores with the pinned file, holds the host to it."""
+    pinned = await chain.model_hash(model_id)
+    if pinned == ZERO_HASH:
+        raise WeightsRefused(f"model {model_id!r} is not approved on chain (the registry has "
+                             "no sha256 for it): the registry's admin approves models "
+                             "with approveModel")
+    if model_path is None:
+        log.warning("model %s: no GGUF file here to check against its on-chain sha256 %s "
+                    "(an upstream loads the weights)", model_id, pinned.hex())
+        return pinned
+    actual = await asyncio.to_thread(file_sha256, model_path)
+    if actual != pinned:
+        raise WeightsRefused(
+            f"{model_path} has sha256 {actual.hex()}, but model {model_id!r} is approved on "
+            f"chain as sha256 {pinned.hex()}: these are other weights, and this host will "
+            "not serve them under that id (use the approved file, or another model id)")
+    return pinned
+
+
+def gguf_path(options: HostOptions) -> Path | None:
+    """The GGUF file this host loads itself, if any."""
+    if options.backend == "llama.cpp":
+        return Path(options.model_path) if options.model_path else bundled_model_path()
+    return Path(options.model_path) if options.model_path else None
 
 
 def make_backend(options: HostOptions):
@@ -88,6 +132,13 @@ async def build(options: HostOptions) -> HostNode:
     sender = Sender(w3, account, lock_dir=options.results_dir / "locks",
                     audit=jsonl_audit(options.results_dir / "transactions.jsonl"))
     chain = Chain(w3, deployment, sender)
+    try:
+        # Before the model is loaded: a refused file costs a hash, not a load.
+        if options.behaviour not in SKIP_WEIGHTS_CHECK:
+            await check_weights(chain, options.model, gguf_path(options))
+    except BaseException:
+        await chain.close()
+        raise
     backend = await asyncio.to_thread(make_backend, options)
     config = HostConfig(public_url=options.public_url or f"http://{options.host}:{options.port}",
                         price_per_token_wei=options.price_per_token_wei,

@@ -43,7 +43,10 @@ class Thresholds:
     logprob_hard: float = 2.0  # nats, at any one position
     gap_hard: float = 3.0  # logits (x 1/T): how far from the choice a token may be
     logprob_mean: float = 0.14  # nats, averaged over the result
-    mismatch_rate: float = 0.15  # share of positions not exactly the verifier's choice
+    # Tokens that are not exactly the verifier's choice: honest hosts have them at about
+    # 3.5% of positions; a result fails with more than a binomial at `mismatch_rate`
+    # would give once in 1/`clear_miss_alpha` results.
+    mismatch_rate: float = 0.045
     # A clear miss: the token's score falls more than `gap_clear` logits short of the
     # verifier's choice. Honest hosts make them at about 0.6% of positions (floating-point
     # noise, measured: docs/trust.md); a result with more of them than an honest host
@@ -53,6 +56,11 @@ class Thresholds:
     clear_miss_rate: float = 0.006
     clear_miss_alpha: float = 2e-4
     clear_misses_min: int = 4
+
+    def mismatch_limit(self, positions: int) -> int:
+        """The fewest tokens other than the verifier's choice that fail a result."""
+        return max(self.clear_misses_min,
+                   binomial_quantile(positions, self.mismatch_rate, self.clear_miss_alpha))
 
     def clear_miss_limit(self, positions: int) -> int:
         """The fewest clear misses that fail a result of `positions` tokens."""
@@ -140,7 +148,7 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         if finding.mean_logprob_error > thresholds.logprob_mean:
             finding.fail(-1, f"mean log-probability error {finding.mean_logprob_error:.3f} "
                          f"over {finding.positions} tokens")
-        if finding.mismatch_rate > thresholds.mismatch_rate:
+        if finding.mismatches >= thresholds.mismatch_limit(finding.positions):
             finding.fail(-1, f"{finding.mismatches} of {finding.positions} tokens are not "
                          "the ones the committed randomness selects")
     return finding

@@ -140,6 +140,9 @@ def _save(record_id: int, finding: Finding | None, cpu_ms: float, error: str = "
         record.state, record.reason = VerificationState.ERROR, error[:2000]
     else:
         record.state = VerificationState.PASSED if finding.passed else VerificationState.FAILED
+        if not finding.passed:
+            log.warning("verification %s of %s failed: %s %s", record_id, record.host_address,
+                        finding.reason, finding.evidence[:3])
         record.positions = finding.positions
         record.failures = finding.failures
         record.mismatches = finding.mismatches

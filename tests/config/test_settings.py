@@ -105,6 +105,8 @@ def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProce
     full = {k: v for k, v in os.environ.items()
             if k not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL",
                          "WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE",
+                         "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE",
+                         "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE",
                          "METRICS_TOKEN", "METRICS_TOKEN_FILE", "METRICS_ALLOW_ANONYMOUS"}}
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(
@@ -116,11 +118,16 @@ def _production(env: dict[str, str], *command: str) -> subprocess.CompletedProce
 
 @pytest.fixture
 def wallet(tmp_path) -> dict[str, str]:
-    """The platform wallet's files (settings check they exist; nothing here decrypts)."""
-    keystore, passphrase = tmp_path / "keystore.json", tmp_path / "passphrase"
-    keystore.write_text("{}")
-    passphrase.write_text("not used by the check")
-    return {"WALLET_KEYSTORE_FILE": str(keystore), "WALLET_PASSPHRASE_FILE": str(passphrase)}
+    """The platform wallet's files and the arbitrator's (settings check they exist;
+    nothing here decrypts)."""
+    files = {}
+    for prefix, name in (("WALLET", "wallet"), ("MARKETPLACE_ARBITRATOR", "arbitrator")):
+        keystore, passphrase = tmp_path / f"{name}.json", tmp_path / f"{name}-passphrase"
+        keystore.write_text("{}")
+        passphrase.write_text("not used by the check")
+        files[f"{prefix}_KEYSTORE_FILE"] = str(keystore)
+        files[f"{prefix}_PASSPHRASE_FILE"] = str(passphrase)
+    return files
 
 
 def test_production_settings_pass_the_deploy_check(wallet):
@@ -153,6 +160,8 @@ def test_production_reads_the_database_and_redis_urls_and_the_keys_from_files(tm
     ({"METRICS_ALLOW_ANONYMOUS": "1"}, "METRICS_ALLOW_ANONYMOUS must be off in production"),
     ({"WALLET_KEYSTORE_FILE": "/nonexistent/keystore.json",
       "WALLET_PASSPHRASE_FILE": "/nonexistent/passphrase"}, "is not a readable file"),
+    ({"MARKETPLACE_ARBITRATOR_KEYSTORE_FILE": "/nonexistent/arbitrator.json"},
+     "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE='/nonexistent/arbitrator.json' is not a readable file"),
 ])
 def test_production_refuses_to_start_without_what_it_needs(change, message, wallet):
     result = _production({**PRODUCTION, **wallet, **change}, "check")
@@ -166,6 +175,25 @@ def test_production_refuses_to_start_without_a_wallet_of_its_own():
     assert result.returncode != 0
     assert "ImproperlyConfigured: WALLET_KEYSTORE_FILE and WALLET_PASSPHRASE_FILE must be set " \
         "in production" in result.stderr
+
+
+def test_production_refuses_to_start_without_an_arbitrator_key_of_its_own(wallet):
+    """Disputes are judged by the arbitrator's own key: never the devnet's public one."""
+    result = _production({**PRODUCTION, **wallet, "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE": None,
+                          "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE": None}, "check")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: MARKETPLACE_ARBITRATOR_KEYSTORE_FILE and " \
+        "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE must be set in production" in result.stderr
+
+
+def test_production_refuses_the_platform_wallet_as_the_arbitrator(wallet):
+    """The wallet that pays for jobs never judges their disputes."""
+    result = _production({**PRODUCTION, **wallet,
+                          "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE": wallet["WALLET_KEYSTORE_FILE"],
+                          "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE":
+                              wallet["WALLET_PASSPHRASE_FILE"]}, "check")
+    assert result.returncode != 0
+    assert "is the platform wallet's keystore" in result.stderr
 
 
 def test_production_refuses_a_keystore_without_its_passphrase_file(wallet):

@@ -14,6 +14,9 @@ from marketplace.chain.tx import Sender
 ETHER = 10**18
 PRICE = 1_000_000_000  # wei per token
 MODEL = "smollm2-135m-instruct"
+# The sha256 MODEL is approved with here (these tests load no file).
+MODEL_SHA256 = bytes.fromhex("5e" * 32)
+ARBITRATION_WINDOW_S = 86400
 
 
 class Net:
@@ -55,12 +58,16 @@ async def net(tmp_path):
     w3 = AsyncWeb3(AsyncEthereumTesterProvider())
     n = Net(w3, tmp_path)
     owner_sender = await n.fund("owner")
+    arbitrator_sender = await n.fund("arbitrator")
     treasury = Account.create()
     n.treasury = treasury.address
-    n.terms = Terms(treasury=treasury.address, min_stake_wei=ETHER // 10, cooldown_s=3600,
-                    fee_bps=250, dispute_window_s=600)
+    n.terms = Terms(treasury=treasury.address, arbitrator=arbitrator_sender.address,
+                    min_stake_wei=ETHER // 10, cooldown_s=3600, fee_bps=250,
+                    dispute_window_s=600, arbitration_window_s=ARBITRATION_WINDOW_S,
+                    models={MODEL: MODEL_SHA256})
     n.deployment = await deploy(w3, owner_sender, n.terms)
     n.accounts["owner"] = Chain(w3, n.deployment, owner_sender)
+    n.accounts["arbitrator"] = Chain(w3, n.deployment, arbitrator_sender)
     for name in ("alice", "bob", "host1", "host2", "mallory"):
         sender = await n.fund(name)
         n.accounts[name] = Chain(w3, n.deployment, sender)

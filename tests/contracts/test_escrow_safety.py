@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marketplace.chain import artifacts
 from marketplace.chain.contracts import JobStatus
 from marketplace.chain.errors import ChainError
-from tests.contracts.conftest import MODEL, PRICE
+from tests.contracts.conftest import ARBITRATION_WINDOW_S, MODEL, PRICE
 
 
 async def test_a_contract_that_re_enters_withdraw_gets_its_refund_once(registered):
@@ -42,7 +42,8 @@ OPS = st.lists(
     st.tuples(
         # Weighted towards the steps that move a job on, so most runs settle some jobs.
         st.sampled_from(["post"] * 3 + ["claim", "submit", "withdraw"] * 2 + [
-            "accept", "dispute", "resolve", "expire", "finalize", "cancel", "wait"]),
+            "accept", "dispute", "host disputes", "resolve", "expire", "expire dispute",
+            "finalize", "cancel", "wait", "arbitration passes"]),
         st.integers(min_value=0, max_value=7),   # which job, who
         st.integers(min_value=0, max_value=60),  # tokens, share, seconds
     ),
@@ -124,6 +125,8 @@ async def _apply(net, jobs, op, pick, amount, people, hosts):
         await net.chain((people + hosts)[pick % 4]).withdraw()
     elif op == "wait":
         await net.time_travel(amount * 12)
+    elif op == "arbitration passes":
+        await net.time_travel(ARBITRATION_WINDOW_S + 1)
     elif jobs:
         job_id = jobs[pick % len(jobs)]
         job = await net.chain("alice").get_job(job_id)
@@ -138,8 +141,14 @@ async def _apply(net, jobs, op, pick, amount, people, hosts):
             await net.chain(client).accept_result(job_id)
         elif op == "dispute":
             await net.chain(client).dispute(job_id, "why not")
+        elif op == "host disputes":
+            await net.chain(host).dispute(job_id, "a verdict, please")
         elif op == "resolve":
-            await net.chain("owner").resolve_dispute(job_id, amount * 200)
+            # Sometimes with a slash: the stake moves to the registry's slashed balance.
+            await net.chain("arbitrator").resolve_dispute(
+                job_id, amount * 200, slash_wei=(pick % 2) * amount * 10**15)
+        elif op == "expire dispute":
+            await net.chain("bob").expire_dispute(job_id)
         elif op == "expire":
             await net.chain("bob").refund_expired(job_id)
         elif op == "finalize":

@@ -123,11 +123,11 @@ async def test_a_claimed_job_without_a_result_is_refunded_and_counts_a_failure(r
 async def test_a_dispute_goes_to_the_arbitrator_who_may_split(registered):
     net = registered
     posted = await submitted(net, tokens=40)
-    await reverts("NotClient", net.chain("bob").dispute(posted.job_id, "junk"))
+    await reverts("NotParty", net.chain("bob").dispute(posted.job_id, "junk"))
     await net.chain("alice").dispute(posted.job_id, "junk")
     await reverts("AccessControlUnauthorizedAccount",
                   net.chain("alice").resolve_dispute(posted.job_id, 5000))
-    settled = await net.chain("owner").resolve_dispute(posted.job_id, 5000)
+    settled = await net.chain("arbitrator").resolve_dispute(posted.job_id, 5000)
     payment = 40 * PRICE // 2
     fee = payment * FEE_BPS // 10000
     assert (settled.host_amount, settled.fee, settled.refund) == (
@@ -141,7 +141,7 @@ async def test_a_dispute_resolved_for_the_client_refunds_everything(registered):
     net = registered
     posted = await submitted(net)
     await net.chain("alice").dispute(posted.job_id, "junk")
-    settled = await net.chain("owner").resolve_dispute(posted.job_id, 0)
+    settled = await net.chain("arbitrator").resolve_dispute(posted.job_id, 0)
     assert (settled.host_amount, settled.fee, settled.refund) == (0, 0, posted.escrow_wei)
 
 
@@ -315,7 +315,7 @@ async def test_a_fee_changed_after_posting_leaves_the_jobs_split_as_agreed(regis
     else:
         await alice.dispute(posted.job_id, "junk")
         share_bps = 7000
-        settled = await owner.resolve_dispute(posted.job_id, share_bps)
+        settled = await net.chain("arbitrator").resolve_dispute(posted.job_id, share_bps)
     payment = 37 * PRICE * share_bps // 10000
     fee = payment * FEE_BPS // 10000
     expected = (payment - fee, fee, posted.escrow_wei - payment)
@@ -338,6 +338,6 @@ async def test_the_dispute_window_is_fixed_when_the_result_is_submitted(register
 async def test_the_arbitrator_cannot_give_the_host_more_than_all(registered):
     net = registered
     posted = await submitted(net)
-    await reverts("WrongState", net.chain("owner").resolve_dispute(posted.job_id, 10000))
+    await reverts("WrongState", net.chain("arbitrator").resolve_dispute(posted.job_id, 10000))
     await net.chain("alice").dispute(posted.job_id, "junk")
-    await reverts("BadShare", net.chain("owner").resolve_dispute(posted.job_id, 10001))
+    await reverts("BadShare", net.chain("arbitrator").resolve_dispute(posted.job_id, 10001))

@@ -50,6 +50,7 @@ async def test_a_host_registers_once_and_needs_a_price_for_each_model(net):
 
 async def test_an_update_changes_url_models_and_prices(registered):
     host = registered.chain("host1")
+    await registered.chain("owner").approve_model("other", b"\x07" * 32)
     await host.update_node(api_url="http://h1-new", metadata={"region": "ap"},
                            prices={"other": 5 * PRICE})
     assert [n.url for n in await host.active_nodes(MODEL)] == ["http://h2"]
@@ -76,10 +77,11 @@ async def test_unregistering_waits_for_the_cooldown_then_returns_the_stake(regis
 
 async def test_only_the_marketplace_writes_reputation(registered):
     host = registered.chain("host1")
-    for fn in (host.registry.functions.recordCompleted,
-               host.registry.functions.recordDisputeResolved):
+    for fn, args in ((host.registry.functions.recordCompleted, ()),
+                     (host.registry.functions.recordDisputed, ()),
+                     (host.registry.functions.recordDisputeResolved, (0,))):
         await reverts("AccessControlUnauthorizedAccount",
-                      host.sender.transact("NodeRegistry", fn, host.address))
+                      host.sender.transact("NodeRegistry", fn, host.address, *args))
 
 
 async def test_the_arbitrator_slashes_and_a_host_below_the_minimum_is_delisted(registered):
@@ -87,8 +89,8 @@ async def test_the_arbitrator_slashes_and_a_host_below_the_minimum_is_delisted(r
     h1 = net.chain("host1").address
     await reverts("AccessControlUnauthorizedAccount",
                   net.chain("alice").slash(h1, ETHER // 2, "fraud"))
-    await reverts("SlashTooLarge", net.chain("owner").slash(h1, 2 * ETHER, "fraud"))
-    await net.chain("owner").slash(h1, ETHER - ETHER // 20, "served junk")
+    await reverts("SlashTooLarge", net.chain("arbitrator").slash(h1, 2 * ETHER, "fraud"))
+    await net.chain("arbitrator").slash(h1, ETHER - ETHER // 20, "served junk")
     node = await net.chain("alice").get_node(h1)
     assert node.stake == ETHER // 20
     assert not node.active
@@ -141,7 +143,7 @@ async def test_a_host_cannot_take_its_stake_away_while_a_dispute_against_it_is_o
     """The host serves junk, asks to leave at once and waits out the cooldown: its stake
     stays until the arbitrator has had its say (and slashed it)."""
     net = registered
-    host, owner = net.chain("host1"), net.chain("owner")
+    host, arbitrator = net.chain("host1"), net.chain("arbitrator")
     job_id = await disputed_job(net)
     await host.request_unregister()
     await net.time_travel(3601)
@@ -152,8 +154,8 @@ async def test_a_host_cannot_take_its_stake_away_while_a_dispute_against_it_is_o
     assert info.value.permanent is False  # it succeeds once the dispute is resolved
     node = await host.get_node(host.address)
     assert (node.stake, node.open_disputes, node.disputed) == (ETHER, 1, 1)
-    await owner.slash(host.address, ETHER // 4, "served junk")
-    await owner.resolve_dispute(job_id, 0)
+    await arbitrator.slash(host.address, ETHER // 4, "served junk")
+    await arbitrator.resolve_dispute(job_id, 0)
     node = await host.get_node(host.address)
     assert (node.open_disputes, node.disputed) == (0, 1)
     before = await net.w3.eth.get_balance(host.address)
@@ -165,15 +167,15 @@ async def test_a_host_cannot_take_its_stake_away_while_a_dispute_against_it_is_o
 
 async def test_the_stake_stays_until_every_open_dispute_is_resolved(registered):
     net = registered
-    host, owner = net.chain("host1"), net.chain("owner")
+    host, arbitrator = net.chain("host1"), net.chain("arbitrator")
     first, second = await disputed_job(net), await disputed_job(net)
     await disputed_job(net, host="host2")  # another host's dispute does not hold this stake
     await host.request_unregister()
     await net.time_travel(3601)
-    await owner.resolve_dispute(first, 10000)
+    await arbitrator.resolve_dispute(first, 10000)
     assert (await host.get_node(host.address)).open_disputes == 1
     await reverts("DisputesOpen", host.withdraw_stake())
-    await owner.resolve_dispute(second, 5000)
+    await arbitrator.resolve_dispute(second, 5000)
     await host.withdraw_stake()
     assert (await host.get_node(host.address)).stake == 0
     assert (await host.get_node(net.chain("host2").address)).open_disputes == 1

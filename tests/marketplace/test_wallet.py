@@ -1,6 +1,7 @@
 """The platform wallet: every transaction the product sends is a ChainTransaction row, and
 the devnet's well-known keys are refused on any chain but the devnet."""
 
+import asyncio
 import subprocess
 
 import pytest
@@ -13,11 +14,11 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from marketplace import wallet
 from marketplace.chain.deploy import Terms, deploy, deployment_path
 from marketplace.chain.devnet import CHAIN_ID, anvil_args, wait_for_rpc
-from marketplace.chain.errors import DevnetKeyOnPublicChain
+from marketplace.chain.errors import ChainError, DevnetKeyOnPublicChain
 from marketplace.chain.keystore import write_keystore
 from marketplace.chain.tx import Sender
 from marketplace.models import ChainTransaction
-from marketplace.wallet import audit_recorder, platform_chain
+from marketplace.wallet import arbitrator_chain, audit_recorder, platform_chain
 from tests.conftest import free_port
 from tests.marketplace.chain.races import claim_in_one_block
 
@@ -92,6 +93,7 @@ def on_public_chain(public_chain, settings, tmp_path):
     settings.DEVNET_DIR = tmp_path / "devnet"
     settings.CHAIN_DEPLOYMENTS_DIR = tmp_path / "deployments"
     wallet._handles.clear()
+    wallet._arbitrator_handles.clear()
     return settings
 
 
@@ -120,7 +122,8 @@ async def test_deploying_from_the_devnet_key_to_another_chain_is_refused(
     settings.WALLET_PASSPHRASE_FILE = str(dev_keyring["platform"].passphrase_file)
     with pytest.raises(CommandError, match="DEVNET_KEY_ON_PUBLIC_CHAIN"):
         await sync_to_async(call_command)("deploy_contracts", "--treasury",
-                                          dev_keyring["treasury"].address)
+                                          dev_keyring["treasury"].address,
+                                          "--arbitrator", Account.create().address)
     assert not deployment_path(settings.CHAIN_DEPLOYMENTS_DIR, SEPOLIA).exists()
 
 
@@ -135,7 +138,8 @@ async def test_a_wallet_of_its_own_works_on_that_chain(on_public_chain, tmp_path
     try:
         await w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
         deployment = await deploy(w3, Sender(w3, account, lock_dir=tmp_path / "locks"),
-                                  Terms(treasury=Account.create().address))
+                                  Terms(treasury=Account.create().address,
+                                        arbitrator=Account.create().address))
     finally:
         await w3.provider.disconnect()
     path = deployment_path(settings.CHAIN_DEPLOYMENTS_DIR, SEPOLIA)
@@ -152,3 +156,93 @@ async def test_the_devnet_key_still_works_on_the_devnet(network):
     assert chain.address == network.anvil.keys["platform"].address
     assert await chain.sender.chain_id() == CHAIN_ID
     assert await chain.fee_bps() == 250
+
+
+async def test_the_arbitrator_is_its_own_account_and_the_platform_wallet_is_not_it(network):
+    """The devnet's arbitrator holds ARBITRATOR_ROLE in both contracts; the platform
+    wallet, which pays for the jobs, holds it in neither and cannot resolve a dispute."""
+    arbitrator, platform = await arbitrator_chain(), await platform_chain()
+    assert arbitrator.address == network.anvil.keys["arbitrator"].address
+    assert arbitrator.address != platform.address
+    for contract in ("registry", "market"):
+        assert await platform.has_role(contract, "ARBITRATOR_ROLE", arbitrator.address)
+        assert not await platform.has_role(contract, "ARBITRATOR_ROLE", platform.address)
+    with pytest.raises(ChainError) as info:
+        await platform.resolve_dispute(1, 0)
+    assert info.value.code == "AccessControlUnauthorizedAccount"
+
+
+async def test_an_arbitrator_key_that_is_the_platform_wallet_is_refused(network, settings):
+    settings.MARKETPLACE_ARBITRATOR_KEYSTORE_FILE = settings.WALLET_KEYSTORE_FILE
+    settings.MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE = settings.WALLET_PASSPHRASE_FILE
+    with pytest.raises(ChainError) as info:
+        await arbitrator_chain()
+    assert (info.value.code, info.value.permanent) == ("ARBITRATOR_IS_PLATFORM_WALLET", True)
+    assert wallet._arbitrator_handles == {}
+
+
+async def test_the_devnet_arbitrator_key_is_refused_on_a_chain_that_is_not_the_devnet(
+        on_public_chain, dev_keyring):
+    settings = on_public_chain
+    settings.MARKETPLACE_ARBITRATOR_KEYSTORE_FILE = str(dev_keyring["arbitrator"].keystore)
+    settings.MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE = str(
+        dev_keyring["arbitrator"].passphrase_file)
+    with pytest.raises(DevnetKeyOnPublicChain) as info:
+        await arbitrator_chain()
+    assert info.value.address == dev_keyring["arbitrator"].address
+    assert wallet._arbitrator_handles == {}
+
+
+async def test_deploying_with_the_platform_wallet_as_arbitrator_is_refused(on_anvil):
+    sender = on_anvil.sender("platform")
+    with pytest.raises(ChainError) as info:
+        await deploy(sender.w3, sender, Terms(treasury=on_anvil.keys["treasury"].address,
+                                              arbitrator=sender.address))
+    assert (info.value.code, info.value.permanent) == ("ARBITRATOR_IS_ADMIN", True)
+
+
+async def test_a_loops_handles_are_closed_and_forgotten_together(network):
+    platform, arbitrator = await platform_chain(), await arbitrator_chain()
+    await wallet.close_loop_handles()
+    assert wallet._handles == {} and wallet._arbitrator_handles == {}
+    assert await platform_chain() is not platform
+    assert await arbitrator_chain() is not arbitrator
+
+
+async def test_deploy_contracts_gives_the_role_to_the_arbitrators_key_and_pins_the_models(
+        network, settings, tmp_path):
+    """The production path: deployed from the platform wallet, ARBITRATOR_ROLE to the
+    address of the arbitrator's keystore, and each --model approved with its file's hash."""
+    from marketplace.chain.contracts import ZERO_HASH, Chain
+    from marketplace.chain.deploy import load_deployment
+    from marketplace.weights import SMOLLM2_ID, file_sha256
+
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF tiny weights")
+    settings.CHAIN_DEPLOYMENTS_DIR = tmp_path / "fresh-deployments"
+    # In a thread of its own, as from a shell: the command runs its own event loop, whose
+    # audit trail writes through asgiref's thread-sensitive executor.
+    await asyncio.to_thread(call_command, "deploy_contracts", "--treasury",
+                            network.anvil.keys["treasury"].address, "--model",
+                            f"tiny-1m={gguf}")
+    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC))
+    try:
+        deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
+        assert deployment is not None and deployment != network.anvil.deployment
+        chain = Chain(w3, deployment)
+        assert await chain.model_hash("tiny-1m") == file_sha256(gguf)
+        assert await chain.model_hash(SMOLLM2_ID) == ZERO_HASH  # only what was named
+        for contract in ("registry", "market"):
+            assert await chain.has_role(contract, "ARBITRATOR_ROLE",
+                                        network.anvil.keys["arbitrator"].address)
+            assert not await chain.has_role(contract, "ARBITRATOR_ROLE",
+                                            network.anvil.keys["platform"].address)
+    finally:
+        await w3.provider.disconnect()
+
+
+async def test_deploy_contracts_refuses_a_malformed_model_argument(network):
+    with pytest.raises(CommandError, match="expected MODEL_ID=PATH_TO_GGUF"):
+        await sync_to_async(call_command)("deploy_contracts", "--treasury",
+                                          network.anvil.keys["treasury"].address,
+                                          "--model", "no-path")

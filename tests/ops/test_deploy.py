@@ -173,12 +173,15 @@ def test_scripts_are_executable(script):
 
 
 def test_every_process_on_production_settings_names_its_wallet():
-    """Production settings refuse to start without the platform wallet's files."""
+    """Production settings refuse to start without the platform wallet's files and the
+    arbitrator's."""
     default = config_values()["DJANGO_SETTINGS_MODULE"]
     for name, workload in workloads().items():
         for container in containers(workload):
             env = {item["name"]: item.get("value") for item in container.get("env", [])}
             if env.get("DJANGO_SETTINGS_MODULE", default) != "config.settings.production":
                 continue
-            assert {"WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE"} <= set(env), (
+            assert {"WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE",
+                    "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE",
+                    "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE"} <= set(env), (
                 name, container["name"])

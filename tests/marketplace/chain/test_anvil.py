@@ -7,7 +7,7 @@ import pytest
 from eth_account import Account
 
 from marketplace.chain.contracts import Chain, JobStatus
-from marketplace.chain.devnet import anvil_args, ready_chain, wait_for_rpc
+from marketplace.chain.devnet import anvil_args, dev_keys, ready_chain, wait_for_rpc
 from marketplace.chain.errors import ChainError
 from marketplace.chain.tx import Sender, TxRecord
 from tests.conftest import free_port
@@ -152,7 +152,8 @@ async def test_a_recorded_deployment_is_reused_only_if_it_is_the_current_code(on
     from marketplace.chain.deploy import Terms, ensure_deployed
 
     sender = on_anvil.sender("platform")
-    terms = Terms(treasury=on_anvil.keys["treasury"].address)
+    terms = Terms(treasury=on_anvil.keys["treasury"].address,
+                  arbitrator=on_anvil.keys["arbitrator"].address)
     first = await ensure_deployed(sender.w3, sender, terms, tmp_path)
     again = await ensure_deployed(sender.w3, sender, terms, tmp_path)
     assert again == first
@@ -227,3 +228,23 @@ async def test_the_devnet_keeps_its_contracts_across_a_restart(tmp_path):
     assert second == first
     assert second_block == first_block  # nothing was sent the second time
     assert (tmp_path / "deployments" / "31337.json").exists()
+
+
+async def test_the_devnet_arbitrator_is_an_account_of_its_own_and_the_model_is_pinned(
+        anvil, tmp_path):
+    """The devnet grants ARBITRATOR_ROLE to its arbitrator account, never to the platform
+    wallet that pays for jobs, and approves the bundled model with its file's sha256."""
+    from marketplace.weights import SMOLLM2_ID, bundled_model_path, file_sha256
+
+    platform = await ready_chain("platform", rpc_url=anvil, var_dir=tmp_path)
+    try:
+        keys = dev_keys(tmp_path / "devnet" / "keys")
+        arbitrator = keys["arbitrator"].address
+        assert arbitrator not in (keys["platform"].address, keys["treasury"].address)
+        for contract in ("registry", "market"):
+            assert await platform.has_role(contract, "ARBITRATOR_ROLE", arbitrator)
+            assert not await platform.has_role(contract, "ARBITRATOR_ROLE", platform.address)
+        assert await platform.model_hash(SMOLLM2_ID) == file_sha256(bundled_model_path())
+        assert await platform.arbitration_window() == 3600
+    finally:
+        await platform.close()
