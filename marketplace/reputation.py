@@ -172,7 +172,9 @@ class ChainHistory:
         self.jobs.pop(job_id, None)  # settled: nothing more comes of it
         if not job.host or job.client == job.host:
             return  # paying oneself from the same address is no evidence at all
-        if name == "JobCompleted":
+        if name in ("JobCompleted", "DisputeExpired"):
+            # An expired dispute settles as if the result stood: the arbitrator had
+            # nothing against it.
             paid = int(args["hostAmount"]) + int(args["fee"])
             if job.price > 0 and paid >= MIN_PAID_TOKENS * job.price:
                 self.host(job.host).add_paid(job.client, paid)
@@ -188,8 +190,8 @@ class ChainHistory:
         # a refund says nothing about the host. JobDisputed waits for its resolution.
 
 
-EVENTS = ("JobPosted", "JobClaimed", "JobCompleted", "DisputeResolved", "JobRefunded",
-          "JobCancelled")
+EVENTS = ("JobPosted", "JobClaimed", "JobCompleted", "DisputeResolved", "DisputeExpired",
+          "JobRefunded", "JobCancelled")
 
 _histories: OrderedDict[str, ChainHistory] = OrderedDict()
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

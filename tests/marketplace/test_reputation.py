@@ -39,6 +39,9 @@ def history_of(*jobs: tuple[str, str, int, str]) -> ChainHistory:
             history.apply("JobCompleted", {"jobId": job_id, "host": host,
                                            "hostAmount": paid - paid // 40, "fee": paid // 40,
                                            "refund": 0})
+        elif end == "expired":  # disputed, and the arbitrator let the deadline pass
+            history.apply("DisputeExpired", {"jobId": job_id, "hostAmount": paid - paid // 40,
+                                             "fee": paid // 40, "refund": 0})
         elif end == "refunded":
             history.apply("JobRefunded", {"jobId": job_id, "client": client,
                                           "amount": paid, "hostFailed": True})
@@ -81,6 +84,10 @@ def test_our_own_payments_are_left_to_our_own_record():
     ours = payer(7)
     history = history_of((ours, HOST, REFERENCE_TOKENS, "completed"))
     assert credit(history, exclude=frozenset({ours})) == (0.0, 0.0)
+
+
+def test_a_dispute_left_to_expire_counts_as_the_job_it_paid_for():
+    assert credit(history_of((payer(1), HOST, REFERENCE_TOKENS, "expired"))) == (1.0, 0.0)
 
 
 def test_refunds_count_for_nothing_but_a_dispute_the_arbitrator_decided_counts_against():
