@@ -386,18 +386,22 @@ class BotCommands(commands.Cog):
         image_model="Model for !image and /imagine",
         image_roles="Roles that may make images (mentions or ids; 'none')",
         image_users="Users who may make images (mentions or ids; 'none')",
-        daily_cap_wei="Most the server may spend a day, in wei ('none': no cap)")
+        daily_cap_wei="Most the server may spend a day, in wei ('none': no cap)",
+        max_price_per_token="Most a host may ask per token, in wei; dearer hosts are not "
+                            "used ('none': no limit)")
     async def slash_settings(self, interaction: discord.Interaction,
                              channels: str | None = None, ask_model: str | None = None,
                              code_model: str | None = None,
                              summarize_model: str | None = None,
                              chat_model: str | None = None, image_model: str | None = None,
                              image_roles: str | None = None, image_users: str | None = None,
-                             daily_cap_wei: str | None = None) -> None:
+                             daily_cap_wei: str | None = None,
+                             max_price_per_token: str | None = None) -> None:
         changes = {"channels": channels, "ask_model": ask_model, "code_model": code_model,
                    "summarize_model": summarize_model, "chat_model": chat_model,
                    "image_model": image_model, "image_roles": image_roles,
-                   "image_users": image_users, "daily_cap_wei": daily_cap_wei}
+                   "image_users": image_users, "daily_cap_wei": daily_cap_wei,
+                   "max_price_per_token": max_price_per_token}
         text = await settings_command(guild=interaction.guild, changes=changes)
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -421,6 +425,8 @@ def settings_view(server) -> str:
     roles = ", ".join(f"<@&{r}>" for r in server.image_role_ids) or "none"
     users = ", ".join(f"<@{u}>" for u in server.image_user_ids) or "none"
     cap = "none" if server.daily_cap_wei is None else f"{server.daily_cap_wei:,} wei"
+    ceiling = "none" if server.max_price_per_token_wei is None \
+        else f"{server.max_price_per_token_wei:,} wei"
     spent = selectors.server_committed_today(server=server)
     payer = server.billing_user.get_username() if server.billing_user else \
         "none yet (set in Django admin)"
@@ -431,6 +437,7 @@ def settings_view(server) -> str:
         f"`{server.summarize_model}`, chat `{server.chat_model}`, image `{server.image_model}`",
         f"May make images: roles {roles}; users {users}",
         f"Daily cap: {cap} ({spent:,} wei used today)",
+        f"Max price per token: {ceiling}",
         f"Paid by: {payer}",
         f"Requests per person: {settings.DISCORD_REQUESTS_PER_HOUR} an hour",
     ])

@@ -158,13 +158,22 @@ async def run(request: Request, *, on_text: TextCallback | None = None) -> Answe
                            "now, so I can't make images. Try again later.")
         raise BotError("NO_HOSTS", f"No host on the network serves {model} right now. "
                                    "Try again in a little while.")
+    # The dearest host a job would use: never an outlier, never above the server's
+    # ceiling (docs/trust.md, "Prices").
+    ceiling = server.max_price_per_token_wei
+    cap = quote.reserve_price_wei(None if ceiling is None else int(ceiling))
+    if cap is None:
+        raise BotError("NO_HOSTS_WITHIN_PRICE",
+                       f"No host serves {model} at {int(ceiling):,} wei per token or less (the "
+                       f"cheapest asks {quote.min_price_wei:,}). An admin can raise the limit "
+                       "with /settings max_price_per_token.")
     prompt = await sync_to_async(_prompt_for)(request, model)
     try:
         job = await sync_to_async(services.job_reserve)(
             server=server, user_id=request.user_id, user_name=request.user_name,
             channel_id=request.channel_id, command=request.command, prompt=request.prompt,
             full_prompt=prompt.text, model=model, max_tokens=prompt.max_tokens,
-            price_cap_wei=quote.max_price_wei)
+            price_cap_wei=cap)
     except InsufficientFunds as exc:
         raise BotError("INSUFFICIENT_FUNDS",
                        f"This server's account can't cover this request: it could cost up to "

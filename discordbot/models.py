@@ -42,6 +42,10 @@ class DiscordServer(models.Model):
     daily_cap_wei = WeiField(null=True, blank=True, default=DEFAULT_DAILY_CAP_WEI,
                              help_text="The most the server's jobs may cost in a day (UTC), "
                                        "in wei; empty: no cap")
+    max_price_per_token_wei = WeiField(
+        null=True, blank=True, help_text="The most the server pays a host per token, in wei: "
+                                         "dearer hosts are not used; empty: no limit beyond "
+                                         "the marketplace's own (docs/trust.md, Prices)")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

@@ -32,6 +32,7 @@ from accounts.tiers import price_for, settlement_for
 from content.models import Status
 from discordbot.errors import BotError
 from discordbot.models import DiscordDailySpend, DiscordJob, DiscordServer
+from marketplace.services import price_ceiling_parse
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def server_get_or_create(*, guild_id: int, name: str = "") -> DiscordServer:
 _ID = re.compile(r"<[@#][!&]?(\d{15,21})>|\b(\d{15,21})\b")
 _MODEL = re.compile(r"[\w.:/+-]{1,100}")
 SETTABLE = ("channels", "ask_model", "code_model", "summarize_model", "chat_model",
-            "image_model", "image_roles", "image_users", "daily_cap_wei")
+            "image_model", "image_roles", "image_users", "daily_cap_wei", "max_price_per_token")
 
 
 def parse_ids(raw: str) -> list[int]:
@@ -106,6 +107,19 @@ def server_settings_change(*, server: DiscordServer, changes: dict[str, str]) ->
                                f"the daily cap is a whole number of wei or 'none', not {raw!r}")
             cap = locked.daily_cap_wei
             said.append("daily cap: " + ("none" if cap is None else f"{cap:,} wei"))
+        elif name == "max_price_per_token":
+            if raw.lower() in {"none", "off", "no limit", "-"}:
+                locked.max_price_per_token_wei = None
+            else:
+                try:
+                    locked.max_price_per_token_wei = price_ceiling_parse(raw)
+                except ValueError:
+                    raise BotError("INVALID_SETTING", "the max price per token is a whole "
+                                   f"number of wei (at least 1) or 'none', not {raw!r}") \
+                        from None
+            ceiling = locked.max_price_per_token_wei
+            said.append("max price per token: " + ("none" if ceiling is None
+                                                   else f"{ceiling:,} wei"))
         else:
             if not _MODEL.fullmatch(raw):
                 raise BotError("INVALID_SETTING", f"{raw!r} is not a model id")

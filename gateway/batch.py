@@ -65,6 +65,7 @@ class ItemRequest:
     prompt: str
     max_tokens: int
     temperature: float
+    max_price_per_token: int | str | None = None
 
 
 def _validate_like_inference(request: ItemRequest) -> None:
@@ -73,7 +74,8 @@ def _validate_like_inference(request: ItemRequest) -> None:
     from gateway.inference import inference_validate
 
     inference_validate(model=request.model, prompt=request.prompt,
-                       max_tokens=request.max_tokens, temperature=request.temperature)
+                       max_tokens=request.max_tokens, temperature=request.temperature,
+                       max_price_per_token=request.max_price_per_token)
 
 
 # A webhook URL, as one pattern that the API's schema publishes as it is: http(s), an
@@ -142,7 +144,10 @@ def batch_create(*, api_key: ApiKey, requests: list[ItemRequest], webhook_url: s
                                      webhook_secret=webhook_secret)
         items = BatchItem.objects.bulk_create(
             BatchItem(batch=batch, index=index, model=r.model, prompt=r.prompt,
-                      params={"max_tokens": r.max_tokens, "temperature": r.temperature})
+                      params={"max_tokens": r.max_tokens, "temperature": r.temperature,
+                              # Wei as text: JSON numbers lose precision past 2^53.
+                              **({"max_price_per_token": str(r.max_price_per_token)}
+                                 if r.max_price_per_token is not None else {})})
             for index, r in enumerate(requests))
         ids = [item.pk for item in items]
         transaction.on_commit(lambda: batch_items_enqueue(item_ids=ids))
@@ -386,7 +391,8 @@ def _held_for(*, item_id: int) -> float | None:
 def _run_options(item: BatchItem) -> dict[str, Any]:
     return {"model": item.model, "prompt": item.prompt,
             "max_tokens": int(item.params.get("max_tokens", 64)),
-            "temperature": float(item.params.get("temperature", 0.7))}
+            "temperature": float(item.params.get("temperature", 0.7)),
+            "max_price_per_token": item.params.get("max_price_per_token")}
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class InferenceResult:
 
 
 def inference_validate(*, model: str, prompt: str, max_tokens: int,
-                       temperature: float) -> None:
+                       temperature: float, max_price_per_token: object = None) -> int | None:
     """Raise GatewayError with the code of the first thing wrong with the request."""
     if model not in settings.GATEWAY_MODELS:
         raise GatewayError("UNKNOWN_MODEL", f"no model {model!r} on this network; one of: "
@@ -99,6 +99,18 @@ def inference_validate(*, model: str, prompt: str, max_tokens: int,
     if not 0.0 <= temperature <= 2.0:
         raise GatewayError("INVALID_TEMPERATURE",
                            f"temperature must be between 0 and 2, got {temperature}")
+    return max_price_ceiling(max_price_per_token)
+
+
+def max_price_ceiling(value: object) -> int | None:
+    """The user's price ceiling in wei (None: none given); a 400 INVALID_MAX_PRICE when
+    malformed."""
+    from marketplace.services import price_ceiling_parse
+
+    try:
+        return price_ceiling_parse(value)
+    except ValueError as exc:
+        raise GatewayError("INVALID_MAX_PRICE", str(exc)) from None
 
 
 # ---- Prices --------------------------------------------------------------------------
@@ -158,15 +170,16 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         on_token: TokenCallback | None = None,
                         cancel: asyncio.Event | None = None, endpoint: str = "inference",
                         request_id: uuid.UUID | None = None,
-                        recorded: asyncio.Event | None = None) -> InferenceResult:
+                        recorded: asyncio.Event | None = None,
+                        max_price_per_token: int | str | None = None) -> InferenceResult:
     """Run and bill one request (see the module's docstring); raises GatewayError."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4()
     stream = on_token is not None
     base = {"api_key": api_key, "request_id": request_id, "endpoint": endpoint,
             "model": model, "max_tokens": max_tokens, "started": started, "stream": stream}
-    inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
-                       temperature=temperature)
+    ceiling = inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
+                                 temperature=temperature, max_price_per_token=max_price_per_token)
     # Per account (marketplace.results): another account's answer is never served.
     key = result_cache.cache_key(owner_id=api_key.user_id, model=model, prompt=prompt,
                                  max_tokens=max_tokens, temperature=temperature)
@@ -183,6 +196,9 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                                finish_reason=hit["finish_reason"])
     if upstream:
         price_wei = settings.GATEWAY_UPSTREAM_PRICE_WEI
+        cheapest = price_wei
+        if ceiling is not None and price_wei > ceiling:
+            price_wei = None
     else:
         quote = await _quote(model)
         if quote is None:
@@ -190,7 +206,16 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                                  f"no host serves {model} right now; try again later")
             await books.record_failure(error=error, **base)
             raise error
-        price_wei = quote.max_price_wei
+        # The dearest host we would use, never an outlier's price (docs/trust.md, "Prices").
+        price_wei = quote.reserve_price_wei(ceiling)
+        cheapest = quote.min_price_wei
+    if price_wei is None:
+        error = GatewayError(
+            "NO_HOSTS_WITHIN_PRICE", f"no host serves {model} at or below your "
+            f"max_price_per_token of {ceiling} wei; the cheapest asks {cheapest} wei",
+            cheapest_price_per_token=str(cheapest))
+        await books.record_failure(error=error, **base)
+        raise error
     held = await books.open(price_wei=price_wei, reference=reference, **base)
     if recorded is not None:
         recorded.set()  # on a refusal, the task's end is the signal

@@ -10,7 +10,14 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from marketplace.models import TERMINAL_STATES, TRANSITIONS, Job, JobAttempt, JobState
+from marketplace.models import (
+    TERMINAL_STATES,
+    TRANSITIONS,
+    AttemptState,
+    Job,
+    JobAttempt,
+    JobState,
+)
 
 
 class IllegalTransition(Exception):
@@ -78,11 +85,17 @@ def attempt_create(*, job_id: uuid.UUID, host_address: str, host_url: str,
         )
 
 
+# The states an attempt reaches only once the host has answered the client on the stream.
+ANSWERED_STATES = frozenset({AttemptState.CLAIMED, AttemptState.STREAMING})
+
+
 def attempt_update(*, attempt_id: int, tx: dict[str, str] | None = None, **fields: Any) -> None:
     with transaction.atomic():
         attempt = JobAttempt.objects.select_for_update().get(pk=attempt_id)
         for name, value in fields.items():
             setattr(attempt, name, value)
+        if attempt.answered_at is None and fields.get("state") in ANSWERED_STATES:
+            attempt.answered_at = timezone.now()
         if tx:
             attempt.tx_hashes = {**attempt.tx_hashes, **tx}
         attempt.save()

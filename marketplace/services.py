@@ -4,6 +4,7 @@ it ends, however it ends."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import uuid
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from marketplace.chain.errors import ChainError
 from marketplace.client import discovery, runner
 from marketplace.client.errors import ClientError
+from marketplace.client.ranking import OUTLIER_FACTOR
 from marketplace.client.runner import JobOutcome, JobSpec
 
-__all__ = ["ClientError", "JobOutcome", "JobSpec", "PriceQuote", "price_quote", "run_job"]
+__all__ = ["MAX_PRICE_CEILING_WEI", "OUTLIER_FACTOR", "ClientError", "JobOutcome", "JobSpec",
+           "PriceQuote", "price_ceiling_parse", "price_quote", "run_job"]
 
 
 async def _hand_to_processor(job_id: uuid.UUID) -> None:
@@ -30,8 +33,36 @@ async def run_job(spec: JobSpec, **options) -> JobOutcome:
     return await runner.run_job(spec, after=_hand_to_processor, **options)
 
 
+# The largest price ceiling a user may give: 28 digits, so that a pattern states it
+# exactly; the contract's prices are uint96 (up to about 7.9 × 10^28).
+MAX_PRICE_CEILING_WEI = 10**28 - 1
+_CEILING = re.compile(r"[1-9][0-9]{0,27}")
+
+
+def price_ceiling_parse(value: object) -> int | None:
+    """A user's max price per token (wei) as given: None, a positive integer, or its
+    decimal string; ValueError for anything else, with words a person can read."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # Exactly what the API's schema publishes: no sign, no blank, no leading zero.
+        if not _CEILING.fullmatch(value):
+            raise ValueError("max_price_per_token must be a whole number of wei, "
+                             f"1 to {MAX_PRICE_CEILING_WEI}")
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and 1 <= value <= MAX_PRICE_CEILING_WEI:
+        return value
+    raise ValueError(f"max_price_per_token must be a whole number of wei, 1 to "
+                     f"{MAX_PRICE_CEILING_WEI}")
+
+
 @dataclass(frozen=True)
 class PriceQuote:
+    """The prices of the hosts answering for `model` now. `median_price_wei` is the lower
+    median (a price some host really asks, and one that a single dear host cannot move);
+    what a job reserves is `reserve_price_wei(ceiling)`, never `max_price_wei`."""
+
     model: str
     nodes: int
     min_price_wei: int
@@ -39,6 +70,23 @@ class PriceQuote:
     max_price_wei: int
     ttft_ms: float | None
     tokens_per_s: float | None
+    prices: tuple[int, ...] = ()  # every answering host's, cheapest first
+
+    @property
+    def outlier_above_wei(self) -> int:
+        return OUTLIER_FACTOR * self.median_price_wei
+
+    def used_prices(self, ceiling_wei: int | None = None) -> list[int]:
+        """The prices of the hosts a job would use: not outliers, and within the user's
+        ceiling when there is one."""
+        return [p for p in self.prices if p <= self.outlier_above_wei
+                and (ceiling_wei is None or p <= ceiling_wei)]
+
+    def reserve_price_wei(self, ceiling_wei: int | None = None) -> int | None:
+        """The price per token a job reserves and is capped at: the dearest host it
+        would use, so that any of them can take over (failover); None when none is left."""
+        used = self.used_prices(ceiling_wei)
+        return used[-1] if used else None
 
 
 def _measured(address_list: list[str]) -> tuple[float | None, float | None]:
@@ -63,9 +111,11 @@ async def price_quote(model: str) -> PriceQuote | None:
     if not found:
         return None
     prices = sorted(c.price_per_token_wei for c in found)
-    ttft, tps = await sync_to_async(_measured)([c.address for c in found])
+    median = statistics.median_low(prices)
+    # The measured speed of the hosts a job would use (an outlier's is not on offer).
+    used = [c.address for c in found if c.price_per_token_wei <= OUTLIER_FACTOR * median]
+    ttft, tps = await sync_to_async(_measured)(used)
     return PriceQuote(model=model, nodes=len(found), min_price_wei=prices[0],
-                      median_price_wei=int(statistics.median(prices)),
-                      max_price_wei=prices[-1],
+                      median_price_wei=median, max_price_wei=prices[-1],
                       ttft_ms=round(ttft, 1) if ttft else None,
-                      tokens_per_s=round(tps, 1) if tps else None)
+                      tokens_per_s=round(tps, 1) if tps else None, prices=tuple(prices))

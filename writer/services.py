@@ -36,7 +36,7 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
                       temperature: float | None = None,
                       price_cap_wei: int | None = None) -> Generation:
     """A new generation, served from the cache when it can be; otherwise its worst case
-    (max tokens at `price_cap_wei`, the dearest host's price) is reserved from the user's
+    (max tokens at `price_cap_wei`, the dearest usable host's price) is reserved from the user's
     balance, or InsufficientFunds is raised and nothing is created."""
     chosen = profile_for(content_type, length, model=model, max_tokens=max_tokens,
                          temperature=temperature)
@@ -137,16 +137,25 @@ class Estimate:
     cost_wei: int | None
     seconds: float | None
     price_cap_wei: int | None = None
+    ceiling_wei: int | None = None  # the user's max price per token, if given
+    cheapest_wei: int | None = None
 
     @property
     def available(self) -> bool:
-        return self.nodes > 0
+        return self.nodes > 0 and self.price_cap_wei is not None
+
+    @property
+    def above_ceiling(self) -> bool:
+        """Hosts serve the model, but none at or below the user's ceiling."""
+        return self.nodes > 0 and self.price_cap_wei is None
 
 
 async def estimate_generation(content_type: str, length: str, *, model: str | None = None,
-                              max_tokens: int | None = None, user=None) -> Estimate:
-    """The worst-case cost (at the dearest host's price, with the user's tier) and the
-    expected time, from the hosts' current prices and their measured speed."""
+                              max_tokens: int | None = None, user=None,
+                              max_price_per_token: int | None = None) -> Estimate:
+    """The worst-case cost (at the price of the dearest host a job would use: no outlier,
+    none above the user's `max_price_per_token`; docs/trust.md, "Prices", with the user's
+    tier) and the expected time, from the hosts' current prices and measured speed."""
     from asgiref.sync import sync_to_async
 
     from marketplace.services import price_quote
@@ -161,6 +170,8 @@ async def estimate_generation(content_type: str, length: str, *, model: str | No
     tier = "free"
     if user is not None and user.is_authenticated:
         tier = (await sync_to_async(account_get_or_create)(user)).tier
-    cost = price_for(tier, quote.max_price_wei, chosen.max_tokens).charge_wei
+    cap = quote.reserve_price_wei(max_price_per_token)
+    cost = None if cap is None else price_for(tier, cap, chosen.max_tokens).charge_wei
     return Estimate(chosen.model, chosen.max_tokens, quote.nodes, cost, round(seconds, 1),
-                    price_cap_wei=quote.max_price_wei)
+                    price_cap_wei=cap, ceiling_wei=max_price_per_token,
+                    cheapest_wei=quote.min_price_wei)

@@ -40,7 +40,8 @@ async def estimate(request):
     length = data.get("length") or "medium"
     result = await services.estimate_generation(
         content_type, length, model=data.get("model") or None,
-        max_tokens=data.get("max_tokens") or None, user=await request.auser())
+        max_tokens=data.get("max_tokens") or None, user=await request.auser(),
+        max_price_per_token=data.get("max_price_per_token"))
     return await arender(request, "writer/_estimate.html", {"estimate": result})
 
 
@@ -56,7 +57,13 @@ async def generate(request):
     data = form.cleaned_data
     estimate = await services.estimate_generation(
         data["content_type"], data["length"], model=data["model"] or None,
-        max_tokens=data["max_tokens"], user=user)
+        max_tokens=data["max_tokens"], user=user,
+        max_price_per_token=data["max_price_per_token"])
+    if estimate.above_ceiling:
+        form.add_error("max_price_per_token",
+                       f"No host serves {estimate.model} at {estimate.ceiling_wei:,} wei per "
+                       f"token or less; the cheapest asks {estimate.cheapest_wei:,}.")
+        return await arender(request, "writer/generate.html", {"form": form}, status=503)
     try:
         generation = await sync_to_async(services.generation_create)(
             user=user, content_type=data["content_type"], style=data["style"],

@@ -120,7 +120,8 @@ def _create(*, api_key, payload: BatchIn) -> dict:
         api_key=api_key,
         requests=[batch_services.ItemRequest(model=r.model, prompt=r.prompt,
                                              max_tokens=r.max_tokens,
-                                             temperature=r.temperature)
+                                             temperature=r.temperature,
+                                             max_price_per_token=r.max_price_per_token)
                   for r in payload.requests],
         webhook_url=payload.webhook_url, webhook_secret=payload.webhook_secret)
     batch = created.batch

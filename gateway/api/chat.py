@@ -67,7 +67,8 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
     if not body.stream:
         task, cancel, _, _ = await start(request, endpoint="chat", model=body.model,
                                          prompt=prompt, max_tokens=max_tokens,
-                                         temperature=temperature)
+                                         temperature=temperature,
+                                         max_price_per_token=body.max_price_per_token)
         # OpenAI's clients cannot poll: wait for the end (a hang-up cancels the job).
         await wait(task, cancel, None)
         return completion(task.result(), created)
@@ -79,7 +80,8 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
 
     task, cancel, recorded, request_id = await start(
         request, endpoint="chat", model=body.model, prompt=prompt, max_tokens=max_tokens,
-        temperature=temperature, on_token=on_token)
+        temperature=temperature, on_token=on_token,
+        max_price_per_token=body.max_price_per_token)
     task.add_done_callback(lambda _: queue.put_nowait(_END))
     reference = getattr(request, "request_id", None)
     # Refusals (402, 503, …) come before the stream, as HTTP errors: wait until the

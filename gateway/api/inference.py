@@ -47,18 +47,20 @@ def record_out(record: GatewayRequest) -> dict:
 
 
 async def start(request: HttpRequest, *, endpoint: str, model: str, prompt: str,
-                max_tokens: int, temperature: float, on_token=None):
+                max_tokens: int, temperature: float, on_token=None,
+                max_price_per_token: int | str | None = None):
     """Validate, then run the request detached from this HTTP request (so a client that
     hangs up or a 202 never leaves money held). Returns (task, cancel, recorded, id)."""
     key = require_scope(request, Scope.INFERENCE)
-    inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
-                       temperature=temperature)
+    ceiling = inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
+                                 temperature=temperature, max_price_per_token=max_price_per_token)
     request_id = uuid.uuid4()
     cancel, recorded = asyncio.Event(), asyncio.Event()
     task = inference_start(api_key=key, model=model, prompt=prompt, max_tokens=max_tokens,
                            temperature=temperature, reference=f"gateway:{request_id}",
                            on_token=on_token, cancel=cancel, endpoint=endpoint,
-                           request_id=request_id, recorded=recorded)
+                           request_id=request_id, recorded=recorded,
+                           max_price_per_token=ceiling)
     _cancels[request_id] = cancel
     task.add_done_callback(lambda _: _cancels.pop(request_id, None))
     return task, cancel, recorded, request_id
@@ -80,7 +82,8 @@ async def wait(task: asyncio.Task, cancel: asyncio.Event, seconds: float | None)
 async def inference(request: HttpRequest, body: InferenceIn):
     task, cancel, recorded, request_id = await start(
         request, endpoint="inference", model=body.model, prompt=body.prompt,
-        max_tokens=body.max_tokens, temperature=body.temperature)
+        max_tokens=body.max_tokens, temperature=body.temperature,
+        max_price_per_token=body.max_price_per_token)
     if not await wait(task, cancel, settings.GATEWAY_WAIT_S):
         # The record must exist before its id is handed out for polling.
         waiter = asyncio.ensure_future(recorded.wait())

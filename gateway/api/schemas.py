@@ -19,6 +19,8 @@ from ninja import Schema
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
+from marketplace.services import MAX_PRICE_CEILING_WEI
+
 # What str.strip() removes (every whitespace character of Unicode is below U+3001): a
 # prompt with another character, and no NUL, is not empty.
 WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
@@ -61,6 +63,18 @@ Number = Annotated[float, Strict()]
 Boolean = Annotated[bool, Strict()]
 Wei = Annotated[str, Field(pattern=r"^[0-9]+$", description="wei, as a decimal string")]
 
+# A price ceiling in wei: a decimal string (a JSON number loses precision past 2^53) or
+# an integer. Its range is checked by the server (400 INVALID_MAX_PRICE); the schema
+# publishes the same bounds (marketplace.services.MAX_PRICE_CEILING_WEI).
+PriceString = Annotated[str, Field(json_schema_extra=published(
+    pattern=rf"^[1-9][0-9]{{0,{len(str(MAX_PRICE_CEILING_WEI)) - 1}}}$"))]
+PriceInteger = Annotated[int, BeforeValidator(_json_integer), Strict(), Field(
+    json_schema_extra=published(minimum=1, maximum=MAX_PRICE_CEILING_WEI))]
+MAX_PRICE_DESCRIPTION = (
+    "Wei per token at most: hosts asking more are not used, and the request reserves at "
+    "the dearest host it would use. A decimal string or an integer, 1 to 10^28 - 1 "
+    "(else 400 INVALID_MAX_PRICE); no host within it is a 503 NO_HOSTS_WITHIN_PRICE")
+
 MODEL = published(enum=lambda: list(settings.GATEWAY_MODELS))
 MAX_TOKENS = published(minimum=1, maximum=lambda: settings.GATEWAY_MAX_TOKENS)
 TEMPERATURE = published(minimum=0, maximum=2)
@@ -93,6 +107,8 @@ class InferenceIn(Schema):
                                 description="Out of range is a 400 INVALID_MAX_TOKENS")
     temperature: Number = Field(0.7, json_schema_extra=TEMPERATURE,
                                 description="Out of range is a 400 INVALID_TEMPERATURE")
+    max_price_per_token: PriceString | PriceInteger | None = Field(
+        None, description=MAX_PRICE_DESCRIPTION)
 
 
 RequestState = Literal["running", "done", "failed", "cancelled"]
@@ -139,6 +155,8 @@ class ChatIn(Schema):
     max_tokens: Integer | None = Field(None, json_schema_extra=MAX_TOKENS)
     max_completion_tokens: Integer | None = Field(None, json_schema_extra=MAX_TOKENS)
     temperature: Number | None = Field(None, json_schema_extra=TEMPERATURE)
+    max_price_per_token: PriceString | PriceInteger | None = Field(
+        None, description=MAX_PRICE_DESCRIPTION)
     stream: Boolean = False
 
 

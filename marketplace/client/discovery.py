@@ -1,6 +1,7 @@
 """Discovery: who serves a model, from NodeRegistry plus each host's own capabilities.
 
-The registry says who registered, at what price, with what reputation; a capability
+The registry says who registered and at what price; our own record and the chain's
+job history say how far to trust each host (marketplace.reputation); a capability
 request to each host says whether it is up, how busy it is, and how long it takes to
 answer (the probe latency used in ranking). The combined list is cached for a short TTL
 per model, so a burst of jobs does not probe every host for each one.
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import OrderedDict
 
 import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from web3.exceptions import Web3Exception
 
+from marketplace import reputation
 from marketplace.chain.contracts import Chain
+from marketplace.chain.errors import ChainError
 from marketplace.client import pool
 from marketplace.client.bounded import Limits, SeenCapabilities, parse_body, read_body
 from marketplace.client.errors import ClientError
@@ -33,6 +38,7 @@ from observability.metrics import hosts_available, hosts_refused
 log = logging.getLogger(__name__)
 
 TTL_S = 10.0
+READ_ERRORS = (OSError, TimeoutError, aiohttp.ClientError, ValueError, Web3Exception)
 PROBE_TIMEOUT_S = 2.0
 
 # Bounded (settings.DISCOVERY_CACHE_MAX_MODELS, least recently used out first): model ids
@@ -71,22 +77,25 @@ async def _probe(address: str, url: str) -> tuple[SeenCapabilities, float] | Non
     return capabilities, (time.perf_counter() - started) * 1000
 
 
-def _local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
-    """This client's own past attempts per host: (succeeded, failed)."""
-    from django.db.models import Count, Q
+def _credits(nodes, history: reputation.ChainHistory | None,
+             exclude: frozenset[str]) -> dict[str, tuple[float, float]]:
+    """The chain's evidence per host, in reference jobs at the median registered price."""
+    if history is None or not nodes:
+        return {}
+    median = statistics.median_low(n.price_per_token_wei for n in nodes)
+    unit = max(median, 1) * reputation.REFERENCE_TOKENS
+    return {n.address: reputation.chain_credit(history.hosts.get(n.address.lower()),
+                                               unit_wei=unit, exclude=exclude)
+            for n in nodes}
 
-    from marketplace.models import AttemptState, JobAttempt
 
-    rows = (
-        JobAttempt.objects.filter(host_address__in=addresses)
-        .values("host_address")
-        .annotate(
-            good=Count("id", filter=Q(state=AttemptState.ACCEPTED)),
-            bad=Count("id", filter=Q(state__in=[AttemptState.ABANDONED, AttemptState.DISPUTED,
-                                               AttemptState.FAILED])),
-        )
-    )
-    return {r["host_address"]: (r["good"], r["bad"]) for r in rows}
+async def _history(chain: Chain, fresh: bool) -> reputation.ChainHistory | None:
+    try:
+        return await reputation.chain_history(chain, fresh=fresh)
+    except (ChainError, *READ_ERRORS) as exc:
+        # Without the chain's history a host is judged on our own record alone.
+        log.warning("could not read the chain's job history: %s", exc)
+        return None
 
 
 async def candidates(model: str, *, chain: Chain | None = None,
@@ -101,7 +110,9 @@ async def candidates(model: str, *, chain: Chain | None = None,
         chain = await platform_chain()
     nodes = await chain.active_nodes(model)
     probes = await asyncio.gather(*(_probe(node.address, node.url) for node in nodes))
-    local = await sync_to_async(_local_record)([n.address for n in nodes])
+    local = await sync_to_async(reputation.local_record)([n.address for n in nodes])
+    ours = chain.sender.address.lower() if chain.sender is not None else ""
+    credits = _credits(nodes, await _history(chain, fresh), frozenset({ours}))
     found: list[Candidate] = []
     for node, probe in zip(nodes, probes, strict=True):
         if probe is None:
@@ -109,13 +120,13 @@ async def candidates(model: str, *, chain: Chain | None = None,
         capabilities, latency_ms = probe
         if model not in {m.id for m in capabilities.models}:
             continue
-        succeeded, failed = local.get(node.address, (0, 0))
+        good, bad = local.get(node.address, (0, 0))
+        chain_good, chain_bad = credits.get(node.address, (0.0, 0.0))
         queue = capabilities.queue
         found.append(Candidate(
             address=node.address, url=node.url, model=model,
             price_per_token_wei=node.price_per_token_wei, latency_ms=latency_ms,
-            chain_completed=node.completed, chain_failed=node.failed,
-            chain_disputed=node.disputed, local_succeeded=succeeded, local_failed=failed,
+            local_good=good, local_bad=bad, chain_good=chain_good, chain_bad=chain_bad,
             queue_free=queue is None or queue.length < queue.capacity,
         ))
     _cache[model] = (time.monotonic(), found)

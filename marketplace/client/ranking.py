@@ -1,19 +1,29 @@
 """Ranking hosts: filter, then score = 0.3 latency + 0.5 reputation + 0.2 price.
 
 Every input is measured: probe latency from the capability request just made, reputation
-from the chain's counters blended with this client's own record of the host, and price
-from the host's registered price. Each term is normalised against the best candidate, so
-the best host on a term scores 1 on it.
+from this client's own record of the host first and the chain's value-weighted history
+second (marketplace.reputation, docs/trust.md), and price from the host's registered
+price. Each term is normalised against the best candidate, so the best host on a term
+scores 1 on it.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, replace
 
 W_LATENCY, W_REPUTATION, W_PRICE = 0.3, 0.5, 0.2
 # Latency is compared on a scale where a few milliseconds of jitter do not matter but
 # tens of milliseconds do: (LATENCY_SCALE + best) / (LATENCY_SCALE + this host's).
 LATENCY_SCALE_MS = 50.0
+# A host asking more than this many times the lower median price of the hosts serving
+# the model is an outlier: never used, never reserved for (docs/trust.md, "Prices").
+OUTLIER_FACTOR = 10
+
+
+def outlier_above(prices: list[int]) -> int | None:
+    """The price above which a host is an outlier among `prices` (None: no host)."""
+    return OUTLIER_FACTOR * statistics.median_low(prices) if prices else None
 
 
 @dataclass(frozen=True)
@@ -23,19 +33,22 @@ class Candidate:
     model: str
     price_per_token_wei: int
     latency_ms: float
-    chain_completed: int = 0
-    chain_failed: int = 0
-    chain_disputed: int = 0
-    local_succeeded: int = 0
-    local_failed: int = 0
+    # Our own record: accepted attempts, and failures where we proved we were there
+    # (a dispute counts double). marketplace.reputation.local_record.
+    local_good: int = 0
+    local_bad: int = 0
+    # The chain's history in jobs' worth: value paid by distinct other payers, each
+    # capped, the whole capped (marketplace.reputation.chain_credit).
+    chain_good: float = 0.0
+    chain_bad: float = 0.0
     queue_free: bool = True
     score: float = 0.0
 
     @property
     def reputation(self) -> float:
-        """Laplace-smoothed success rate over chain and local records; disputes weigh double."""
-        good = self.chain_completed + self.local_succeeded
-        bad = self.chain_failed + 2 * self.chain_disputed + self.local_failed
+        """Laplace-smoothed success rate: our record plus the chain's capped evidence."""
+        good = self.local_good + self.chain_good
+        bad = self.local_bad + self.chain_bad
         return (good + 1) / (good + bad + 2)
 
 
@@ -47,10 +60,13 @@ def rank(
     max_price_per_token_wei: int | None = None,
     exclude: set[str] | frozenset[str] = frozenset(),
 ) -> list[Candidate]:
-    """The usable candidates for `model`, best first, each with its score."""
+    """The usable candidates for `model`, best first, each with its score. A host priced
+    as an outlier among all who serve the model is never usable, whatever the limits."""
+    serving = [c for c in candidates if c.model == model]
+    outlier = outlier_above([c.price_per_token_wei for c in serving])
     usable = [
-        c for c in candidates
-        if c.model == model
+        c for c in serving
+        if c.price_per_token_wei <= outlier
         and c.queue_free
         and c.address.lower() not in {e.lower() for e in exclude}
         and (max_latency_ms is None or c.latency_ms <= max_latency_ms)

@@ -129,6 +129,10 @@ class JobAttempt(models.Model):
     result_cid = models.CharField(max_length=120, blank=True)
     tx_hashes = models.JSONField(default=dict, blank=True)
     error_code = models.CharField(max_length=40, blank=True)
+    # When the host answered our StreamInit holding its claim (the attempt reached
+    # CLAIMED or STREAMING). The state moves on; this stays, so a failure afterwards is
+    # known to be one where the client was there (marketplace.reputation).
+    answered_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -173,3 +173,24 @@ async def test_a_mention_is_answered_as_a_conversation_that_remembers_the_channe
     assert "My cat is called Miso." in jobs[1].full_prompt  # the earlier turn went along
     assert jobs[0].text.strip()[:40] in jobs[1].full_prompt
     assert await invariant_holds(payer) == []
+
+
+async def test_an_absurd_price_host_sets_no_price_and_the_servers_ceiling_is_kept(
+        network, bot, server, payer):
+    honest, absurd = network.start_hosts({"host-1": PRICE, "host-2": 10**27})
+
+    await dpytest.message("!ask Name a planet.")
+    (reply,) = sent()
+    job = await DiscordJob.objects.select_related("reservation").aget()
+    assert job.status == Status.DONE and job.host == honest.address
+    assert int(job.price_cap_wei) == PRICE  # reserved at the honest host's price
+    assert int(job.cost_wei) == price_for(job.reservation.tier, PRICE, job.tokens).charge_wei
+
+    server.max_price_per_token_wei = PRICE - 1
+    await server.asave()
+    await dpytest.message("!ask Name another planet.")
+    (reply,) = sent()
+    assert f"No host serves smollm2-135m-instruct at {PRICE - 1:,} wei per token or less " \
+           f"(the cheapest asks {PRICE:,})" in current(reply)
+    assert await DiscordJob.objects.acount() == 1
+    assert await invariant_holds(payer) == []

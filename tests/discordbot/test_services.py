@@ -233,6 +233,23 @@ def test_a_settings_change_with_one_bad_value_changes_nothing(server):
     assert server.ask_model == "tinyllama" and server.daily_cap_wei is None
 
 
+@pytest.mark.django_db
+def test_the_max_price_per_token_is_a_whole_number_of_wei_or_none(server):
+    said = services.server_settings_change(server=server,
+                                           changes={"max_price_per_token": "2000000000"})
+    assert said == ["max price per token: 2,000,000,000 wei"]
+    server.refresh_from_db()
+    assert server.max_price_per_token_wei == 2 * 10**9
+    for bad in ("0", "1.5", "cheap", "-3"):
+        with pytest.raises(BotError, match="the max price per token is a whole number"):
+            services.server_settings_change(server=server,
+                                            changes={"max_price_per_token": bad})
+    assert services.server_settings_change(server=server, changes={
+        "max_price_per_token": "none"}) == ["max price per token: none"]
+    server.refresh_from_db()
+    assert server.max_price_per_token_wei is None
+
+
 def test_code_answers_are_shaped_into_one_fenced_block_each_with_its_language():
     text = ("Here you go:\n```\ndef reverse(s):\n    return s[::-1]\n```\nAnd in JS:\n"
             "```\nconst reverse = (s) => s.split('').reverse().join('');\n```\n"

@@ -3,11 +3,12 @@ import pytest
 from marketplace.client.ranking import Candidate, rank
 
 
-def host(address, *, price=100, latency=10.0, completed=0, failed=0, disputed=0,
+def host(address, *, price=100, latency=10.0, good=0, bad=0, chain_good=0.0, chain_bad=0.0,
          model="m", queue_free=True):
     return Candidate(address=address, url=f"http://{address}", model=model,
-                     price_per_token_wei=price, latency_ms=latency, chain_completed=completed,
-                     chain_failed=failed, chain_disputed=disputed, queue_free=queue_free)
+                     price_per_token_wei=price, latency_ms=latency, local_good=good,
+                     local_bad=bad, chain_good=chain_good, chain_bad=chain_bad,
+                     queue_free=queue_free)
 
 
 def test_the_weights_are_latency_reputation_and_price():
@@ -16,8 +17,8 @@ def test_the_weights_are_latency_reputation_and_price():
 
 
 def test_a_reliable_host_outranks_a_cheaper_one_with_failures():
-    reliable = host("reliable", price=200, completed=50)
-    flaky = host("flaky", price=100, completed=5, failed=20)
+    reliable = host("reliable", price=200, good=50)
+    flaky = host("flaky", price=100, good=5, bad=20)
     ranked = rank([flaky, reliable], model="m")
     assert [c.address for c in ranked] == ["reliable", "flaky"]
 
@@ -59,5 +60,18 @@ def test_no_usable_host_gives_an_empty_ranking():
     assert rank([host("a", model="x")], model="m") == []
 
 
-def test_disputes_hurt_reputation_more_than_failures():
-    assert host("d", disputed=3).reputation < host("f", failed=3).reputation
+def test_the_chain_can_vouch_for_a_stranger_but_never_outweigh_three_jobs_of_our_own():
+    stranger = host("stranger", chain_good=2.0)  # the most the chain can vouch for
+    known = host("known", good=3)
+    unknown = host("unknown")
+    assert unknown.reputation < stranger.reputation < known.reputation
+
+
+def test_a_host_priced_as_an_outlier_is_never_ranked_whatever_the_limits():
+    # The lower median is 150: above 1500 is an outlier, however good its record.
+    hosts = [host("honest", price=100), host("dearer", price=150),
+             host("absurd", price=1501, good=50)]
+    assert [c.address for c in rank(hosts, model="m")] == ["honest", "dearer"]
+    # Alone with one honest host: the lower median is the honest price.
+    assert [c.address for c in rank([host("honest"), host("absurd", price=10**27)],
+                                    model="m")] == ["honest"]
