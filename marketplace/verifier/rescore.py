@@ -102,6 +102,7 @@ class Rescorer:
     def close(self) -> None:
         self.batch.close()
         self.ctx.close()
+        self.llm.close()
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -13,6 +13,7 @@ database read and write happens outside it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import random
 import time
@@ -83,6 +84,14 @@ class _Owner:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
         self.rescorers: dict[Path, object] = {}
         self.pieces: dict[Path, list[bytes]] = {}
+        # Freed before the interpreter tears down llama_cpp's module (its finalizers need it).
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for rescorer in self.rescorers.values():
+            rescorer.close()
+        self.rescorers.clear()
 
     def submit(self, fn, *args) -> Future:
         return self.executor.submit(fn, *args)

@@ -26,8 +26,8 @@ from tests.conftest import MODEL
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PRICE = 10**9
-# anvil funds the first ten accounts of its mnemonic; 5 to 8 have no role in the devnet.
-SPARE_ACCOUNTS = (5, 6, 7, 8)
+# anvil funds the first ten accounts of its mnemonic; 5 to 7 have no role in the devnet.
+SPARE_ACCOUNTS = (5, 6, 7)
 
 
 def spare(on_anvil, index: int, tmp_path) -> Chain:
@@ -79,7 +79,7 @@ async def test_jobs_left_to_expire_on_a_host_do_not_push_it_down(network, tmp_pa
     assert await serve_jobs(1) == [victim.address]
     (peer,) = network.start_hosts({"host-2": PRICE})
     before = (await standing(chain))[victim.address].reputation
-    attacker = spare(network.anvil, SPARE_ACCOUNTS[3], tmp_path)
+    attacker = spare(network.anvil, SPARE_ACCOUNTS[0], tmp_path)
 
     posted = await defame(attacker, victim=victim.address, model=MODEL, jobs=5, deadline_s=6)
     # The victim's host claims jobs assigned to it as they are posted; the attacker never

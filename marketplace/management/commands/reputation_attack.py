@@ -18,7 +18,7 @@ from marketplace.client import pool
 from marketplace.wallet import web3
 
 # anvil funds the first ten accounts of the devnet's mnemonic; these have no role in it.
-SPARE_ACCOUNTS = (5, 6, 7, 8)
+SPARE_ACCOUNTS = (5, 6, 7)  # 8 is the arbitrator, 9 the treasury
 
 
 class Command(BaseCommand):
