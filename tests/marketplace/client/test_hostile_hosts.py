@@ -28,7 +28,7 @@ from marketplace.client.refunds import refund_abandoned
 from marketplace.client.stream import stream_job
 from marketplace.health import health_probes_run
 from marketplace.host.behaviours import MALFORMED
-from marketplace.models import AttemptState, Job, JobState
+from marketplace.models import AttemptState, Job, JobAttempt, JobState
 from marketplace.services import JobSpec, run_job
 from marketplace.wallet import platform_chain
 from observability.metrics import hosts_refused
@@ -139,6 +139,12 @@ async def test_a_hostile_host_is_refused_and_the_honest_one_alone_answers_and_is
     assert job.state == JobState.COMPLETED
     # Paid: the honest host's tokens at its price, nothing else.
     assert outcome.cost_wei == good.tokens_billed * HONEST_PRICE == int(job.paid_wei)
+    # Ranked out: the next jobs go to the honest host, though the hostile one is cheaper.
+    for prompt in ("Name a river.", "Name a mountain."):
+        later = await run_job(JobSpec(model=MODEL, prompt=prompt, max_tokens=8,
+                                      temperature=0.0))
+        assert [a.host_address async for a in JobAttempt.objects.filter(
+            job_id=later.job_id)] == [honest.address]
     await settled_unpaid(chain, bad)
 
 
