@@ -28,6 +28,7 @@ from marketplace import jobs as job_services
 from marketplace.chain.contracts import Chain, JobStatus
 from marketplace.chain.errors import ChainError
 from marketplace.models import AttemptState, JobAttempt, VerificationRecord, VerificationState
+from marketplace.verifier.service import GATES_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,7 @@ def verdict(record: VerificationRecord | None) -> Verdict:
         return Verdict(0, False, "no re-score on record: the host's result was not accepted")
     if record.state == VerificationState.FAILED:
         return Verdict(0, True, f"{CHEATED}: {record.reason}")
-    if record.state == VerificationState.SKIPPED and record.reason.startswith(
-            "the result failed the hash or budget"):
+    if record.state == VerificationState.SKIPPED and record.reason == GATES_FAILED:
         return Verdict(0, True, "the host billed tokens it never sent, or committed another "
                                 "text than it streamed")
     if record.state == VerificationState.PASSED:

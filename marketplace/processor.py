@@ -32,7 +32,7 @@ from django.utils import timezone
 from marketplace import jobs as job_services
 from marketplace import webhooks
 from marketplace.chain.contracts import Chain, JobStatus
-from marketplace.client.verify import verify_result
+from marketplace.client.verify import sha256_hex, verify_result
 from marketplace.models import (
     TERMINAL_STATES,
     AttemptState,
@@ -304,9 +304,9 @@ async def _settle_delivered(chain: Chain, item: _Open, submitted, record) -> dic
         return {**fields, "state": AttemptState.DISPUTED, "error_code": exc.code,
                 "tx": {"dispute": tx}}
     expected = submitted.result_hash.lower().removeprefix("0x")
-    gates = (hashlib.sha256(end.text.encode("utf-8")).hexdigest() == expected
-             and submitted.tokens_used == len(pieces))
-    checked = await runner.result_check(record.pk, end, pieces, request, gates=gates)
+    gates = sha256_hex(end.text) == expected and submitted.tokens_used == len(pieces)
+    checked = await runner.result_check(record.pk, attempt.host_address, end, pieces,
+                                        request, gates=gates)
     verdict = verify_result(text=end.text, result_hash=expected if gates else None,
                             tokens=submitted.tokens_used, max_tokens=item.max_tokens)
     fields.update(quality=verdict.score, tokens=len(pieces))

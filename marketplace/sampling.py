@@ -40,7 +40,6 @@ import numpy as np
 TOP_K = 40
 TOP_P = 0.95
 MIN_P = 0.05
-SECRET_BYTES = 32
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

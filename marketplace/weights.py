@@ -143,3 +143,13 @@ def _piece(vocab, token: int) -> bytes:
         buffer = ctypes.create_string_buffer(-n)
         n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
     return buffer.raw[:n]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens two sequences share from the start (KV cache reuse)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

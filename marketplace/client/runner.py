@@ -33,7 +33,7 @@ from marketplace.client.events import StateEvent, TokenEvent, bus
 from marketplace.client.ranking import Candidate, rank
 from marketplace.client.retry import with_retries
 from marketplace.client.verify import verify_result
-from marketplace.models import AttemptState, JobState, VerificationRecord, VerificationState
+from marketplace.models import AttemptState, JobState, VerificationState
 from marketplace.protocol import GenerationRequest
 from marketplace.verifier import service as verifier
 from marketplace.wallet import platform_chain
@@ -379,7 +379,8 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     # What no re-score can excuse: a text other than the one committed on chain, or a bill
     # for tokens we never received.
     gates = verdict.checks.get("hash") == 1.0 and submitted.tokens_used == delivered
-    checked = await result_check(record.pk, end, progress.pieces[start_index:], request,
+    checked = await result_check(record.pk, host.address, end,
+                                 progress.pieces[start_index:], request,
                                  gates=gates, on_state=progress.state)
     if checked is not None and checked.state == VerificationState.FAILED:
         return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
@@ -411,8 +412,8 @@ async def _dispute(chain: Chain, chain_job_id: int, progress: _Progress, start_i
     return _AttemptResult(False, quality, 0, tx_hashes)
 
 
-async def result_check(record_id: int, end: stream.StreamEnd, pieces: list[str],
-                       request: GenerationRequest, *, gates: bool,
+async def result_check(record_id: int, host_address: str, end: stream.StreamEnd,
+                       pieces: list[str], request: GenerationRequest, *, gates: bool,
                        on_state: Callable[[str, dict], Awaitable[None]] | None = None):
     """The verifier's verdict on what the host reported, if this result is one it checks;
     None when it is not (a result that fails the hash or budget gates needs no re-score)."""
@@ -421,13 +422,12 @@ async def result_check(record_id: int, end: stream.StreamEnd, pieces: list[str],
     complete = not end.cancelled and len(pieces) < request.max_tokens
     await sync_to_async(verifier.verification_report)(
         record_id=record_id, tokens=reported, complete=complete)
-    record = await sync_to_async(VerificationRecord.objects.get)(pk=record_id)
     if not gates:
-        await sync_to_async(verifier.verification_skip)(
-            record_id=record_id, reason="the result failed the hash or budget checks")
+        await sync_to_async(verifier.verification_skip)(record_id=record_id,
+                                                        reason=verifier.GATES_FAILED)
         return None
     sampled = await sync_to_async(verifier.verification_sampled)(
-        host_address=record.host_address, model=record.model)
+        host_address=host_address, model=request.model)
     if not sampled:
         await sync_to_async(verifier.verification_skip)(record_id=record_id,
                                                         reason="not sampled")

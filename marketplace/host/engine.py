@@ -27,7 +27,7 @@ from llama_cpp import _internals
 
 from marketplace import sampling
 from marketplace.host.worker import Token, Work
-from marketplace.weights import token_decoder, token_pieces
+from marketplace.weights import common_prefix, token_decoder, token_pieces
 
 
 @dataclass
@@ -93,11 +93,11 @@ class BatchEngine:
             return
         memory = self.ctx.memory
         slot = max((s for s in self.slots if s.work is None),
-                   key=lambda s: _common_prefix(s.cached, tokens))
+                   key=lambda s: common_prefix(s.cached, tokens))
         # At least the last prompt token is decoded again: its logits start the answer.
-        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
-        donor = max(self.slots, key=lambda s: _common_prefix(s.cached, tokens))
-        shared = min(_common_prefix(donor.cached, tokens), len(tokens) - 1)
+        keep = min(common_prefix(slot.cached, tokens), len(tokens) - 1)
+        donor = max(self.slots, key=lambda s: common_prefix(s.cached, tokens))
+        shared = min(common_prefix(donor.cached, tokens), len(tokens) - 1)
         if shared > keep:
             # Another slot (running or not) already holds a longer prefix, typically the
             # chat template's system turn: in a unified cache, copying it only tags the
@@ -232,12 +232,3 @@ class ThreadTuner:
         old = self.cost[self.current]
         self.cost[self.current] = seconds_per_token if old is None else (
             old + self.ALPHA * (seconds_per_token - old))
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

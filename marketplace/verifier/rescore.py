@@ -9,7 +9,6 @@ only the rest is evaluated.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from marketplace.protocol import GenerationRequest
-from marketplace.weights import PromptFormat
+from marketplace.weights import PromptFormat, common_prefix
 
 # Positions whose logits one decode call returns: bounds the logits buffer (each position
 # holds the whole vocabulary: 49,152 floats for SmolLM2).
@@ -62,7 +61,7 @@ class Rescorer:
         if len(tokens) > self.n_ctx:
             raise ValueError(f"{len(tokens)} tokens; the verifier's context holds {self.n_ctx}")
         first = len(prompt) - 1  # the position whose logits choose output[0]
-        keep = min(_common_prefix(self.cached, tokens), first)
+        keep = min(common_prefix(self.cached, tokens), first)
         memory = self.ctx.memory
         if not llama_cpp.llama_memory_seq_rm(memory, 0, keep, -1):
             llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
@@ -103,17 +102,3 @@ class Rescorer:
         self.batch.close()
         self.ctx.close()
         self.llm.close()
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process (all its threads): what a verification costs."""
-    return time.process_time()

@@ -34,6 +34,9 @@ from marketplace.weights import model_file
 log = logging.getLogger(__name__)
 
 VERIFY_TASK = "marketplace.tasks.verify_attempt"
+# Why a result was not re-scored when it failed the hash or bill gates: the arbitrator
+# reads it as bad faith (marketplace.arbitration).
+GATES_FAILED = "the result failed the hash or budget checks"
 DONE = frozenset({VerificationState.PASSED, VerificationState.FAILED,
                   VerificationState.SKIPPED, VerificationState.ERROR})
 

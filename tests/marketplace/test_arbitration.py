@@ -9,6 +9,7 @@ from marketplace.arbitration import disputes_resolve, verdict
 from marketplace.chain.contracts import JobStatus
 from marketplace.models import AttemptState, JobAttempt, VerificationRecord, VerificationState
 from marketplace.services import JobSpec, run_job
+from marketplace.verifier.service import GATES_FAILED
 from marketplace.wallet import arbitrator_chain, platform_chain
 from tests.conftest import MODEL
 
@@ -24,8 +25,7 @@ def test_a_failed_re_score_takes_all_and_slashes():
 
 
 def test_a_bill_for_tokens_never_sent_is_bad_faith_too():
-    decided = verdict(record(VerificationState.SKIPPED,
-                             "the result failed the hash or budget checks"))
+    decided = verdict(record(VerificationState.SKIPPED, GATES_FAILED))
     assert (decided.host_share_bps, decided.slash) == (0, True)
 
 
