@@ -14,8 +14,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from eth_keys import keys
-from eth_keys.exceptions import BadSignature
+import coincurve
+from Crypto.Hash import keccak as _keccak256
 from eth_utils import keccak, to_checksum_address
 
 from marketplace.chain import artifacts
@@ -41,8 +41,13 @@ def domain_separator(chain_id: int, contract: str) -> bytes:
 def voucher_digest(separator: bytes, channel_id: int, amount: int) -> bytes:
     if not 0 <= amount <= MAX_AMOUNT or not 0 < channel_id < 2**256:
         raise ValueError("a voucher's channel id or amount is out of range")
-    struct = keccak(VOUCHER_TYPEHASH + channel_id.to_bytes(32, "big") + amount.to_bytes(32, "big"))
-    return keccak(b"\x19\x01" + separator + struct)
+    struct = _keccak(VOUCHER_TYPEHASH + channel_id.to_bytes(32, "big")
+                     + amount.to_bytes(32, "big"))
+    return _keccak(b"\x19\x01" + separator + struct)
+
+
+def _keccak(data: bytes) -> bytes:
+    return _keccak256.new(data=data, digest_bits=256).digest()
 
 
 class BadVoucher(ValueError):
@@ -68,15 +73,21 @@ class VoucherSigner:
         self.contract = to_checksum_address(contract)
         self.separator = domain_separator(chain_id, contract)
 
-    def sign(self, private_key: bytes, channel_id: int, amount: int) -> Voucher:
-        signature = keys.PrivateKey(private_key).sign_msg_hash(
-            voucher_digest(self.separator, channel_id, amount))
-        r, s, v = signature.r, signature.s, signature.v
-        return Voucher(channel_id, amount,
-                       r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v + 27]))
+    def sign(self, private_key: bytes | coincurve.PrivateKey, channel_id: int,
+             amount: int) -> Voucher:
+        """Sign with the payer's key (RFC 6979 nonces, low s: the signature eth-account's
+        sign_typed_data gives). Pass a coincurve.PrivateKey to skip parsing the key."""
+        if not isinstance(private_key, coincurve.PrivateKey):
+            private_key = coincurve.PrivateKey(private_key)
+        raw = private_key.sign_recoverable(voucher_digest(self.separator, channel_id, amount),
+                                           hasher=None)
+        return Voucher(channel_id, amount, raw[:64] + bytes([raw[64] + 27]))
 
     def signer(self, voucher: Voucher) -> str:
         """The address that signed `voucher` (raises BadVoucher for a malformed one)."""
+        return to_checksum_address(self._signer(voucher))
+
+    def _signer(self, voucher: Voucher) -> bytes:
         raw = voucher.signature
         if len(raw) != 65 or raw[64] not in (27, 28):
             raise BadVoucher("a voucher's signature is 65 bytes ending in 27 or 28")
@@ -84,15 +95,15 @@ class VoucherSigner:
         if s > SECP256K1_N // 2:
             raise BadVoucher("a voucher's signature must have a low s (EIP-2)")
         try:
-            signature = keys.Signature(raw[:64] + bytes([raw[64] - 27]))
-            public = signature.recover_public_key_from_msg_hash(
-                voucher_digest(self.separator, voucher.channel_id, voucher.amount))
-        except (BadSignature, ValueError) as exc:
+            public = coincurve.PublicKey.from_signature_and_message(
+                raw[:64] + bytes([raw[64] - 27]),
+                voucher_digest(self.separator, voucher.channel_id, voucher.amount), hasher=None)
+        except ValueError as exc:
             raise BadVoucher(f"the voucher's signature does not verify: {exc}") from None
-        return public.to_checksum_address()
+        return _keccak(public.format(compressed=False)[1:])[-20:]
 
     def check(self, voucher: Voucher, payer: str) -> None:
-        if self.signer(voucher).lower() != payer.lower():
+        if self._signer(voucher) != bytes.fromhex(payer.removeprefix("0x")):
             raise BadVoucher("the voucher is not signed by the channel's payer")
 
 
