@@ -26,9 +26,10 @@ from marketplace.host.backends import Backend
 from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
 from marketplace.host.disputes import DisputeWatch
-from marketplace.host.guard import ConnectionCaps, HandshakeFailures, client_network
+from marketplace.host.guard import ConnectionCaps, HandshakeFailures
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
+from observability.net import client_network
 from marketplace.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
