@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
 from typing import Annotated
 
 from django.conf import settings

@@ -17,7 +17,6 @@ from accounts.ratelimit import RateLimit, window_hit
 from accounts.tiers import price_for, tier_policy
 from observability.net import client_network
 
-
 SIGNUP_RATE_LIMITED = "SIGNUP_RATE_LIMITED"
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from accounts.money import WeiText
@@ -263,7 +263,7 @@ CHAT_CHUNK = {
                 "logprobs": {"type": "null"}}}},
         "usage": ChatUsage.model_json_schema(),
         "cached": {"type": "boolean"},
-        "cost": {"type": "string", "pattern": "^[0-9]+$"}}}
+        "cost": TypeAdapter(Wei).json_schema()}}
 CHAT_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": _STRING, "message": _STRING}}}}

@@ -29,7 +29,6 @@ from marketplace.host.disputes import DisputeWatch
 from marketplace.host.guard import ConnectionCaps, HandshakeFailures
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
-from observability.net import client_network
 from marketplace.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -41,6 +40,7 @@ from marketplace.protocol import (
     challenge_message,
     error,
 )
+from observability.net import client_network
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"

@@ -16,6 +16,7 @@ from dashboards import selectors as usage
 from discordbot.bot import cost_line, settings_view
 from discordbot.jobs import Answer
 from discordbot.models import DiscordServer
+from marketplace.models import Job
 from tests.dashboards.test_views import job_for
 from writer.models import Generation
 
@@ -65,10 +66,11 @@ def test_the_estimator_shows_the_worst_case_as_an_amount_and_prices_in_gwei():
 
 def test_the_usage_and_account_pages_show_the_same_figures(alice_client, alice):
     job_for(alice, tokens=40)
-    charged = usage.usage_totals(user=alice)["charged_wei"]
+    charged = usage.usage_totals(user=alice).charged_wei
     html = alice_client.get("/usage/").content.decode()
     assert str(money.coin_html(charged)) in html and no_wei_shown(html)
     account = account_get_or_create(alice)
+    account.refresh_from_db()
     html = alice_client.get("/account/").content.decode()
     assert str(money.coin_html(account.balance_wei)) in html
     for entry in ledger_for_account(account=account, limit=50):
@@ -80,13 +82,14 @@ def test_django_admin_shows_the_same_figures(admin_client, alice):
     generation = a_generation(alice)
     job = job_for(alice, tokens=40)
     account = account_get_or_create(alice)
+    account.refresh_from_db()
     pages = {
         "/admin/writer/generation/": [AMOUNT],
         f"/admin/writer/generation/{generation.id}/change/": [AMOUNT],
         "/admin/accounts/account/": [account.balance_wei, account.held_wei],
         f"/admin/accounts/account/{account.pk}/change/": [account.balance_wei],
         "/admin/accounts/ledgerentry/": [e.amount_wei for e in account.entries.all()],
-        "/admin/marketplace/job/": [job.paid_wei],
+        "/admin/marketplace/job/": [Job.objects.get(pk=job.pk).paid_wei],
     }
     for url, amounts in pages.items():
         html = admin_client.get(url).content.decode()
@@ -106,15 +109,19 @@ def test_the_bot_replies_with_the_same_figures(alice):
     assert not re.search(r"\d wei\b", view)
 
 
-def _wei_descriptions(schema: dict) -> list[str]:
+def _wei_descriptions(schema: dict, *, streamed: bool = True) -> list[str]:
+    """The descriptions of every wei field; `streamed`: with those of the streamed events'
+    schema, which is written when the module loads (so it has the symbol the process
+    started with)."""
     found = []
 
     def walk(node):
         if isinstance(node, dict):
             if node.get("pattern") == "^[0-9]+$":
                 found.append(node.get("description", ""))
-            for value in node.values():
-                walk(value)
+            for key, value in node.items():
+                if streamed or key != "contentSchema":
+                    walk(value)
         elif isinstance(node, list):
             for value in node:
                 walk(value)
@@ -129,8 +136,8 @@ def test_the_api_schemas_describe_wei_in_the_same_words(client, alice_client, se
     settings.MONEY_SYMBOL = symbol
     for url, schema in (("/v1/openapi.json", client.get("/v1/openapi.json").json()),
                         ("/api/openapi.json", alice_client.get("/api/openapi.json").json())):
-        described = _wei_descriptions(schema)
-        assert described, url
+        described = _wei_descriptions(schema, streamed=symbol == "ETH")
+        assert len(described) >= 3, url
         for text in described:
             assert text.endswith(money.wei_schema_description()), (url, text)
             assert f"1 {symbol} = 10^18 wei" in text
