@@ -6,7 +6,7 @@ from asgiref.sync import async_to_sync
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
 from accounts import money
 from dashboards import selectors
@@ -64,6 +64,14 @@ def staff_usage(request):
     })
 
 
+def _is_address(text: str) -> bool:
+    if not is_hex_address(text) or not text.startswith("0x"):
+        return False
+    digits = text[2:]
+    # Mixed case is a checksum (EIP-55); a wrong one is a typo, never another address.
+    return digits in (digits.lower(), digits.upper()) or is_checksum_address(text)
+
+
 @login_required
 def host_earnings(request):
     """A host's earnings, from the chain's events (public data: any address may be
@@ -72,9 +80,10 @@ def host_earnings(request):
     context = {"address": address, "earnings": None, "days": [], "error": None}
     if not address:
         return render(request, "dashboards/host.html", context)
-    if not is_address(address):
+    if not _is_address(address):
         context["error"] = {"code": "INVALID_ADDRESS",
-                            "message": "That is not an address: 0x and 40 hex digits."}
+                            "message": "That is not an address: 0x and 40 hex digits, and a "
+                                       "mixed-case one must match its checksum (EIP-55)."}
         return render(request, "dashboards/host.html", context, status=400)
     context["address"] = to_checksum_address(address)
     try:

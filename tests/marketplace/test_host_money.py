@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from asgiref.sync import sync_to_async
 from eth_utils import to_checksum_address
 
 from accounts.services import user_create
@@ -89,7 +90,7 @@ async def test_the_earnings_add_up_to_what_the_chain_moved(network, async_client
     assert moved == earnings.withdrawn_wei - STAKE - gas
     assert earnings.withdrawable_wei + earnings.withdrawn_wei == earnings.total.earned_wei
 
-    user = await asyncio.to_thread(user_create, username="operator", password="a-long-pw-12")
+    user = await sync_to_async(user_create)(username="operator", password="a-long-pw-12")
     await async_client.aforce_login(user)
     page = await async_client.get("/usage/host/", {"address": host.address.lower()})
     assert page.status_code == 200
@@ -103,11 +104,12 @@ async def test_the_earnings_add_up_to_what_the_chain_moved(network, async_client
 
 
 async def test_the_earnings_page_refuses_what_is_not_an_address(async_client):
-    user = await asyncio.to_thread(user_create, username="op2", password="a-long-pw-12")
+    user = await sync_to_async(user_create)(username="op2", password="a-long-pw-12")
     assert (await async_client.get("/usage/host/", {"address": "0x12"})).status_code == 302
     await async_client.aforce_login(user)
-    for bad in ("0x12", "not an address", "0x" + "g" * 40,
-                "0x52908400098527886E0F7030069857D2E4169EE7".replace("E", "e", 1)):
+    checksummed = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55's own example
+    for bad in ("0x12", "not an address", "0x" + "g" * 40, checksummed[2:],
+                checksummed.replace("E", "e", 1), checksummed + "00"):
         page = await async_client.get("/usage/host/", {"address": bad})
         assert page.status_code == 400
         assert 'data-code="INVALID_ADDRESS"' in page.content.decode()
@@ -116,7 +118,7 @@ async def test_the_earnings_page_refuses_what_is_not_an_address(async_client):
 async def test_the_earnings_page_says_when_the_chain_is_away(async_client, settings,
                                                              unused_port, tmp_path):
     settings.CHAIN_RPC = f"http://127.0.0.1:{unused_port}/key-SECRET"
-    user = await asyncio.to_thread(user_create, username="op3", password="a-long-pw-12")
+    user = await sync_to_async(user_create)(username="op3", password="a-long-pw-12")
     await async_client.aforce_login(user)
     page = await async_client.get("/usage/host/",
                                   {"address": "0x" + "ab" * 20})

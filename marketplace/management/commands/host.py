@@ -46,6 +46,8 @@ class Command(BaseCommand):
             raise CommandError(f"no deployments file at {deployment}")
         try:
             account = load_account(o["keystore"], o["passphrase_file"])
+        except ChainError as exc:
+            raise CommandError(f"cannot open the keystore: {exc.message}") from None
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot open the keystore {o['keystore']}: {exc}") from None
         lock_dir = (o["results_dir"] or settings.VAR_DIR / "host") / "locks"
