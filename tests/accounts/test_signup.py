@@ -19,6 +19,11 @@ def form(tag: str) -> dict:
             "password1": "a-long-password-9", "password2": "a-long-password-9"}
 
 
+def sign_up(client, name: str, address: str):
+    client.logout()
+    return client.post("/account/signup/", form(name), REMOTE_ADDR=address)
+
+
 @pytest.fixture
 def one_sign_up_an_hour(settings):
     settings.ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR = 1
@@ -51,10 +56,8 @@ def test_a_sign_up_credit_is_shown_as_an_amount(client, settings):
 def test_a_sign_up_over_the_limit_is_a_429_with_a_code(client, one_sign_up_an_hour):
     address = one_sign_up_an_hour[0]
     tag = uuid.uuid4().hex[:8]
-    assert client.post("/account/signup/", form(f"a{tag}"), REMOTE_ADDR=address).status_code \
-        == 302
-    client.logout()
-    refused = client.post("/account/signup/", form(f"b{tag}"), REMOTE_ADDR=address)
+    assert sign_up(client, f"a{tag}", address).status_code == 302
+    refused = sign_up(client, f"b{tag}", address)
     assert refused.status_code == 429
     page = refused.content.decode()
     assert f'data-code="{SIGNUP_RATE_LIMITED}"' in page
@@ -80,11 +83,7 @@ def test_a_refused_sign_up_still_counts_no_account_and_no_money(client, one_sign
     address = one_sign_up_an_hour[0]
     tag = uuid.uuid4().hex[:8]
     before = User.objects.count()
-    statuses = []
-    for n in range(5):
-        client.logout()
-        statuses.append(client.post("/account/signup/", form(f"e{n}{tag}"),
-                                    REMOTE_ADDR=address).status_code)
+    statuses = [sign_up(client, f"e{n}{tag}", address).status_code for n in range(5)]
     assert statuses == [302, 429, 429, 429, 429]
     assert User.objects.count() == before + 1
 
@@ -93,11 +92,7 @@ def test_an_ipv6_client_cannot_spread_over_its_own_addresses(client, one_sign_up
     """The attack: one subscriber's /64 holds 2**64 addresses; it is one network."""
     first, second = one_sign_up_an_hour[2:4]
     tag = uuid.uuid4().hex[:8]
-    assert client.post("/account/signup/", form(f"f{tag}"), REMOTE_ADDR=first).status_code \
-        == 302
-    client.logout()
-    refused = client.post("/account/signup/", form(f"g{tag}"), REMOTE_ADDR=second)
-    assert refused.status_code == 429
-    client.logout()
-    elsewhere = client.post("/account/signup/", form(f"h{tag}"), REMOTE_ADDR="2001:db8:0:1::1")
-    assert elsewhere.status_code == 302  # the next /64 is somebody else
+    assert sign_up(client, f"f{tag}", first).status_code == 302
+    assert sign_up(client, f"g{tag}", second).status_code == 429
+    # The next /64 is somebody else.
+    assert sign_up(client, f"h{tag}", "2001:db8:0:1::1").status_code == 302

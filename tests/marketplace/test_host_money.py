@@ -49,6 +49,19 @@ async def gas_paid_by(w3, address: str, start: int) -> int:
     return total
 
 
+async def assert_paid_out(network, w3, address: str, action: str, amount: int) -> None:
+    """`manage.py host ACTION` sends `amount` to the host: its balance grows by exactly that,
+    less the gas of the transaction the command says it sent."""
+    before = await w3.eth.get_balance(address)
+    done = await asyncio.to_thread(host_command, network, "host-1", action)
+    assert done.returncode == 0, done.stderr
+    assert f"({amount} wei)" in done.stdout
+    tx = re.search(r"in (0x[0-9a-f]{64})", done.stdout).group(1)
+    receipt = await w3.eth.get_transaction_receipt(tx)
+    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert await w3.eth.get_balance(address) - before == amount - gas
+
+
 async def two_jobs(network):
     (host,) = network.start_hosts({"host-1": PRICE})
     outcomes = [await run_job(JobSpec(model=MODEL, prompt=prompt, max_tokens=16,
@@ -141,14 +154,7 @@ async def test_an_operator_withdraws_earnings_then_unregisters_and_takes_the_sta
     assert f"({owed} wei)" in report.stdout  # ... with the exact wei beside them
     assert re.search(rf"^total\s+2\s+{tokens}\s", report.stdout, re.M)
 
-    before = await w3.eth.get_balance(host.address)
-    done = await asyncio.to_thread(host_command, network, "host-1", "withdraw")
-    assert done.returncode == 0, done.stderr
-    assert f"({owed} wei)" in done.stdout
-    tx = re.search(r"in (0x[0-9a-f]{64})", done.stdout).group(1)
-    receipt = await w3.eth.get_transaction_receipt(tx)
-    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
-    assert await w3.eth.get_balance(host.address) - before == owed - gas
+    await assert_paid_out(network, w3, host.address, "withdraw", owed)
     assert await chain.withdrawable(host.address) == 0
     again = await asyncio.to_thread(host_command, network, "host-1", "withdraw")
     assert again.returncode == 0 and "nothing to withdraw" in again.stdout
@@ -167,14 +173,7 @@ async def test_an_operator_withdraws_earnings_then_unregisters_and_takes_the_sta
     cooldown = await chain.registry.functions.cooldown().call()
     await w3.provider.make_request("evm_increaseTime", [cooldown + 1])
     await w3.provider.make_request("evm_mine", [])
-    before = await w3.eth.get_balance(host.address)
-    out = await asyncio.to_thread(host_command, network, "host-1", "unregister")
-    assert out.returncode == 0, out.stderr
-    assert f"({STAKE} wei)" in out.stdout
-    tx = re.search(r"in (0x[0-9a-f]{64})", out.stdout).group(1)
-    receipt = await w3.eth.get_transaction_receipt(tx)
-    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
-    assert await w3.eth.get_balance(host.address) - before == STAKE - gas
+    await assert_paid_out(network, w3, host.address, "unregister", STAKE)
     assert (await chain.get_node(host.address)).stake == 0
     gone = await asyncio.to_thread(host_command, network, "host-1", "unregister")
     assert gone.returncode == 1 and "has no stake" in gone.stderr
