@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 from pydantic_core import PydanticCustomError
 
+from accounts.money import WeiText
 from marketplace.services import MAX_PRICE_CEILING_WEI
 
 # What str.strip() removes (every whitespace character of Unicode is below U+3001): a
@@ -61,7 +62,7 @@ Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra=publish
 Integer = Annotated[int, BeforeValidator(_json_integer), Strict()]
 Number = Annotated[float, Strict()]
 Boolean = Annotated[bool, Strict()]
-Wei = Annotated[str, Field(pattern=r"^[0-9]+$", description="wei, as a decimal string")]
+Wei = WeiText
 
 # A price ceiling in wei: a decimal string (a JSON number loses precision past 2^53) or
 # an integer. Its range is checked by the server (400 INVALID_MAX_PRICE); the schema
@@ -71,9 +72,10 @@ PriceString = Annotated[str, Field(json_schema_extra=published(
 PriceInteger = Annotated[int, BeforeValidator(_json_integer), Strict(), Field(
     json_schema_extra=published(minimum=1, maximum=MAX_PRICE_CEILING_WEI))]
 MAX_PRICE_DESCRIPTION = (
-    "Wei per token at most: hosts asking more are not used, and the request reserves at "
-    "the dearest host it would use. A decimal string or an integer, 1 to 10^28 - 1 "
-    "(else 400 INVALID_MAX_PRICE); no host within it is a 503 NO_HOSTS_WITHIN_PRICE")
+    "Wei per token at most (1 gwei = 10^9 wei): hosts asking more are not used, and the "
+    "request reserves at the dearest host it would use. A decimal string or an integer, 1 "
+    "to 10^28 - 1 (else 400 INVALID_MAX_PRICE); no host within it is a 503 "
+    "NO_HOSTS_WITHIN_PRICE")
 
 MODEL = published(enum=lambda: list(settings.GATEWAY_MODELS))
 MAX_TOKENS = published(minimum=1, maximum=lambda: settings.GATEWAY_MAX_TOKENS)
@@ -204,8 +206,9 @@ class ModelOut(Schema):
     owned_by: str
     nodes: int
     available: bool
-    min_price_per_token: Wei | None
-    median_price_per_token: Wei | None
+    min_price_per_token: Wei | None = Field(description="the cheapest host's price per token")
+    median_price_per_token: Wei | None = Field(
+        description="the median host's price per token")
     ttft_ms: float | None
     tokens_per_s: float | None
 
@@ -260,7 +263,7 @@ CHAT_CHUNK = {
                 "logprobs": {"type": "null"}}}},
         "usage": ChatUsage.model_json_schema(),
         "cached": {"type": "boolean"},
-        "cost": {"type": "string", "pattern": "^[0-9]+$"}}}
+        "cost": TypeAdapter(Wei).json_schema()}}
 CHAT_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": _STRING, "message": _STRING}}}}

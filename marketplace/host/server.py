@@ -26,7 +26,7 @@ from marketplace.host.backends import Backend
 from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
 from marketplace.host.disputes import DisputeWatch
-from marketplace.host.guard import ConnectionCaps, HandshakeFailures, client_network
+from marketplace.host.guard import ConnectionCaps, HandshakeFailures
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
 from marketplace.protocol import (
@@ -40,6 +40,7 @@ from marketplace.protocol import (
     challenge_message,
     error,
 )
+from observability.net import client_network
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
