@@ -18,6 +18,7 @@ from gateway.chat import StopCutter, chat_options, cut_at_stop
 from gateway.errors import GatewayError
 from gateway.models import GatewayRequest
 from marketplace.host.backends import bundled_model_path
+from marketplace.models import VerificationRecord, VerificationState
 from tests.conftest import MODEL, free_port
 from tests.gateway.conftest import CREDIT, network_env, nonce
 
@@ -152,6 +153,9 @@ def test_the_marketplace_honours_stop_logprobs_user_and_usage(network, servers, 
     # Billed to the wei for every token the host sent, past the stop too.
     assert [r.tokens for r in records[:2]] == [whole.usage.completion_tokens,
                                               cut.usage.completion_tokens]
+    # The verifier re-scored every job, those cut at a stop too, and passed the honest host.
+    checks = list(VerificationRecord.objects.values_list("state", flat=True))
+    assert checks == [VerificationState.PASSED] * 4
     spent = sum(price_for("free", 10**9, r.tokens).charge_wei for r in records)
     assert spent == sum(int(r.cost_wei) for r in records)
     assert alice.account.balance_wei == CREDIT - spent
@@ -250,7 +254,7 @@ def test_upstream_chat_goes_to_the_upstreams_chat_endpoint_with_its_parameters(
 
     refused(lambda: client.chat.completions.create(**same, n=2), "n")
     records = list(GatewayRequest.objects.filter(endpoint="chat"))
-    assert len(records) == 9 and all(r.status == "done" for r in records)
+    assert len(records) == 8 and all(r.status == "done" for r in records)
     billed = sum(price_for("free", 10**9, r.tokens).charge_wei for r in records)
     assert alice.account.balance_wei == CREDIT - billed
     assert ledger_invariant_violations() == []
