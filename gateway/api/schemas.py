@@ -167,8 +167,9 @@ STOP_TEXT = {"minLength": 1, "maxLength": 200}
 
 
 class ChatIn(Schema):
-    """OpenAI's chat completion request. Beyond what a schema can say: the last message
-    must be the user's, and the prompt the messages make must not be blank nor longer than
+    """OpenAI's chat completion request. Beyond what a schema can say: on the marketplace
+    the last message must be the user's; the prompt the messages make must not be blank nor
+    longer than
     GATEWAY_MAX_PROMPT_CHARS (400 INVALID_REQUEST, PROMPT_TOO_LONG). OpenAI's parameters
     below are each honoured or refused with a 400 that names them; on the marketplace,
     those that would change how hosts sample are refused."""
