@@ -16,7 +16,7 @@ class GatewayRequestAdmin(admin.ModelAdmin):
     list_display = ("created_at", "user", "endpoint", "model", "status", "tokens",
                     "cost", "cached", "error_code", "duration_ms")
     list_filter = ("status", "endpoint", "model", "cached", "stream", "created_at")
-    search_fields = ("id", "user__username", "reference", "job_id", "error_code")
+    search_fields = ("id", "user__username", "reference", "job_id", "error_code", "end_user")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     readonly_fields = [f.name for f in GatewayRequest._meta.fields]
