@@ -131,8 +131,7 @@ def test_when_every_host_fails_it_exits_5(network):
     assert log_levels(done.stderr) <= {"WARNING", "ERROR"}
 
 
-@pytest.mark.parametrize("args", [["   "], [PROMPT, "--max-tokens", "0"],
-                                  [PROMPT, "--temperature", "3"], [PROMPT, "--type", "poem"]])
+@pytest.mark.parametrize("args", [["   "], [PROMPT, "--temperature", "3"]])
 def test_bad_arguments_exit_2_before_anything_is_sent(network, args):
     done = run(network, *args)
 
