@@ -23,7 +23,7 @@ from accounts import money
 from accounts.errors import InsufficientFunds
 from content.postprocess import process_code, process_summary
 from content.profiles import profile_for
-from content.prompts import build_prompt
+from content.prompts import PromptSpec, build_prompt
 from discordbot import services
 from discordbot.errors import BotError
 from discordbot.models import DiscordCommand
@@ -68,6 +68,7 @@ class _Prompt:
     text: str
     max_tokens: int
     temperature: float
+    spec: PromptSpec | None = None  # a content type's template: its echoes are dropped
 
 
 def _ask_prompt(question: str) -> str:
@@ -87,11 +88,11 @@ def _prompt_for(request: Request, model: str) -> _Prompt:
     if request.command == DiscordCommand.CODE:
         chosen = profile_for("code", "short", model=model)
         spec = build_prompt("code", request.prompt, style="technical", length="short")
-        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature)
+        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature, spec)
     if request.command == DiscordCommand.SUMMARIZE:
         chosen = profile_for("summary", "short", model=model)
         spec = build_prompt("summary", request.prompt, style="professional", length="short")
-        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature)
+        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature, spec)
     if request.command == DiscordCommand.CHAT:
         return _Prompt(_chat_prompt(request), ask_tokens, 0.7)
     if request.command == DiscordCommand.IMAGE:
@@ -230,7 +231,8 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
                                                message=str(exc)[:500], text="".join(pieces))
         raise BotError("INTERNAL", f"Something went wrong on our side; nothing was charged. "
                                    f"Job id: {job.id}.", job_id=job.id) from None
-    parts = shape(request.command, outcome.text)  # before billing: a charge means an answer
+    text = prompt.spec.clean(outcome.text) if prompt.spec is not None else outcome.text
+    parts = shape(request.command, text)  # before billing: a charge means an answer
     price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
     fee_bps = 0
     if outcome.tokens:

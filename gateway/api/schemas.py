@@ -277,6 +277,23 @@ class ChatCompletionOut(Schema):
     inkmarket: ChatInkmarket
 
 
+class ModelHostOut(Schema):
+    """One host answering for the model, with our own figures of it over `window_s`."""
+
+    address: str
+    price_per_token: Wei
+    ttft_p50_ms: float | None = Field(
+        description="Median time from the start of our stream to the first token.")
+    tokens_per_s: float | None = Field(
+        description="Median rate of our attempts from their first token to their last.")
+    success_rate: float | None = Field(
+        description="Accepted attempts over those that ended, failures counted only where "
+                    "the host had the stream.")
+    uptime: float | None = Field(description="Share of our capability probes it answered.")
+    attempts: int = Field(description="Attempts counted in success_rate.")
+    probes: int = Field(description="Probes counted in uptime.")
+
+
 class ModelOut(Schema):
     id: str
     object: Literal["model"]
@@ -287,8 +304,10 @@ class ModelOut(Schema):
     min_price_per_token: Wei | None = Field(description="the cheapest host's price per token")
     median_price_per_token: Wei | None = Field(
         description="the median host's price per token")
-    ttft_ms: float | None
-    tokens_per_s: float | None
+    ttft_ms: float | None = Field(description="Median of the hosts' TTFT p50 (ms).")
+    tokens_per_s: float | None = Field(description="Median of the hosts' tokens per second.")
+    window_s: int = Field(description="The window the figures are measured over (seconds).")
+    hosts: list[ModelHostOut]
 
 
 class ModelsOut(Schema):

@@ -340,6 +340,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     await _transition(progress, JobState.POSTED)
     tx_hashes = [posted.tx_hash]
     started = time.perf_counter()
+    first_at: float | None = None
     streaming = False
 
     async def on_ready() -> None:
@@ -349,11 +350,12 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         await _transition(progress, JobState.PROCESSING)
 
     async def on_piece(piece: str) -> None:
-        nonlocal streaming
+        nonlocal streaming, first_at
         if not streaming:
             streaming = True
+            first_at = time.perf_counter()
             await note(state=AttemptState.STREAMING,
-                       ttft_ms=round((time.perf_counter() - started) * 1000, 1))
+                       ttft_ms=round((first_at - started) * 1000, 1))
             await _transition(progress, JobState.STREAMING)
         await progress.token(piece)
 
@@ -375,9 +377,12 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         if cancel.is_set():
             raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
         raise
-    elapsed = time.perf_counter() - started
     delivered = len(progress.pieces) - start_index
-    await note(tokens=delivered, tokens_per_s=round(delivered / max(elapsed, 1e-6), 2))
+    # The host's speed once it streams (marketplace.figures): the tokens after the first,
+    # over the time from the first to the last. TTFT is measured apart.
+    decoding = time.perf_counter() - first_at if first_at is not None else 0.0
+    await note(tokens=delivered, tokens_per_s=round((delivered - 1) / decoding, 2)
+               if delivered > 1 and decoding > 0 else None)
 
     submitted = await _wait_submitted(chain, posted.job_id)
     attempt_text = progress.text[len(prefix):]

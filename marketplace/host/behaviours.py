@@ -16,6 +16,12 @@ honest host's. None of it runs unless --behaviour names it: a host is honest by 
   included: the stream never ends.
 - `stall`: three tokens, then silence on an open connection, resumes included.
 
+A host that is honest but slow, for the figures (marketplace.figures, docs/trust.md):
+
+- `half-speed`: a host on hardware half as fast. Each token goes out twice as long after
+  the one before it as the model took to make it, and the first one FIRST_TOKEN_DELAY_S
+  late (a slow start that stands out of the chain's own noise in TTFT).
+
 And hosts that cheat on the work itself, which only the verifier sees (docs/trust.md): the
 stream follows the protocol and the result committed on chain is what was streamed.
 
@@ -195,6 +201,30 @@ class Stall(Honest):
         await send(payload)
 
 
+class HalfSpeed(Honest):
+    name = "half-speed"
+    FACTOR = 2.0
+    FIRST_TOKEN_DELAY_S = 0.3
+
+    def __init__(self) -> None:
+        self.sent_at = 0.0
+        self.made_at: float | None = None
+
+    def stream_started(self) -> None:
+        self.sent_at, self.made_at = time.time(), None
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        made_at = float(payload["timestamp"])  # when the model made it (the host's clock)
+        if self.made_at is None:
+            wait = self.FIRST_TOKEN_DELAY_S
+        else:
+            wait = self.sent_at + self.FACTOR * max(made_at - self.made_at, 0.0) - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.sent_at, self.made_at = time.time(), made_at
+        await send(payload)
+
+
 class Junk(Honest):
     name = "junk"
     PROMPT = "Write a short advertisement for a second-hand car."
@@ -239,8 +269,9 @@ class AbsurdPrice(Honest):
 
 
 BEHAVIOURS: dict[str, type[Honest]] = {
-    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall, Junk,
-                              WrongTemperature, Requantized, Overclaim, AbsurdPrice)}
+    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall,
+                              HalfSpeed, Junk, WrongTemperature, Requantized, Overclaim,
+                              AbsurdPrice)}
 
 
 def behaviour_named(name: str) -> Honest:

@@ -77,8 +77,9 @@ async def test_summarize_as_a_reply_answers_with_the_key_points_of_that_message(
     (reply,) = sent()
     job = await DiscordJob.objects.aget()
     assert job.command == "summarize" and job.status == Status.DONE
-    assert "Owls hunt at night" in job.full_prompt  # the replied-to text, in the template
-    assert job.full_prompt.startswith("Summarize the following text as key points")
+    # The replied-to text first, then the template's request.
+    assert job.full_prompt.startswith("Owls hunt at night")
+    assert "Summarize the text above in 3 key points" in job.full_prompt
     final = current(reply)
     points = [line for line in final.splitlines() if line.startswith("- ")]
     assert points  # shaped into key points by the writer's post-processing
@@ -94,7 +95,7 @@ async def test_code_sends_each_code_block_fenced_with_its_language(network, bot,
     job = await DiscordJob.objects.aget()
     assert job.command == "code" and job.status == Status.DONE, job.error_message
     shown = [current(m) for m in messages]
-    assert "Write clean, commented code" in job.full_prompt
+    assert "fenced code block marked with its language" in job.full_prompt
     for text in shown:
         assert text.count("```") % 2 == 0  # no message leaves a block open
     blocks = [text for text in shown if text.startswith("```")]
