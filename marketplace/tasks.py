@@ -172,3 +172,32 @@ def verify_attempt(record_id: int) -> str:
     from marketplace.verifier.service import verification_run
 
     return verification_run(record_id).state
+
+
+# ---- money in and out (marketplace.funds) -------------------------------------------------
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def watch_deposits() -> int:
+    """Beat, every FUNDS_WATCH_INTERVAL_S: credit the deposits that have enough
+    confirmations. Safe to run twice at once: each deposit is recorded once."""
+    from marketplace.funds import deposits_scan
+    from marketplace.wallet import platform_chain
+
+    async def run() -> int:
+        return await deposits_scan(await platform_chain())
+
+    return processor.run_async(run())
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def send_payouts() -> dict[str, int]:
+    """Beat, every FUNDS_WATCH_INTERVAL_S: send the queued withdrawals and refunds; a
+    payout that could not be sent stays queued for the next run."""
+    from marketplace.funds import payouts_send_due
+    from marketplace.wallet import platform_chain
+
+    async def run() -> dict[str, int]:
+        return await payouts_send_due(await platform_chain())
+
+    return processor.run_async(run())
