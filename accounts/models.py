@@ -134,7 +134,7 @@ class EntryKind(models.TextChoices):
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
     WITHDRAWAL = "withdrawal", "Withdrawal"
-    WITHDRAWAL_REFUND = "withdrawal_refund", "Withdrawal refund"
+    WITHDRAWAL_REFUND = "withdraw_refund", "Withdrawal refund"
 
 
 class LedgerEntry(models.Model):
@@ -148,7 +148,7 @@ class LedgerEntry(models.Model):
       refund      held -= amount, balance += amount
       adjustment  balance += amount (signed: negative takes money away)
       withdrawal  balance -= amount (paid out on chain to a linked wallet)
-      withdrawal_refund  balance += amount (a withdrawal that failed or was rejected)
+      withdraw_refund  balance += amount (a withdrawal that failed or was rejected)
     balance_after_wei and held_after_wei are the account's figures after the entry.
     """
 
@@ -271,6 +271,9 @@ class DepositCursor(models.Model):
         constraints = [models.UniqueConstraint(fields=["chain_id", "contract"],
                                                name="deposit_cursor_unique")]
 
+    def __str__(self):
+        return f"{self.contract}@{self.chain_id}: block {self.block}"
+
 
 class PayoutState(models.TextChoices):
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
@@ -288,7 +291,7 @@ class Payout(models.Model):
     `payment_id` is the id the contract pays under, once: a payout sent again after the
     node's answer was lost reverts on chain (AlreadyPaid) instead of paying twice. A
     withdrawal is debited (a `withdrawal` ledger entry) in the transaction that creates
-    it, and credited back (`withdrawal_refund`) if it fails or is rejected."""
+    it, and credited back (`withdraw_refund`) if it fails or is rejected."""
 
     class Kind(models.TextChoices):
         WITHDRAWAL = "withdrawal", "Withdrawal"

@@ -4,10 +4,9 @@ releases, withdrawals and failed withdrawals keep the books."""
 import itertools
 
 import pytest
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from django.test import override_settings
 
 from accounts import funds
 from accounts.errors import InsufficientFunds, ReservationClosed

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -96,13 +97,14 @@ def test_a_message_that_proves_nothing_is_a_401_with_its_code(alice_client, case
     assert not WalletLink.objects.exists()
 
 
-def test_a_replayed_message_is_refused(alice_client, client):
+def test_a_replayed_message_is_refused(alice_client):
     body = signed(alice_client)
     assert post(alice_client, "/account/wallet/link/", body).status_code == 200
-    answer = post(client, "/account/wallet/login/", body)  # the same message, again
+    stranger = Client()  # someone who saw the message and its signature
+    answer = post(stranger, "/account/wallet/login/", body)
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == "SIWE_REPLAYED"
-    assert "_auth_user_id" not in client.session
+    assert "_auth_user_id" not in stranger.session
 
 
 def test_a_wallet_nobody_linked_cannot_log_in(client, db):
