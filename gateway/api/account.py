@@ -8,7 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from accounts import funds, selectors, services
@@ -127,7 +127,7 @@ async def withdraw(request: HttpRequest, body: WithdrawalIn):
     key = require_scope(request, Scope.WITHDRAW)
     if len(body.amount) > MAX_WITHDRAWAL_DIGITS or int(body.amount) == 0:
         raise ApiError(400, "INVALID_REQUEST", "amount: more than 0 wei, at most 40 digits")
-    return 202, await db(_withdraw, key.user_id, body.address, int(body.amount))
+    return Status(202, await db(_withdraw, key.user_id, body.address, int(body.amount)))
 
 
 def _withdrawals(user_id: int, limit: int) -> list[WithdrawalOut]:

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 from django.test import override_settings
+from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,7 +72,7 @@ def test_random_reserve_settle_release_sequences_keep_the_ledger_invariant(ops):
     open_ = []
     closed = []
     payouts = []
-    wallet = WalletLink.objects.create(user=user, address=f"0x{user.pk:040x}")
+    wallet = WalletLink.objects.create(user=user, address=to_checksum_address(f"0x{user.pk:040x}"))
     ref = funds.account_deposit_ref(account)
     for n, op in enumerate(ops):
         kind = op[0]
