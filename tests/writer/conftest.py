@@ -68,7 +68,7 @@ def server(network, tmp_path, settings):
                                  str(port)], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    for _ in range(600):  # a minute: start-up is slow on a busy machine
         try:
             urllib.request.urlopen(f"{url}/health/live", timeout=1).close()
             break
