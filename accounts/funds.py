@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from accounts.errors import (
     AddressTaken,
@@ -52,6 +52,11 @@ def checksum(address: str) -> str:
     """The EIP-55 form of `address`; InvalidAddress when it is not an address."""
     if not isinstance(address, str) or not is_address(address):
         raise InvalidAddress(f"{str(address)[:60]!r} is not an Ethereum address")
+    digits = address[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(
+            address):
+        # Mixed case is an EIP-55 checksum: a typo in it must not send money elsewhere.
+        raise InvalidAddress(f"{address} has a wrong EIP-55 checksum (a typo?)")
     return to_checksum_address(address)
 
 

@@ -14,7 +14,7 @@ from pydantic import Field
 from accounts import funds, selectors, services
 from accounts.models import Scope, User
 from gateway.api.auth import KEY_AUTH, require_scope
-from gateway.api.errors import ApiError, error_responses
+from gateway.api.errors import error_responses
 from gateway.api.schemas import Wei
 from gateway.db import db
 from marketplace import funds as chain_funds
@@ -47,10 +47,13 @@ class DepositOut(Schema):
 
 
 class WithdrawalIn(Schema):
-    address: str = Field(description="A wallet linked to the account (Sign-In with "
-                         "Ethereum on the Add funds page); else 400 UNLINKED_ADDRESS")
-    amount: Wei = Field(description="wei, as a decimal string; more than the balance is a "
-                        "402 INSUFFICIENT_FUNDS")
+    address: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="A wallet linked to "
+                         "the account (Sign-In with Ethereum on the Add funds page), else 400 "
+                         "UNLINKED_ADDRESS; a wrong EIP-55 checksum is 400 INVALID_ADDRESS")
+    amount: str = Field(pattern=rf"^[1-9][0-9]{{0,{MAX_WITHDRAWAL_DIGITS - 1}}}$",
+                        description="wei, as a decimal string; more than the balance is a "
+                        "402 INSUFFICIENT_FUNDS, less than FUNDS_WITHDRAWAL_MIN_WEI a 400 "
+                        "WITHDRAWAL_TOO_SMALL")
 
 
 class WithdrawalOut(Schema):
@@ -125,8 +128,6 @@ async def withdraw(request: HttpRequest, body: WithdrawalIn):
     FUNDS_WITHDRAWAL_DAILY_LIMIT_WEI in any 24 hours (429 DAILY_LIMIT_EXCEEDED). A payout
     that fails on chain is refunded to the balance."""
     key = require_scope(request, Scope.WITHDRAW)
-    if len(body.amount) > MAX_WITHDRAWAL_DIGITS or int(body.amount) == 0:
-        raise ApiError(400, "INVALID_REQUEST", "amount: more than 0 wei, at most 40 digits")
     return Status(202, await db(_withdraw, key.user_id, body.address, int(body.amount)))
 
 

@@ -57,6 +57,7 @@ def test_a_withdrawal_is_debited_in_the_same_transaction_that_queues_it(alice, l
 @pytest.mark.parametrize("to, error", [
     ("0x1234", InvalidAddress),
     ("not an address", InvalidAddress),
+    (ALICE_WALLET.replace("A11cE", "a11cE"), InvalidAddress),  # a typo the checksum catches
     ("0x000000000000000000000000000000000000bEEF", UnlinkedAddress),
 ])
 def test_a_withdrawal_goes_only_to_a_linked_wallet(alice, linked, to, error):

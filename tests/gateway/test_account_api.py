@@ -72,10 +72,12 @@ async def test_a_withdrawal_to_a_linked_wallet_is_accepted_and_listed(alice):
     ({"address": WALLET, "amount": str(CREDIT + 1)}, 402, "INSUFFICIENT_FUNDS"),
     ({"address": "0x000000000000000000000000000000000000bEEF", "amount": "1"}, 400,
      "UNLINKED_ADDRESS"),
-    ({"address": "0x12", "amount": "1"}, 400, "INVALID_ADDRESS"),
+    ({"address": "0x12", "amount": "1"}, 400, "INVALID_REQUEST"),
+    ({"address": WALLET.replace("A11cE", "a11cE"), "amount": "1"}, 400, "INVALID_ADDRESS"),
     ({"address": WALLET, "amount": "0"}, 400, "INVALID_REQUEST"),
     ({"address": WALLET, "amount": "-5"}, 400, "INVALID_REQUEST"),
     ({"address": WALLET, "amount": "9" * 5000}, 400, "INVALID_REQUEST"),
+    ({"address": WALLET, "amount": 5}, 400, "INVALID_REQUEST"),
     ({"address": WALLET}, 400, "INVALID_REQUEST"),
 ])
 async def test_a_bad_withdrawal_is_refused_with_its_code_and_takes_nothing(alice, body,

@@ -2,8 +2,11 @@
 exactly once, nothing credited from blocks a reorganisation takes back, payouts paid once
 whatever the node answers, failures refunded; the books match the chain."""
 
+import io
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.management import CommandError, call_command
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from accounts import funds
@@ -264,3 +267,21 @@ async def test_the_faucet_gives_test_ether_on_the_devnet_only(on_anvil):
     before = await platform.w3.eth.get_balance(address)
     assert await chain_funds.faucet(platform.w3, address, ETH) == before + ETH
     assert await platform.w3.eth.get_balance(address) == before + ETH
+
+
+async def test_manage_py_devnet_faucet_gives_ether_and_refuses_bad_input(on_anvil, settings):
+    settings.CHAIN_RPC = on_anvil.url
+    address = "0x000000000000000000000000000000000000bEEF"
+    w3 = on_anvil.w3()
+    before = await w3.eth.get_balance(address)
+    out = io.StringIO()
+    await sync_to_async(call_command)("devnet", "faucet", address, "2.5", stdout=out)
+    assert await w3.eth.get_balance(address) == before + 25 * 10**17
+    assert "now holds" in out.getvalue()
+    for args, says in ((["0x1234"], "not an Ethereum address"),
+                       ([address, "lots"], "not an amount"),
+                       ([address, "-1"], "between 0"),
+                       ([], "usage")):
+        with pytest.raises(CommandError, match=says):
+            await sync_to_async(call_command)("devnet", "faucet", *args)
+    assert await w3.eth.get_balance(address) == before + 25 * 10**17
