@@ -89,8 +89,8 @@ async def deposits_scan(chain: Chain, *, confirmations: int | None = None) -> in
 @dataclass(frozen=True)
 class Progress:
     """Where a deposit transaction is: pending (not mined), confirming (n of needed),
-    credited or unattributed (recorded), failed (reverted), or unknown (not a deposit of
-    ours, or not known to the node)."""
+    credited or unattributed (recorded), failed (reverted), not_ours (mined, but no
+    deposit to our box in it), or unknown (the node does not know it, or not yet)."""
 
     state: str
     confirmations: int
@@ -120,7 +120,7 @@ async def deposit_progress(chain: Chain, tx_hash: str) -> Progress:
     events = chain.deposits.events.Deposited().process_receipt(receipt, errors=DISCARD)
     mine = [e for e in events if e["address"] == to_checksum_address(chain.deployment.deposits)]
     if not mine:
-        return Progress("unknown", 0, needed)
+        return Progress("not_ours", 0, needed)
     amount = sum(int(e["args"]["amount"]) for e in mine)
     return Progress("confirming", head - int(receipt["blockNumber"]) + 1, needed, amount)
 
@@ -242,9 +242,13 @@ def payouts_due() -> list[int]:
                 .values_list("pk", flat=True)[:100])
 
 
-async def payouts_send_due(chain: Chain) -> dict[str, int]:
+async def payouts_send_due(chain: Chain, payout_ids: list[int] | None = None
+                           ) -> dict[str, int]:
+    """Send `payout_ids` (by default, every payout due); how many ended in each state."""
     done: dict[str, int] = {}
-    for payout_id in await sync_to_async(payouts_due)():
+    if payout_ids is None:
+        payout_ids = await sync_to_async(payouts_due)()
+    for payout_id in payout_ids:
         state = await payout_send(chain, payout_id)
         done[state] = done.get(state, 0) + 1
     return done
