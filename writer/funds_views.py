@@ -26,18 +26,19 @@ from marketplace.chain.errors import ChainError
 from marketplace.queue import enqueue
 
 WEI_PER_ETH = Decimal(10**18)
+MAX_ETH = Decimal(10**9)  # more ether than there is: a typed amount past it is a typo
 TX_HASH_CHARS = 66
 
 
 def wei_from_eth(text: str) -> int | None:
     """An amount typed in ether, as wei; None when it is not a positive amount with at most
-    18 decimals."""
+    18 decimals, up to MAX_ETH."""
     try:
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
         return None
     wei = value * WEI_PER_ETH
-    if not value.is_finite() or value <= 0 or wei != wei.to_integral_value():
+    if not value.is_finite() or not 0 < value <= MAX_ETH or wei != wei.to_integral_value():
         return None
     return int(wei)
 
