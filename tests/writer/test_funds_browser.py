@@ -1,7 +1,7 @@
 """Money in and out in a real headless Chromium: a new user links a wallet with Sign-In
 with Ethereum, gets test ether, deposits from the wallet (an injected EIP-1193 provider
 whose key is an eth-account key on anvil), watches the confirmations until the page shows
-the credit, and withdraws to the wallet."""
+the credit, withdraws to the wallet, and logs in again with the wallet alone."""
 
 import json
 import os
@@ -96,7 +96,8 @@ def few_confirmations(settings):
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
-def test_sign_up_link_a_wallet_deposit_see_the_credit_and_withdraw(server, network):
+def test_sign_up_link_a_wallet_deposit_see_the_credit_withdraw_and_log_in_with_it(
+        server, network):
     from playwright.sync_api import sync_playwright
 
     wallet = Wallet(network.anvil.url)
@@ -106,6 +107,7 @@ def test_sign_up_link_a_wallet_deposit_see_the_credit_and_withdraw(server, netwo
             "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         page = browser.new_page()
+        page.set_default_timeout(60000)  # a busy 2-core machine serves some pages slowly
         page.expose_function("testWallet", wallet)
         page.add_init_script(PROVIDER)
         page.goto(f"{server}/account/signup/")
@@ -151,4 +153,11 @@ def test_sign_up_link_a_wallet_deposit_see_the_credit_and_withdraw(server, netwo
         page.goto(f"{server}/account/funds/")
         assert "Sent" in page.inner_text("#withdrawal-history")
         assert off_loop(Payout.objects.get).state == PayoutState.SENT
+
+        # Log out, and back in with the wallet alone.
+        page.click("text=Log out")
+        page.goto(f"{server}/account/login/")
+        page.click("#wallet-login-button")
+        page.wait_for_selector("text=What shall we write?")
+        assert "frank" in page.inner_text("header")
         browser.close()
