@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from accounts import money
 from accounts.errors import InsufficientFunds
 from content.postprocess import process_code, process_summary
 from content.profiles import profile_for
@@ -164,8 +165,9 @@ async def run(request: Request, *, on_text: TextCallback | None = None) -> Answe
     cap = quote.reserve_price_wei(None if ceiling is None else int(ceiling))
     if cap is None:
         raise BotError("NO_HOSTS_WITHIN_PRICE",
-                       f"No host serves {model} at {int(ceiling):,} wei per token or less (the "
-                       f"cheapest asks {quote.min_price_wei:,}). An admin can raise the limit "
+                       f"No host serves {model} at {money.price_text(ceiling)} per token or "
+                       f"less (the cheapest asks {money.price_text(quote.min_price_wei)}). An "
+                       "admin can raise the limit "
                        "with /settings max_price_per_token.")
     prompt = await sync_to_async(_prompt_for)(request, model)
     try:
@@ -177,7 +179,8 @@ async def run(request: Request, *, on_text: TextCallback | None = None) -> Answe
     except InsufficientFunds as exc:
         raise BotError("INSUFFICIENT_FUNDS",
                        f"This server's account can't cover this request: it could cost up to "
-                       f"{exc.required_wei:,} wei and {exc.available_wei:,} wei is left. An "
+                       f"{money.coin_detail(exc.required_wei)} and "
+                       f"{money.coin_detail(exc.available_wei)} is left. An "
                        "admin can top it up.") from None
     token = job_id_var.set(str(job.id))
     try:

@@ -257,7 +257,12 @@ HOST_FAILED_HANDSHAKES_PER_MINUTE = env_int("HOST_FAILED_HANDSHAKES_PER_MINUTE",
 
 # ---- Accounts and billing ------------------------------------------------------------
 # Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.
-ACCOUNTS_SIGNUP_CREDIT_WEI = env_int("ACCOUNTS_SIGNUP_CREDIT_WEI", 10**15)
+# Free credit a new account starts with. It pays real escrow, so it is 0 unless asked for;
+# the dev settings give 0.001 ETH to try things on the devnet.
+ACCOUNTS_SIGNUP_CREDIT_WEI = env_int("ACCOUNTS_SIGNUP_CREDIT_WEI", 0)
+# The chain's native coin as people see it (accounts.money): amounts are shown in it, prices
+# per token in gwei. Set it on a chain whose coin is not ETH.
+MONEY_SYMBOL = env_str("MONEY_SYMBOL", "ETH")
 ACCOUNTS_PLATFORM_FEE_BPS = env_int("ACCOUNTS_PLATFORM_FEE_BPS", 2000)
 ACCOUNTS_TIERS = {
     "free": {"requests_per_minute": env_int("ACCOUNTS_FREE_RPM", 10),

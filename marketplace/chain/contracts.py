@@ -55,6 +55,7 @@ class Deployment:
     escrow: str
     block: int = 0
     code_version: str = ""
+    channels: str = ""  # PaymentChannels (marketplace.chain.channels)
     deposits: str = ""  # the DepositBox: users' deposits in, withdrawals out
 
     def to_json(self) -> str:

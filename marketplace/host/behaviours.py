@@ -25,6 +25,11 @@ stream follows the protocol and the result committed on chain is what was stream
 - `requantized`: serves the shipped GGUF requantized to Q2_K under the same model id
   (cheaper to run, worse to read).
 - `overclaim`: bills on chain for the job's whole budget, whatever it sent.
+
+And a host that games the market rather than the work (docs/trust.md, "Prices"):
+
+- `absurd-price`: registers and quotes ABSURD_FACTOR times the price it was given, to set
+  every client's reservation (clients leave such an outlier out).
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ class Honest:
     def billed(self, tokens: int, max_tokens: int) -> int:
         """The tokens the result submitted on chain claims, for `tokens` generated."""
         return tokens
+
+    def price(self, price_per_token_wei: int) -> int:
+        """The price per token the host registers and quotes, for the one it was given."""
+        return price_per_token_wei
 
 
 class GzipBomb(Honest):
@@ -221,9 +230,17 @@ class Overclaim(Honest):
         return max_tokens
 
 
+class AbsurdPrice(Honest):
+    name = "absurd-price"
+    ABSURD_FACTOR = 10**18  # 1 gwei a token becomes 1 ETH a token
+
+    def price(self, price_per_token_wei: int) -> int:
+        return price_per_token_wei * self.ABSURD_FACTOR
+
+
 BEHAVIOURS: dict[str, type[Honest]] = {
     cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall, Junk,
-                              WrongTemperature, Requantized, Overclaim)}
+                              WrongTemperature, Requantized, Overclaim, AbsurdPrice)}
 
 
 def behaviour_named(name: str) -> Honest:

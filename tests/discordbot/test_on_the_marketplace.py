@@ -112,7 +112,7 @@ async def test_over_the_cap_short_of_money_and_over_the_limit_are_said_plainly(
     await server.asave()
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
-    assert "reached its daily spending cap (1,000 wei" in current(reply)
+    assert "reached its daily spending cap (0.000000000000001 ETH;" in current(reply)
 
     server.daily_cap_wei = None
     await server.asave()
@@ -124,7 +124,7 @@ async def test_over_the_cap_short_of_money_and_over_the_limit_are_said_plainly(
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
     assert "This server's account can't cover this request" in current(reply)
-    assert "5 wei is left" in current(reply)
+    assert "0.000000000000000005 ETH is left" in current(reply)
 
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
@@ -190,7 +190,7 @@ async def test_an_absurd_price_host_sets_no_price_and_the_servers_ceiling_is_kep
     await server.asave()
     await dpytest.message("!ask Name another planet.")
     (reply,) = sent()
-    assert f"No host serves smollm2-135m-instruct at {PRICE - 1:,} wei per token or less " \
-           f"(the cheapest asks {PRICE:,})" in current(reply)
+    assert "No host serves smollm2-135m-instruct at 0.999999999 gwei per token or less " \
+           "(the cheapest asks 1 gwei)" in current(reply)
     assert await DiscordJob.objects.acount() == 1
     assert await invariant_holds(payer) == []

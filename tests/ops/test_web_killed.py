@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from marketplace import processor
 from marketplace.chain.contracts import JobStatus
+from marketplace.client import loops
 from marketplace.models import (
     AttemptState,
     Job,
@@ -53,7 +53,7 @@ def test_a_job_whose_process_died_is_settled_and_closed_by_the_workers(
         return (await (await platform_chain()).get_job(streaming.chain_job_id)).status
 
     # The host goes on without its client and submits what it generated.
-    wait_for(lambda: processor.run_async(status()) == JobStatus.SUBMITTED, timeout=60,
+    wait_for(lambda: loops.run_async(status()) == JobStatus.SUBMITTED, timeout=60,
              what="the host to submit its result")
     processes.worker(process_env(REDIS_URL=own_redis.url, OPS_BEAT_INTERVAL_S="2",
                                  OPS_ORPHAN_AFTER_S="3", **chain_env), beat=True)
@@ -69,7 +69,7 @@ def test_a_job_whose_process_died_is_settled_and_closed_by_the_workers(
     assert record.state == VerificationState.PASSED, record.reason
     assert record.positions == attempt.tokens == attempt.tokens_billed > 5
     assert int(job.paid_wei) == int(attempt.paid_wei) == attempt.tokens_billed * 10**9
-    assert processor.run_async(status()) == JobStatus.COMPLETED
+    assert loops.run_async(status()) == JobStatus.COMPLETED
     # And the user has the whole text the host generated, not the part we saw before dying.
     assert (job.state, job.tokens) == (JobState.COMPLETED, attempt.tokens)
     assert hashlib.sha256(job.text.encode()).hexdigest() == attempt.result_hash.removeprefix(
