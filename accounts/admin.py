@@ -3,9 +3,19 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.utils import timezone
 
-from accounts import money, services
-from accounts.errors import InsufficientFunds
-from accounts.models import Account, ApiKey, LedgerEntry, Reservation, User
+from accounts import funds, money, services
+from accounts.errors import BillingError, InsufficientFunds
+from accounts.models import (
+    Account,
+    ApiKey,
+    ChainDeposit,
+    DepositState,
+    LedgerEntry,
+    Payout,
+    Reservation,
+    User,
+    WalletLink,
+)
 
 
 class AccountInline(admin.StackedInline):
@@ -161,3 +171,115 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     search_fields = ("reference", "memo", "account__user__username", "account__user__email")
     list_select_related = ("account__user",)
     date_hierarchy = "created_at"
+
+
+class DepositAdminForm(forms.ModelForm):
+    assign_to = forms.ModelChoiceField(
+        queryset=Account.objects.select_related("user"), required=False,
+        label="Assign to account",
+        help_text="An unattributed deposit: credit it to this account (a deposit entry).")
+
+    class Meta:
+        model = ChainDeposit
+        fields = ()
+
+
+@admin.register(ChainDeposit)
+class ChainDepositAdmin(admin.ModelAdmin):
+    """Deposits seen on chain. An unattributed one (its reference names no account) is
+    assigned to an account on its page, or sent back to its sender with the action."""
+
+    form = DepositAdminForm
+    list_display = ("tx_hash", "log_index", "block_number", "amount", "sender", "state",
+                    "below_minimum", "account", "created_at")
+    list_filter = ("state", "below_minimum", "chain_id", "created_at")
+    search_fields = ("tx_hash", "sender", "ref", "account__user__username")
+    list_select_related = ("account__user",)
+    readonly_fields = ("chain_id", "tx_hash", "log_index", "block_number", "block_hash",
+                       "sender", "ref", "amount_wei", "account", "state", "below_minimum",
+                       "entry", "resolved_by", "created_at")
+    actions = ["refund"]
+
+    amount = money.admin_column("amount_wei", "amount")
+
+    def get_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None and obj.state == DepositState.UNATTRIBUTED:
+            fields.insert(0, "assign_to")
+        return fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        account = form.cleaned_data.get("assign_to")
+        if account is None:
+            return
+        try:
+            funds.deposit_assign(deposit_id=obj.pk, account=account, by=request.user)
+        except BillingError as exc:
+            self.message_user(request, f"Not assigned: {exc.message}", messages.ERROR)
+        else:
+            self.message_user(request, f"Credited {money.coin_text(obj.amount_wei)} to {account}.",
+                              messages.SUCCESS)
+
+    @admin.action(description="Refund the selected unattributed deposits to their senders")
+    def refund(self, request, queryset):
+        done = 0
+        for deposit in queryset:
+            try:
+                funds.deposit_refund(deposit_id=deposit.pk, by=request.user)
+                done += 1
+            except BillingError as exc:
+                self.message_user(request, f"{deposit}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{done} refunds queued; the platform wallet sends them.",
+                          messages.SUCCESS)
+
+
+@admin.register(Payout)
+class PayoutAdmin(ReadOnlyAdmin):
+    """Withdrawals and refunds paid out of the deposit box. Those above
+    FUNDS_WITHDRAWAL_APPROVAL_WEI wait here for approval (or rejection, which gives the
+    money back to the balance)."""
+
+    list_display = ("payment_id", "kind", "account", "to_address", "amount", "state",
+                    "attempts", "tx_hash", "approved_by", "created_at")
+    list_filter = ("state", "kind", "created_at")
+    search_fields = ("payment_id", "to_address", "tx_hash", "account__user__username")
+    list_select_related = ("account__user", "approved_by")
+    actions = ["approve", "reject"]
+
+    amount = money.admin_column("amount_wei", "amount")
+
+    def _each(self, request, queryset, service, verb: str):
+        done = 0
+        for payout in queryset:
+            try:
+                service(payout_id=payout.pk, by=request.user)
+                done += 1
+            except BillingError as exc:
+                self.message_user(request, f"{payout.payment_id}: {exc.message}",
+                                  messages.WARNING)
+        self.message_user(request, f"{verb} {done} payouts.", messages.SUCCESS)
+
+    @admin.action(description="Approve the selected withdrawals (they are sent next)")
+    def approve(self, request, queryset):
+        self._each(request, queryset, funds.payout_approve, "Approved")
+
+    @admin.action(description="Reject the selected withdrawals (the money goes back)")
+    def reject(self, request, queryset):
+        self._each(request, queryset, funds.payout_reject, "Rejected")
+
+
+@admin.register(WalletLink)
+class WalletLinkAdmin(admin.ModelAdmin):
+    list_display = ("address", "user", "created_at")
+    search_fields = ("address", "user__username")
+    list_select_related = ("user",)
+    readonly_fields = ("address", "user", "created_at")
+
+    def has_add_permission(self, request):
+        return False  # linked by their owner, with a signature

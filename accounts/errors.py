@@ -47,3 +47,52 @@ class TooManyKeys(BillingError):
     """The account already has as many live API keys as it may (HTTP 409)."""
 
     code = "TOO_MANY_KEYS"
+
+
+class InvalidAddress(BillingError):
+    """Not an Ethereum address (HTTP 400)."""
+
+    code = "INVALID_ADDRESS"
+
+
+class UnlinkedAddress(BillingError):
+    """A withdrawal to an address the account has not linked by Sign-In with Ethereum
+    (HTTP 400)."""
+
+    code = "UNLINKED_ADDRESS"
+
+
+class WithdrawalTooSmall(BillingError):
+    """A withdrawal below ACCOUNTS_WITHDRAWAL_MIN_WEI (HTTP 400)."""
+
+    code = "WITHDRAWAL_TOO_SMALL"
+
+
+class DailyLimitExceeded(BillingError):
+    """The withdrawal would take the last 24 hours' withdrawals over
+    ACCOUNTS_WITHDRAWAL_DAILY_LIMIT_WEI (HTTP 429)."""
+
+    code = "DAILY_LIMIT_EXCEEDED"
+
+
+class AddressTaken(BillingError):
+    """The wallet is linked to another user (HTTP 409)."""
+
+    code = "ADDRESS_TAKEN"
+
+
+class NotResolvable(BillingError):
+    """An unattributed deposit that is already assigned or refunded, or a payout not
+    awaiting approval (HTTP 409)."""
+
+    code = "NOT_RESOLVABLE"
+
+
+class SiweError(BillingError):
+    """A Sign-In with Ethereum message that does not prove anything (HTTP 401). `code` is
+    one of SIWE_MALFORMED, SIWE_BAD_SIGNATURE, SIWE_WRONG_DOMAIN, SIWE_WRONG_CHAIN,
+    SIWE_EXPIRED, SIWE_NOT_YET_VALID, SIWE_REPLAYED, SIWE_UNKNOWN_NONCE, SIWE_NO_ACCOUNT."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)

@@ -27,6 +27,9 @@ class Account(models.Model):
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.FREE)
     balance_wei = WeiField(default=0)
     held_wei = WeiField(default=0)
+    # What this account's on-chain deposits name it by (0x + 64 hex digits); given on
+    # first use (accounts.funds.account_deposit_ref).
+    deposit_ref = models.CharField(max_length=66, unique=True, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +50,7 @@ class Scope(models.TextChoices):
     BATCH = "batch", "Submit and read batches"
     MODELS = "models:read", "List models"
     USAGE = "usage:read", "Read usage"
+    WITHDRAW = "funds:withdraw", "Withdraw to linked wallets"
 
 
 class ApiKey(models.Model):
@@ -129,6 +133,8 @@ class EntryKind(models.TextChoices):
     SETTLE = "settle", "Settle"
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    WITHDRAWAL_REFUND = "withdraw_refund", "Withdrawal refund"
 
 
 class LedgerEntry(models.Model):
@@ -141,6 +147,8 @@ class LedgerEntry(models.Model):
                   platform fee, recorded on the entry)
       refund      held -= amount, balance += amount
       adjustment  balance += amount (signed: negative takes money away)
+      withdrawal  balance -= amount (paid out on chain to a linked wallet)
+      withdraw_refund  balance += amount (a withdrawal that failed or was rejected)
     balance_after_wei and held_after_wei are the account's figures after the entry.
     """
 
@@ -179,3 +187,138 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("ledger entries are append-only")
+
+
+class WalletLink(models.Model):
+    """An address proven (Sign-In with Ethereum) to belong to a user: it can log in as the
+    user, and withdrawals go only to linked addresses. An address links to one user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="wallets")
+    address = models.CharField(max_length=42, unique=True, help_text="Checksummed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return self.address
+
+
+class SiweNonce(models.Model):
+    """A nonce handed out for one Sign-In with Ethereum message; used at most once."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.nonce
+
+
+class DepositState(models.TextChoices):
+    CREDITED = "credited", "Credited"
+    UNATTRIBUTED = "unattributed", "Unattributed"
+    REFUNDED = "refunded", "Refunded"
+
+
+class ChainDeposit(models.Model):
+    """A `Deposited` event of the DepositBox, recorded once it had enough confirmations.
+
+    One row per (chain, tx hash, log index), so a watcher that reads a block twice
+    credits once. A deposit whose reference names no account waits as unattributed until
+    staff assign it to an account or refund it to its sender."""
+
+    chain_id = models.BigIntegerField()
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.IntegerField()
+    block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    sender = models.CharField(max_length=42)
+    ref = models.CharField(max_length=66)
+    amount_wei = WeiField()
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="deposits")
+    state = models.CharField(max_length=16, choices=DepositState.choices)
+    below_minimum = models.BooleanField(
+        default=False, help_text="Less than ACCOUNTS_DEPOSIT_MIN_WEI: credited all the same.")
+    entry = models.OneToOneField(LedgerEntry, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="+")
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-block_number", "-log_index"]
+        constraints = [models.UniqueConstraint(fields=["chain_id", "tx_hash", "log_index"],
+                                               name="chain_deposit_once")]
+        indexes = [models.Index(fields=["state"], name="chain_deposit_unattributed",
+                                condition=models.Q(state="unattributed"))]
+
+    def __str__(self):
+        return f"{self.tx_hash}#{self.log_index} ({self.state})"
+
+
+class DepositCursor(models.Model):
+    """The last block whose deposits the watcher has fully recorded, per deposit box."""
+
+    chain_id = models.BigIntegerField()
+    contract = models.CharField(max_length=42)
+    block = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["chain_id", "contract"],
+                                               name="deposit_cursor_unique")]
+
+    def __str__(self):
+        return f"{self.contract}@{self.chain_id}: block {self.block}"
+
+
+class PayoutState(models.TextChoices):
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (refunded)"
+    REJECTED = "rejected", "Rejected (refunded)"
+
+
+class Payout(models.Model):
+    """Money paid out of the DepositBox: a user's withdrawal to a linked address, or the
+    refund of an unattributed deposit to its sender.
+
+    `payment_id` is the id the contract pays under, once: a payout sent again after the
+    node's answer was lost reverts on chain (AlreadyPaid) instead of paying twice. A
+    withdrawal is debited (a `withdrawal` ledger entry) in the transaction that creates
+    it, and credited back (`withdraw_refund`) if it fails or is rejected."""
+
+    class Kind(models.TextChoices):
+        WITHDRAWAL = "withdrawal", "Withdrawal"
+        DEPOSIT_REFUND = "deposit_refund", "Deposit refund"
+
+    payment_id = models.CharField(max_length=66, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.WITHDRAWAL)
+    account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="payouts")
+    deposit = models.ForeignKey(ChainDeposit, null=True, blank=True,
+                                on_delete=models.PROTECT, related_name="refunds")
+    to_address = models.CharField(max_length=42)
+    amount_wei = WeiField()
+    state = models.CharField(max_length=20, choices=PayoutState.choices)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    attempts = models.IntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "created_at"])]
+
+    def __str__(self):
+        return f"{self.kind} {self.amount_wei} wei to {self.to_address} ({self.state})"

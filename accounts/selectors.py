@@ -15,8 +15,12 @@ from django.utils import timezone
 from accounts.models import (
     Account,
     ApiKey,
+    ChainDeposit,
+    DepositState,
     EntryKind,
     LedgerEntry,
+    Payout,
+    PayoutState,
     Reservation,
     ReservationState,
     User,
@@ -91,9 +95,13 @@ def ledger_invariant_violations(*, account: Account | None = None) -> list[str]:
          and the held ones add up to held_wei; a settled one has
          amount = charged + refunded = host payout + protocol fee + platform fee + refunded;
          a released one refunded all of it; its settle and refund entries match;
-      4. money is conserved: deposits + adjustments = balance + held + charged, and
+      4. money is conserved: deposits + adjustments = balance + held + charged +
+         withdrawn (withdrawal entries less their refunds), and
          reserved = charged + refunded + held, where charged is the sum of the
-         settle entries (= host payouts + protocol fees + platform fees).
+         settle entries (= host payouts + protocol fees + platform fees);
+      5. withdrawals: each payout has one withdrawal entry for its amount, and one
+         withdrawal refund exactly when it failed or was rejected; each credited deposit
+         has its deposit entry.
     """
     ids = [account.pk] if account is not None else list(
         Account.objects.order_by("pk").values_list("pk", flat=True))
@@ -130,6 +138,10 @@ def _account_violations(account: Account) -> list[str]:
                                 f"splits {split}")
         elif entry.kind == EntryKind.REFUND:
             held -= amount
+            balance += amount
+        elif entry.kind == EntryKind.WITHDRAWAL:
+            balance -= amount
+        elif entry.kind == EntryKind.WITHDRAWAL_REFUND:
             balance += amount
         totals[entry.kind] += amount
         if entry.reservation_id is not None:
@@ -172,8 +184,49 @@ def _account_violations(account: Account) -> list[str]:
                         f"{account.held_wei}")
 
     charged = totals[EntryKind.SETTLE]
-    if totals[EntryKind.DEPOSIT] + totals[EntryKind.ADJUSTMENT] != balance + held + charged:
-        problems.append(f"{where}: money in != balance + held + charged")
+    paid_out = totals[EntryKind.WITHDRAWAL] - totals[EntryKind.WITHDRAWAL_REFUND]
+    if (totals[EntryKind.DEPOSIT] + totals[EntryKind.ADJUSTMENT]
+            != balance + held + charged + paid_out):
+        problems.append(f"{where}: money in != balance + held + charged + withdrawn")
+    problems.extend(_payout_violations(account, where, totals))
     if totals[EntryKind.RESERVE] != charged + totals[EntryKind.REFUND] + held:
         problems.append(f"{where}: reserved != charged + refunded + held")
     return problems
+
+
+def _payout_violations(account: Account, where: str, totals: dict[str, int]) -> list[str]:
+    problems = []
+    entries: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for kind, reference, amount in account.entries.filter(
+            kind__in=(EntryKind.WITHDRAWAL, EntryKind.WITHDRAWAL_REFUND)).values_list(
+                "kind", "reference", "amount_wei"):
+        entries[reference][kind] += amount
+    debited = refunded = 0
+    for payout in Payout.objects.filter(account=account, kind=Payout.Kind.WITHDRAWAL):
+        sums = entries.pop(f"payout:{payout.payment_id}", {})
+        given_back = payout.state in (PayoutState.FAILED, PayoutState.REJECTED)
+        if sums.get(EntryKind.WITHDRAWAL, 0) != payout.amount_wei:
+            problems.append(f"{where}: payout {payout.payment_id} has no withdrawal entry "
+                            f"for {payout.amount_wei} wei")
+        if sums.get(EntryKind.WITHDRAWAL_REFUND, 0) != (payout.amount_wei if given_back else 0):
+            problems.append(f"{where}: payout {payout.payment_id} ({payout.state}) has "
+                            "wrong refund entries")
+        debited += payout.amount_wei
+        refunded += payout.amount_wei if given_back else 0
+    if entries:
+        problems.append(f"{where}: withdrawal entries without a payout: {sorted(entries)}")
+    if (debited, refunded) != (totals[EntryKind.WITHDRAWAL],
+                               totals[EntryKind.WITHDRAWAL_REFUND]):
+        problems.append(f"{where}: withdrawals in the ledger do not match the payouts")
+    for deposit in ChainDeposit.objects.filter(account=account, state=DepositState.CREDITED):
+        if deposit.entry_id is None or deposit.entry.amount_wei != deposit.amount_wei:
+            problems.append(f"{where}: deposit {deposit} has no entry for its amount")
+    return problems
+
+
+def deposits_for_account(*, account: Account, limit: int = 50) -> list[ChainDeposit]:
+    return list(ChainDeposit.objects.filter(account=account)[:limit])
+
+
+def payouts_for_account(*, account: Account, limit: int = 50) -> list[Payout]:
+    return list(Payout.objects.filter(account=account, kind=Payout.Kind.WITHDRAWAL)[:limit])

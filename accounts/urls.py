@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from accounts import views
+from accounts import views, wallet_views
 
 urlpatterns = [
     path("", views.overview, name="account"),
@@ -12,4 +12,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("keys/", views.api_keys, name="api_keys"),
     path("keys/<int:key_id>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+    path("wallet/nonce/", wallet_views.siwe_nonce, name="siwe_nonce"),
+    path("wallet/link/", wallet_views.wallet_link, name="wallet_link"),
+    path("wallet/login/", wallet_views.wallet_login, name="wallet_login"),
 ]

@@ -174,3 +174,38 @@ def verify_attempt(record_id: int) -> str:
 
     return verification_run(record_id,
                             lambda model: loops.run_async(pinned_weights(model))).state
+
+
+# ---- money in and out (marketplace.funds) -------------------------------------------------
+
+
+@shared_task(acks_late=True, time_limit=120, soft_time_limit=100)
+def watch_deposits() -> int:
+    """Beat, every FUNDS_WATCH_INTERVAL_S: credit the deposits that have enough
+    confirmations. Safe to run twice at once: each deposit is recorded once. Reads only:
+    no key is decrypted."""
+    from marketplace.funds import deposits_scan, reader
+
+    async def run() -> int:
+        async with reader() as chain:
+            return await deposits_scan(chain)
+
+    return loops.run_async(run())
+
+
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def send_payouts() -> dict[str, int]:
+    """Beat, every FUNDS_WATCH_INTERVAL_S, and after each withdrawal: send the queued
+    withdrawals and refunds; a payout that could not be sent stays queued for the next
+    run. The platform wallet's key is opened only when something is due."""
+    from marketplace.funds import payouts_due, payouts_send_due
+    from marketplace.wallet import platform_chain
+
+    due = payouts_due()
+    if not due:
+        return {}
+
+    async def run() -> dict[str, int]:
+        return await payouts_send_due(await platform_chain(), due)
+
+    return loops.run_async(run())

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from writer import views
+from writer import funds_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -11,4 +11,8 @@ urlpatterns = [
     path("g/<uuid:pk>/save", views.save_edit, name="generation-save"),
     path("g/<uuid:pk>/export.md", views.export_markdown, name="generation-export"),
     path("g/<uuid:pk>/delete", views.delete, name="generation-delete"),
+    path("account/funds/", funds_views.add_funds, name="add_funds"),
+    path("account/funds/progress", funds_views.deposit_progress, name="deposit_progress"),
+    path("account/funds/withdraw", funds_views.withdraw, name="withdraw"),
+    path("account/funds/faucet", funds_views.faucet, name="faucet"),
 ]

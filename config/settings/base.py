@@ -290,6 +290,32 @@ ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR = env_int("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", 5
 # An API key's last-used time is written at most this often (a write per request is waste).
 ACCOUNTS_KEY_LAST_USED_INTERVAL_S = env_int("ACCOUNTS_KEY_LAST_USED_INTERVAL_S", 60)
 
+# ---- Money in and out (docs/accounts.md#deposits-and-withdrawals) ----------------------
+# The chain users sign in on and deposit to (Sign-In with Ethereum checks it).
+FUNDS_CHAIN_ID = env_int("FUNDS_CHAIN_ID", 31337)
+# A deposit is credited once its block has this many confirmations (its own block is 1).
+FUNDS_CONFIRMATIONS = env_int("FUNDS_CONFIRMATIONS", 12)
+if FUNDS_CONFIRMATIONS < 1:
+    raise ImproperlyConfigured("FUNDS_CONFIRMATIONS must be at least 1")
+# Deposits below this are credited all the same (it is the user's money) and flagged.
+FUNDS_DEPOSIT_MIN_WEI = env_int("FUNDS_DEPOSIT_MIN_WEI", 10**14)
+FUNDS_WITHDRAWAL_MIN_WEI = env_int("FUNDS_WITHDRAWAL_MIN_WEI", 10**14)
+# Withdrawals of one account in any 24 hours, and the size above which staff approve one.
+FUNDS_WITHDRAWAL_DAILY_LIMIT_WEI = env_int("FUNDS_WITHDRAWAL_DAILY_LIMIT_WEI", 10**18)
+FUNDS_WITHDRAWAL_APPROVAL_WEI = env_int("FUNDS_WITHDRAWAL_APPROVAL_WEI", 10**17)
+# How often the deposit watcher and the payout sweep run (Celery beat).
+FUNDS_WATCH_INTERVAL_S = float(env_int("FUNDS_WATCH_INTERVAL_S", 5))
+# A transaction's page on a block explorer; {tx} is replaced by its hash. Empty: no links.
+FUNDS_EXPLORER_TX_URL = env_str("FUNDS_EXPLORER_TX_URL", "") or ""
+# Sign-In with Ethereum: how long a nonce may wait for its signed message.
+FUNDS_SIWE_NONCE_TTL_S = env_int("FUNDS_SIWE_NONCE_TTL_S", 600)
+# What "Get test ETH" on the devnet gives.
+FUNDS_FAUCET_WEI = env_int("FUNDS_FAUCET_WEI", 10**18)
+CELERY_BEAT_SCHEDULE["watch-deposits"] = {"task": "marketplace.tasks.watch_deposits",
+                                          "schedule": FUNDS_WATCH_INTERVAL_S}
+CELERY_BEAT_SCHEDULE["send-payouts"] = {"task": "marketplace.tasks.send_payouts",
+                                        "schedule": FUNDS_WATCH_INTERVAL_S}
+
 # ---- Gateway -------------------------------------------------------------------------
 # The JSON API under /v1 (gateway.api, docs/gateway.md).
 GATEWAY_MODELS = env_list("GATEWAY_MODELS", MARKETPLACE_MODELS)

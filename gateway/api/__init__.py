@@ -12,6 +12,7 @@ api = NinjaAPI(title="Inkmarket gateway", version="1", urls_namespace="gateway-a
                "wei. See docs/gateway.md.")
 errors.install(api)
 
+from gateway.api.account import router as account_router  # noqa: E402
 from gateway.api.batch import router as batch_router  # noqa: E402
 from gateway.api.chat import router as chat_router  # noqa: E402
 from gateway.api.inference import router as inference_router  # noqa: E402
@@ -22,4 +23,5 @@ api.add_router("", inference_router)
 api.add_router("", chat_router)
 api.add_router("", models_router)
 api.add_router("", usage_router)
+api.add_router("", account_router)
 api.add_router("/batch", batch_router)

@@ -1,4 +1,4 @@
-"""Typed async wrappers over NodeRegistry, JobMarketplace and PaymentEscrow.
+"""Typed async wrappers over NodeRegistry, JobMarketplace, PaymentEscrow and DepositBox.
 
 Amounts are ints in wei. Model ids are strings on our side and keccak256 keys on chain.
 Reads need no account; writes go through a Sender (nonces, gas, fees, audit).
@@ -56,6 +56,7 @@ class Deployment:
     block: int = 0
     code_version: str = ""
     channels: str = ""  # PaymentChannels (marketplace.chain.channels)
+    deposits: str = ""  # the DepositBox: users' deposits in, withdrawals out
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)
@@ -136,7 +137,7 @@ class Settled:
 
 
 class Chain:
-    """The three contracts of one deployment, read by anyone, written by `sender`."""
+    """The contracts of one deployment, read by anyone, written by `sender`."""
 
     def __init__(self, w3: AsyncWeb3, deployment: Deployment, sender: Sender | None = None):
         self.w3 = w3
@@ -148,6 +149,8 @@ class Chain:
                                       abi=artifacts.abi("JobMarketplace"))
         self.escrow = w3.eth.contract(address=deployment.escrow,
                                       abi=artifacts.abi("PaymentEscrow"))
+        self.deposits = w3.eth.contract(address=deployment.deposits or None,
+                                        abi=artifacts.abi("DepositBox"))
 
     async def close(self) -> None:
         """Release the provider's HTTP session (aiohttp warns about unclosed ones)."""
@@ -371,3 +374,19 @@ class Chain:
         escrowed = await self.escrow.functions.totalEscrowed().call()
         owed = await self.escrow.functions.totalWithdrawable().call()
         return int(balance), int(escrowed), int(owed)
+
+    # ---- DepositBox -----------------------------------------------------------------
+
+    async def deposit(self, ref: bytes, value: int) -> str:
+        """Fund the account whose deposit reference is `ref`; the transaction's hash."""
+        return self._hash(await self._send("DepositBox", self.deposits.functions.deposit, ref,
+                                           value=value))
+
+    async def pay(self, payment_id: bytes, to: str, amount: int) -> dict:
+        """Pay `amount` out of the deposit box to `to`, once per `payment_id` (a second
+        payment under the same id reverts AlreadyPaid); the receipt."""
+        return await self._send("DepositBox", self.deposits.functions.pay, payment_id,
+                                to_checksum_address(to), amount)
+
+    async def paid(self, payment_id: bytes) -> bool:
+        return bool(await self.deposits.functions.paid(payment_id).call())

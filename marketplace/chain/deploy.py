@@ -41,9 +41,9 @@ async def _deploy(w3: AsyncWeb3, sender: Sender, name: str, *args) -> tuple[str,
 
 
 async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
-    """Deploy the registry, the marketplace (which creates its escrow) and the payment
-    channels, let the marketplace write reputation in the registry, and approve the
-    terms' models."""
+    """Deploy the registry, the marketplace (which creates its escrow), the payment
+    channels and the deposit box, let the marketplace write reputation in the registry,
+    and approve the terms' models."""
     admin = sender.address
     if to_checksum_address(terms.arbitrator) == to_checksum_address(admin):
         # The deploying wallet is the admin and, here, the wallet that pays for jobs: as
@@ -60,9 +60,11 @@ async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
     escrow = await market_contract.functions.escrow().call()
     channels, _ = await _deploy(w3, sender, "PaymentChannels", market,
                                 terms.channel_challenge_s)
+    deposits, _ = await _deploy(w3, sender, "DepositBox", admin)
     deployment = Deployment(chain_id=await w3.eth.chain_id, registry=registry,
                             marketplace=market, escrow=escrow, block=first_block,
-                            code_version=artifacts.code_version(), channels=channels)
+                            code_version=artifacts.code_version(), channels=channels,
+                            deposits=deposits)
     chain = Chain(w3, deployment, sender)
     await sender.transact("NodeRegistry", chain.registry.functions.grantRole,
                           keccak(text="MARKETPLACE_ROLE"), market)
@@ -95,7 +97,7 @@ async def load_deployment(w3: AsyncWeb3, directory: Path) -> Deployment | None:
     if deployment.code_version != artifacts.code_version():
         return None  # deployed from other sources: deploy the current ones
     for address in (deployment.registry, deployment.marketplace, deployment.escrow,
-                    deployment.channels):
+                    deployment.channels, deployment.deposits):
         if len(await w3.eth.get_code(address)) == 0:
             return None
     return deployment

@@ -18,6 +18,7 @@ import re
 import pytest
 from django.test import AsyncClient
 
+from accounts.models import WalletLink
 from gateway import batch
 from gateway.api.auth import ApiKeyHeader, BearerKey
 from gateway.api.batch import BatchIn
@@ -25,12 +26,20 @@ from gateway.models import Batch
 from tests.apischema import config, results_forget, schemathesis_run
 from tests.conftest import MODEL
 from tests.gateway.conftest import network_env
+from tests.gateway.schema_hooks import LINKED_WALLET
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # Thousands of requests a minute from one key and one address: the rate limit would
-# answer most of them (its 429 is in the schema, but says nothing of the rest).
-UNLIMITED = {"ACCOUNTS_FREE_RPM": "1000000"}
+# answer most of them (its 429 is in the schema, but says nothing of the rest). A valid
+# withdrawal (schema_hooks) is 1 wei, which the smallest allowed must admit.
+UNLIMITED = {"ACCOUNTS_FREE_RPM": "1000000", "FUNDS_WITHDRAWAL_MIN_WEI": "1"}
+
+
+@pytest.fixture
+def linked(alice):
+    WalletLink.objects.create(user=alice.user, address=LINKED_WALLET)
+    return alice
 
 
 @pytest.fixture(autouse=True)
@@ -47,24 +56,24 @@ def v1_config(api_key: str, *, server_errors: list[str] = ()) -> str:
                   server_errors=server_errors, hooks="tests.gateway.schema_hooks")
 
 
-def test_without_hosts_every_answer_of_v1_is_one_its_schema_names(network, servers, alice,
-                                                                   tmp_path):
+def test_without_hosts_every_answer_of_v1_is_one_its_schema_names(network, servers, linked,
+                                                                   alice, tmp_path):
     url = servers.start({**network_env(network), **UNLIMITED})
 
     report = schemathesis_run(schema_url=f"{url}/v1/openapi.json", tmp_path=tmp_path,
                               config=v1_config(alice.raw, server_errors=["503"]))
 
-    assert "Operations:       9 selected / 9 total" in report
+    assert "Operations:       13 selected / 13 total" in report
 
 
-def test_with_answers_every_answer_of_v1_is_one_its_schema_names(upstream, servers, alice,
-                                                                 tmp_path):
+def test_with_answers_every_answer_of_v1_is_one_its_schema_names(upstream, servers, linked,
+                                                                 alice, tmp_path):
     url = servers.start({"GATEWAY_UPSTREAM_URL": upstream.url, **UNLIMITED})
 
     report = schemathesis_run(schema_url=f"{url}/v1/openapi.json", tmp_path=tmp_path,
                               config=v1_config(alice.raw))
 
-    assert "Operations:       9 selected / 9 total" in report
+    assert "Operations:       13 selected / 13 total" in report
     assert len(upstream.requests) > 20  # valid requests for text were answered
 
 

@@ -1,6 +1,15 @@
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
 import pytest
 
 from accounts.models import User
+from tests.conftest import ROOT, free_port
+
+CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
@@ -38,3 +47,33 @@ def own_cache_namespace(settings):
 
     settings.CACHES = {name: {**conf, "KEY_PREFIX": f"test-{uuid.uuid4().hex}"}
                        for name, conf in settings.CACHES.items()}
+
+
+@pytest.fixture
+def server(network, tmp_path, settings):
+    """The product served by `manage.py serve` (no worker: tests run the beat's tasks
+    themselves), on the network's chain with one host."""
+    network.start_hosts({"host-1": 10**9})
+    db = settings.DATABASES["default"]
+    port = free_port()
+    env = {**os.environ,
+           "DJANGO_SETTINGS_MODULE": "config.settings.test",
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "CHAIN_RPC_URL": network.anvil.url, "VAR_DIR": str(tmp_path),
+           "WALLET_KEYSTORE_FILE": str(network.anvil.keys["platform"].keystore),
+           "WALLET_PASSPHRASE_FILE": str(network.anvil.keys["platform"].passphrase_file),
+           "FUNDS_CONFIRMATIONS": str(settings.FUNDS_CONFIRMATIONS)}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--no-devnet", "--port",
+                                 str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # a minute: start-up is slow on a busy machine
+        try:
+            urllib.request.urlopen(f"{url}/health/live", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)

@@ -1,45 +1,13 @@
 """The writer in a real headless Chromium, against the real server, chain and host."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.writer.conftest import CHROMIUM
 
 pytestmark = pytest.mark.django_db(transaction=True)
-CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture
-def server(network, tmp_path, settings):
-    network.start_hosts({"host-1": 10**9})
-    db = settings.DATABASES["default"]
-    port = free_port()
-    env = {**os.environ,
-           "DJANGO_SETTINGS_MODULE": "config.settings.test",
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "CHAIN_RPC_URL": network.anvil.url, "VAR_DIR": str(tmp_path),
-           "WALLET_KEYSTORE_FILE": str(network.anvil.keys["platform"].keystore),
-           "WALLET_PASSPHRASE_FILE": str(network.anvil.keys["platform"].passphrase_file)}
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "manage.py", "serve", "--no-devnet", "--port",
-                                 str(port)], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/health/live", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
