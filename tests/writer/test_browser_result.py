@@ -5,13 +5,13 @@ import uuid
 
 import pytest
 
-from tests.writer.test_browser import CHROMIUM, server  # noqa: F401 (the live server fixture)
+from tests.writer.conftest import CHROMIUM
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
-def test_the_result_can_be_edited_saved_exported_and_deleted_without_a_reload(server):  # noqa: F811
+def test_the_result_can_be_edited_saved_exported_and_deleted_without_a_reload(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
