@@ -92,11 +92,17 @@ class DisputeWatch:
         return job.host.lower() == self.chain.address.lower()
 
     async def run(self, every_s: float) -> None:
-        while True:
-            try:
-                await self.step()
-            except ChainError as exc:
-                log.warning("expiring disputes: %s", exc)
-            except RPC_FAULTS as exc:
-                log.warning("expiring disputes, waiting for the chain: %s", rpc_error(exc))
-            await asyncio.sleep(every_s)
+        await repeat(self.step, every_s, "expiring disputes")
+
+
+async def repeat(step, every_s: float, doing: str) -> None:
+    """Run a host's chain duty every `every_s` seconds, forever: a refusal or an absent
+    chain is logged and tried again at the next turn."""
+    while True:
+        try:
+            await step()
+        except ChainError as exc:
+            log.warning("%s: %s", doing, exc)
+        except RPC_FAULTS as exc:
+            log.warning("%s, waiting for the chain: %s", doing, rpc_error(exc))
+        await asyncio.sleep(every_s)

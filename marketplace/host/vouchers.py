@@ -32,7 +32,8 @@ from marketplace.chain.channels import (
 )
 from marketplace.chain.errors import ChainError
 from marketplace.chain.events import MAX_RANGE, read_range
-from marketplace.chain.tx import RPC_FAULTS, rpc_error
+from marketplace.chain.tx import RPC_FAULTS
+from marketplace.host.disputes import repeat
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +230,4 @@ class ChannelWatch:
                     await asyncio.to_thread(self.book.mark_redeemed, held.channel_id)
             except (ChainError, *RPC_FAULTS) as exc:
                 log.warning("channel %s: %s", held.channel_id, exc)
-        while True:
-            try:
-                await self.step()
-            except ChainError as exc:
-                log.warning("watching channels: %s", exc)
-            except RPC_FAULTS as exc:
-                log.warning("watching channels, waiting for the chain: %s", rpc_error(exc))
-            await asyncio.sleep(every_s)
+        await repeat(self.step, every_s, "watching channels")
