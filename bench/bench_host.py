@@ -87,7 +87,8 @@ async def via_host(url, address, client, req, posted=None) -> tuple[float, float
         count += 1
 
     started = time.perf_counter()
-    await stream_job(url, chain_job_id=posted.job_id, node_id=address, request=req,
+    await stream_job(url, chain_job_id=posted.job_id, chain_id=client.deployment.chain_id,
+                     node_id=address, request=req,
                      signer=lambda t: "0x" + account.sign_message(
                          encode_defunct(text=t)).signature.hex().removeprefix("0x"),
                      on_token=on_token)
