@@ -493,6 +493,9 @@ class HostNode:
                         "data": {"index": index - 1, "generated": len(session.tokens)}})
             while True:
                 while index < len(session.tokens):
+                    if reader.done():
+                        reader.result()  # a refusal of what the client sent ends it now
+                        return
                     if index - state["acked"] > HIGH_WATERMARK:
                         await send({"type": "pause", "data": {"index": index - 1}})
                         while index - state["acked"] > LOW_WATERMARK and not reader.done():
