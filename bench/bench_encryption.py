@@ -38,7 +38,7 @@ from marketplace.protocol import GenerationRequest
 
 HANDSHAKES = 2000
 TOKENS = 20000
-TTFT_ROUNDS = 12
+TTFT_ROUNDS = 20
 REQUEST = GenerationRequest(model="smollm2-135m-instruct",
                             prompt="Write a short paragraph about walking in the mountains.",
                             maxTokens=4, temperature=0.0)
@@ -112,8 +112,9 @@ async def ttft(url: str, address: str, client, encrypt: bool) -> float:
     return (first[0] - started) * 1000
 
 
-async def end_to_end() -> tuple[float, float]:
-    """Median ttft through a real host, (encrypted, plaintext), interleaved."""
+async def end_to_end() -> tuple[float, float, float]:
+    """Median ttft through a real host, encrypted and plaintext, and the median of their
+    differences, pair by pair (each pair run back to back, so drift hits both alike)."""
     net = BenchChain()
     try:
         await net.deploy()
@@ -123,7 +124,7 @@ async def end_to_end() -> tuple[float, float]:
                         store=ResultStore(Path(tempfile.mkdtemp()) / "results"),
                         config=HostConfig(public_url=f"http://127.0.0.1:{port}",
                                           price_per_token_wei=10**9, withdraw_every_s=3600))
-        runner = web.AppRunner(node.app())
+        runner = node.runner()
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         url = f"http://127.0.0.1:{port}"
@@ -137,7 +138,8 @@ async def end_to_end() -> tuple[float, float]:
         await runner.cleanup()
         await client.close()
         await pool.close()
-        return statistics.median(sealed), statistics.median(plain)
+        return (statistics.median(sealed), statistics.median(plain),
+                statistics.median(a - b for a, b in zip(sealed, plain, strict=True)))
     finally:
         net.close()
 
@@ -149,10 +151,10 @@ def main() -> None:
     us, added = per_token(host, address)
     report("encryption us per token", us, "us")
     report("encryption bytes per token", added, "bytes")
-    sealed, plain = asyncio.run(end_to_end())
+    sealed, plain, added = asyncio.run(end_to_end())
     report("encrypted stream ttft", sealed, "ms")
     report("plaintext stream ttft", plain, "ms")
-    report("encryption added ttft ms end to end", sealed - plain, "ms")
+    report("encryption added ttft ms end to end", added, "ms")
     report("load average", os.getloadavg()[0])
 
 
