@@ -1,6 +1,7 @@
 """The host's overhead: tokens per second and time to first token through its WebSocket,
 against calling llama.cpp directly on the same prompt and settings, in the same run; then
-four clients at once against one stream alone."""
+four clients at once against one stream alone. Streams are encrypted end to end, as every
+client's are by default (protocol 3, docs/encryption.md)."""
 
 from __future__ import annotations
 
