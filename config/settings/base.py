@@ -222,7 +222,8 @@ MARKETPLACE_STALL_TIMEOUT_S = env_int("MARKETPLACE_STALL_TIMEOUT_S", 15)
 # Streams are encrypted end to end (protocol 3, docs/encryption.md). Off, the client
 # speaks protocol 2 in clear: prompts and tokens readable by anyone on the path.
 MARKETPLACE_STREAM_ENCRYPTION = env_bool("MARKETPLACE_STREAM_ENCRYPTION", True)
-# Hosts' streams over wss:// (TLS) only, loopback hosts excepted: on in production.
+# Hosts reached over https/wss only, loopback and the operator's own hosts named in
+# MARKETPLACE_ALLOWED_HOST_NETWORKS excepted: on in production.
 MARKETPLACE_REQUIRE_TLS = env_bool("MARKETPLACE_REQUIRE_TLS", False)
 # Ask hosts for gzip-compressed frames ("gzip") or plain ones (empty), on a plaintext
 # stream only: compressing before encrypting tells an onlooker about the text, and a token

@@ -39,7 +39,8 @@ from config.settings.base import (  # noqa: E402
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production")
-# Hosts are reached over wss:// only (a loopback host excepted), and streams are sealed.
+# Hosts are reached over wss:// only (loopback and our own named hosts excepted), and
+# streams are sealed.
 MARKETPLACE_REQUIRE_TLS = env_bool("MARKETPLACE_REQUIRE_TLS", True)
 if not MARKETPLACE_REQUIRE_TLS or not MARKETPLACE_STREAM_ENCRYPTION:
     raise ImproperlyConfigured("MARKETPLACE_REQUIRE_TLS and MARKETPLACE_STREAM_ENCRYPTION "

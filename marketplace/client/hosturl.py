@@ -10,8 +10,9 @@ address. Host names and networks in `settings.MARKETPLACE_ALLOWED_HOST_NETWORKS`
 through although private (local hosts in development and tests, an operator's own hosts).
 
 With MARKETPLACE_REQUIRE_TLS (on in production) a host is reached over https/wss only,
-a host on loopback excepted: encryption end to end hides what a stream says, TLS also
-hides which job it is and keeps the path from tampering with the handshake.
+except on loopback and the operator's own hosts named in
+MARKETPLACE_ALLOWED_HOST_NETWORKS (pods on the cluster's network): encryption end to end
+hides what a stream says, TLS also hides which job it is from the network between.
 
 The URL is checked before anything is sent to the host, and again at every connection:
 the pool's resolver (`HostResolver`) resolves a host's name through the same policy, so a
@@ -49,7 +50,7 @@ async def host_url_check(url: str) -> str:
     and nothing has been sent to it."""
     http = _as_http(url)
     if settings.MARKETPLACE_REQUIRE_TLS and not http.lower().startswith("https://") \
-            and not _loopback(http):
+            and not _ours(http):
         raise ClientError(HostFault.TLS_REQUIRED, "this client reaches hosts over https/wss "
                           "only (MARKETPLACE_REQUIRE_TLS)", permanent=False)
     try:
@@ -60,9 +61,11 @@ async def host_url_check(url: str) -> str:
     return http.rstrip("/")
 
 
-def _loopback(url: str) -> bool:
-    name = (urlsplit(url).hostname or "").lower()
-    if name == "localhost":
+def _ours(url: str) -> bool:
+    """Loopback, or one of the operator's own hosts, named in the allow-list."""
+    name = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if name == "localhost" or name in {entry.lower().rstrip(".") for entry in
+                                       settings.MARKETPLACE_ALLOWED_HOST_NETWORKS}:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback

@@ -1,5 +1,5 @@
-"""Where a host may be reached: over TLS only when the settings require it, loopback
-excepted."""
+"""Where a host may be reached: over TLS only when the settings require it, loopback and
+the operator's own hosts excepted."""
 
 from __future__ import annotations
 
@@ -31,3 +31,17 @@ async def test_loopback_and_tls_urls_pass_when_tls_is_required(settings, url, ba
 async def test_a_host_in_clear_passes_when_tls_is_not_required(settings):
     settings.MARKETPLACE_REQUIRE_TLS = False
     assert await host_url_check("http://127.0.0.1:9101") == "http://127.0.0.1:9101"
+
+
+async def test_the_operators_own_hosts_by_name_pass_in_clear_when_tls_is_required(settings):
+    settings.MARKETPLACE_REQUIRE_TLS = True
+    pod = "http://host-0.host.inkmarket.svc:9000"
+    settings.MARKETPLACE_ALLOWED_HOST_NETWORKS = ["10.0.0.0/8"]  # a network is not a name
+    with pytest.raises(ClientError) as refused:
+        await host_url_check(pod)
+    assert refused.value.code == "HOST_TLS_REQUIRED"
+    settings.MARKETPLACE_ALLOWED_HOST_NETWORKS = ["host-0.host.inkmarket.svc"]
+    with pytest.raises(ClientError) as refused:
+        await host_url_check(pod)
+    # Past the TLS rule: the name does not resolve outside the cluster.
+    assert refused.value.code == "HOST_UNAVAILABLE"
