@@ -139,18 +139,21 @@ async def main() -> None:
         singles, aggregates, concurrent = [], [], []
         for _ in range(CONCURRENT_ROUNDS):
             tokens = elapsed = 0.0
+            # One request per job: each carries its own secret seed, in the prompt hash.
             for c, p in zip(clients, TOPICS, strict=True):
-                posted = await prepare(node.address, c, request(p))
+                req = request(p)
+                posted = await prepare(node.address, c, req)
                 started = time.perf_counter()
-                tokens += (await via_host(url, node.address, c, request(p), posted))[2]
+                tokens += (await via_host(url, node.address, c, req, posted))[2]
                 elapsed += time.perf_counter() - started
             singles.append(tokens / elapsed)
-            posted = [await prepare(node.address, c, request(p))
-                      for c, p in zip(clients, TOPICS, strict=True)]
+            reqs = [request(p) for p in TOPICS]
+            posted = [await prepare(node.address, c, req)
+                      for c, req in zip(clients, reqs, strict=True)]
             started = time.perf_counter()
             results = await asyncio.gather(*(
-                via_host(url, node.address, c, request(p), job)
-                for c, p, job in zip(clients, TOPICS, posted, strict=True)))
+                via_host(url, node.address, c, req, job)
+                for c, req, job in zip(clients, reqs, posted, strict=True)))
             wall = time.perf_counter() - started
             aggregates.append(sum(r[2] for r in results) / wall)
             concurrent.append(results)
