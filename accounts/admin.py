@@ -3,17 +3,18 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
 from django.utils import timezone
 
-from accounts import services
+from accounts import money, services
 from accounts.errors import InsufficientFunds
 from accounts.models import Account, ApiKey, LedgerEntry, Reservation, User
-from accounts.templatetags.money import eth
 
 
 class AccountInline(admin.StackedInline):
     model = Account
     can_delete = False
-    fields = ("tier", "balance_wei", "held_wei")
+    fields = ("tier", "available", "held")
     readonly_fields = fields
+    available = money.admin_column("balance_wei", "available")
+    held = money.admin_column("held_wei", "held")
     # Read-only here: saving the row from a form could write back a balance that a
     # request changed meanwhile. Tier and balance change on the account's own page.
 
@@ -40,7 +41,7 @@ class AccountUserAdmin(UserAdmin):
     @admin.display(description="available")
     def balance(self, user):
         account = getattr(user, "account", None)
-        return eth(account.balance_wei) if account else "—"
+        return money.coin_html(account.balance_wei) if account else "—"
 
 
 class AccountAdminForm(forms.ModelForm):
@@ -67,17 +68,11 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("tier",)
     search_fields = ("user__username", "user__email")
     list_select_related = ("user",)
-    fields = ("user", "tier", "balance_wei", "held_wei", "adjust_wei", "adjust_memo",
+    fields = ("user", "tier", "available", "held", "adjust_wei", "adjust_memo",
               "created_at", "updated_at")
-    readonly_fields = ("user", "balance_wei", "held_wei", "created_at", "updated_at")
-
-    @admin.display(description="available")
-    def available(self, account):
-        return eth(account.balance_wei)
-
-    @admin.display(description="held")
-    def held(self, account):
-        return eth(account.held_wei)
+    readonly_fields = ("user", "available", "held", "created_at", "updated_at")
+    available = money.admin_column("balance_wei", "available")
+    held = money.admin_column("held_wei", "held")
 
     def has_add_permission(self, request):
         return False  # accounts are made with their user, with the sign-up credit
@@ -144,8 +139,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Reservation)
 class ReservationAdmin(ReadOnlyAdmin):
-    list_display = ("reference", "account", "state", "amount_wei", "charged_wei",
-                    "refunded_wei", "created_at", "closed_at")
+    list_display = ("reference", "account", "state", "amount", "charged", "refunded",
+                    "created_at", "closed_at")
+    amount = money.admin_column("amount_wei", "amount")
+    charged = money.admin_column("charged_wei", "charged")
+    refunded = money.admin_column("refunded_wei", "refunded")
     list_filter = ("state", "created_at")
     search_fields = ("reference", "account__user__username")
     list_select_related = ("account__user",)
@@ -154,8 +152,11 @@ class ReservationAdmin(ReadOnlyAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "account", "kind", "amount_wei", "balance_after_wei",
-                    "held_after_wei", "reference", "memo")
+    list_display = ("id", "created_at", "account", "kind", "amount", "balance_after",
+                    "held_after", "reference", "memo")
+    amount = money.admin_column("amount_wei", "amount")
+    balance_after = money.admin_column("balance_after_wei", "balance after")
+    held_after = money.admin_column("held_after_wei", "held after")
     list_filter = ("kind", "created_at")
     search_fields = ("reference", "memo", "account__user__username", "account__user__email")
     list_select_related = ("account__user",)

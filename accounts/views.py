@@ -2,25 +2,30 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 from limits import RateLimitItemPerHour
 
-from accounts import selectors, services
+from accounts import money, selectors, services
 from accounts.errors import TooManyKeys
 from accounts.forms import ApiKeyForm, SignUpForm
 from accounts.models import ApiKey
 from accounts.ratelimit import RateLimit, window_hit
 from accounts.tiers import price_for, tier_policy
+from observability.net import client_network
+
+SIGNUP_RATE_LIMITED = "SIGNUP_RATE_LIMITED"
 
 
 def _signup_allowed(request) -> RateLimit:
     """Sign-ups from one address are limited (ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR): each new
-    account comes with its own limits, keys and starting credit."""
+    account comes with its own limits, keys and starting credit. An IPv6 client counts by
+    its /64, which one subscriber gets whole."""
     item = RateLimitItemPerHour(settings.ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR)
-    return window_hit(item, "signup", request.META.get("REMOTE_ADDR") or "unknown")
+    return window_hit(item, "signup", client_network(request.META.get("REMOTE_ADDR")))
 
 
 @never_cache
@@ -32,19 +37,25 @@ def signup(request):
         allowed = _signup_allowed(request)
         if not allowed.allowed:
             minutes = max(1, -(-allowed.reset_s // 60))
-            form.add_error(None, "Too many accounts were made from your network in the last "
-                                 f"hour. Try again in {minutes} minutes.")
-            response = render(request, "accounts/signup.html", {"form": form}, status=429)
+            form.add_error(None, ValidationError(
+                "Too many accounts were made from your network in the last hour. Try again in "
+                "%(minutes)d minutes.", code=SIGNUP_RATE_LIMITED, params={"minutes": minutes}))
+            response = render(request, "accounts/signup.html",
+                              {"form": form, "credit_wei": settings.ACCOUNTS_SIGNUP_CREDIT_WEI,
+                               "error_code": SIGNUP_RATE_LIMITED}, status=429)
             response["Retry-After"] = str(allowed.reset_s)
             return response
         user = services.user_create(username=form.cleaned_data["username"],
                                     email=form.cleaned_data["email"],
                                     password=form.cleaned_data["password1"])
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome, {user.username}. Your account has a starting "
-                                  "balance to try things out.")
+        credit = services.account_get_or_create(user).balance_wei
+        messages.success(request, f"Welcome, {user.username}. " + (
+            f"Your account starts with {money.coin_text(credit)} to try things out." if credit
+            else "Add funds to your account to start writing."))
         return redirect("home")
-    return render(request, "accounts/signup.html", {"form": form},
+    return render(request, "accounts/signup.html",
+                  {"form": form, "credit_wei": settings.ACCOUNTS_SIGNUP_CREDIT_WEI},
                   status=400 if form.errors else 200)
 
 

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
 
+from accounts.money import admin_column
 from discordbot.models import DiscordDailySpend, DiscordJob, DiscordServer
 
 
@@ -38,11 +39,12 @@ class DiscordServerForm(forms.ModelForm):
 @admin.register(DiscordServer)
 class DiscordServerAdmin(admin.ModelAdmin):
     form = DiscordServerForm
-    list_display = ("__str__", "guild_id", "billing_user", "daily_cap_wei", "ask_model",
+    list_display = ("__str__", "guild_id", "billing_user", "daily_cap", "ask_model",
                     "updated")
     search_fields = ("name", "guild_id", "billing_user__username")
     autocomplete_fields = ("billing_user",)
     readonly_fields = ("created", "updated")
+    daily_cap = admin_column("daily_cap_wei", "daily cap")
     fieldsets = (
         (None, {"fields": ("guild_id", "name", "billing_user", "daily_cap_wei")}),
         ("Where and with what", {"fields": ("allowed_channel_ids", "ask_model", "code_model",
@@ -54,7 +56,8 @@ class DiscordServerAdmin(admin.ModelAdmin):
 
 @admin.register(DiscordDailySpend)
 class DiscordDailySpendAdmin(admin.ModelAdmin):
-    list_display = ("day", "server", "committed_wei")
+    list_display = ("day", "server", "committed")
+    committed = admin_column("committed_wei", "committed")
     list_filter = ("server",)
     date_hierarchy = "day"
 
@@ -68,11 +71,12 @@ class DiscordDailySpendAdmin(admin.ModelAdmin):
 @admin.register(DiscordJob)
 class DiscordJobAdmin(admin.ModelAdmin):
     list_display = ("created", "server", "user_name", "command", "status", "model", "tokens",
-                    "cost_wei")
+                    "cost")
     list_filter = ("command", "status", "server")
     search_fields = ("prompt", "text", "user_name", "user_id")
     date_hierarchy = "created"
     readonly_fields = [f.name for f in DiscordJob._meta.fields]
+    cost = admin_column("cost_wei", "cost")
 
     def has_add_permission(self, request):
         return False

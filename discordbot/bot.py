@@ -18,7 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 from django.conf import settings
 
-from accounts.templatetags.money import eth
+from accounts import money
 from discordbot import jobs, selectors, services
 from discordbot.errors import BotError
 from discordbot.models import DiscordCommand
@@ -132,7 +132,7 @@ class LiveReply:
 
 
 def cost_line(answer: jobs.Answer) -> str:
-    cost = "free" if answer.cost_wei == 0 else eth(answer.cost_wei)
+    cost = "free" if answer.cost_wei == 0 else money.coin_text(answer.cost_wei)
     return f"-# {cost} · {answer.tokens} tokens · {answer.model}"
 
 
@@ -315,7 +315,7 @@ class BotCommands(commands.Cog):
             return
         lines = [f"Your last {len(rows)} requests:"]
         for job in rows:
-            cost = "free" if job.cost_wei == 0 else eth(job.cost_wei)
+            cost = "free" if job.cost_wei == 0 else money.coin_text(job.cost_wei)
             prompt = " ".join(job.prompt.split())
             prompt = discord.utils.escape_markdown(prompt[:60] + ("…" if len(prompt) > 60 else ""))
             lines.append(f"`{job.created:%Y-%m-%d %H:%M}` {job.command} · "
@@ -386,9 +386,10 @@ class BotCommands(commands.Cog):
         image_model="Model for !image and /imagine",
         image_roles="Roles that may make images (mentions or ids; 'none')",
         image_users="Users who may make images (mentions or ids; 'none')",
-        daily_cap_wei="Most the server may spend a day, in wei ('none': no cap)",
-        max_price_per_token="Most a host may ask per token, in wei; dearer hosts are not "
-                            "used ('none': no limit)")
+        daily_cap_wei="Most the server may spend a day: wei, or with its unit ('0.01 ETH'; "
+                      "'none': no cap)",
+        max_price_per_token="Most a host may ask per token: wei, or with its unit ('2 gwei'); "
+                            "dearer hosts are not used ('none': no limit)")
     async def slash_settings(self, interaction: discord.Interaction,
                              channels: str | None = None, ask_model: str | None = None,
                              code_model: str | None = None,
@@ -424,9 +425,9 @@ def settings_view(server) -> str:
     channels = ", ".join(f"<#{c}>" for c in server.allowed_channel_ids) or "all"
     roles = ", ".join(f"<@&{r}>" for r in server.image_role_ids) or "none"
     users = ", ".join(f"<@{u}>" for u in server.image_user_ids) or "none"
-    cap = "none" if server.daily_cap_wei is None else f"{server.daily_cap_wei:,} wei"
+    cap = "none" if server.daily_cap_wei is None else money.coin_text(server.daily_cap_wei)
     ceiling = "none" if server.max_price_per_token_wei is None \
-        else f"{server.max_price_per_token_wei:,} wei"
+        else money.price_text(server.max_price_per_token_wei)
     spent = selectors.server_committed_today(server=server)
     payer = server.billing_user.get_username() if server.billing_user else \
         "none yet (set in Django admin)"
@@ -436,7 +437,7 @@ def settings_view(server) -> str:
         f"Models: ask `{server.ask_model}`, code `{server.code_model}`, summarize "
         f"`{server.summarize_model}`, chat `{server.chat_model}`, image `{server.image_model}`",
         f"May make images: roles {roles}; users {users}",
-        f"Daily cap: {cap} ({spent:,} wei used today)",
+        f"Daily cap: {cap} ({money.coin_text(spent)} used today)",
         f"Max price per token: {ceiling}",
         f"Paid by: {payer}",
         f"Requests per person: {settings.DISCORD_REQUESTS_PER_HOUR} an hour",

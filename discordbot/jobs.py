@@ -19,10 +19,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from accounts import money
 from accounts.errors import InsufficientFunds
 from content.postprocess import process_code, process_summary
 from content.profiles import profile_for
-from content.prompts import build_prompt
+from content.prompts import PromptSpec, build_prompt
 from discordbot import services
 from discordbot.errors import BotError
 from discordbot.models import DiscordCommand
@@ -67,6 +68,7 @@ class _Prompt:
     text: str
     max_tokens: int
     temperature: float
+    spec: PromptSpec | None = None  # a content type's template: its echoes are dropped
 
 
 def _ask_prompt(question: str) -> str:
@@ -86,11 +88,11 @@ def _prompt_for(request: Request, model: str) -> _Prompt:
     if request.command == DiscordCommand.CODE:
         chosen = profile_for("code", "short", model=model)
         spec = build_prompt("code", request.prompt, style="technical", length="short")
-        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature)
+        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature, spec)
     if request.command == DiscordCommand.SUMMARIZE:
         chosen = profile_for("summary", "short", model=model)
         spec = build_prompt("summary", request.prompt, style="professional", length="short")
-        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature)
+        return _Prompt(spec.text, chosen.max_tokens, chosen.temperature, spec)
     if request.command == DiscordCommand.CHAT:
         return _Prompt(_chat_prompt(request), ask_tokens, 0.7)
     if request.command == DiscordCommand.IMAGE:
@@ -164,8 +166,9 @@ async def run(request: Request, *, on_text: TextCallback | None = None) -> Answe
     cap = quote.reserve_price_wei(None if ceiling is None else int(ceiling))
     if cap is None:
         raise BotError("NO_HOSTS_WITHIN_PRICE",
-                       f"No host serves {model} at {int(ceiling):,} wei per token or less (the "
-                       f"cheapest asks {quote.min_price_wei:,}). An admin can raise the limit "
+                       f"No host serves {model} at {money.price_text(ceiling)} per token or "
+                       f"less (the cheapest asks {money.price_text(quote.min_price_wei)}). An "
+                       "admin can raise the limit "
                        "with /settings max_price_per_token.")
     prompt = await sync_to_async(_prompt_for)(request, model)
     try:
@@ -177,7 +180,8 @@ async def run(request: Request, *, on_text: TextCallback | None = None) -> Answe
     except InsufficientFunds as exc:
         raise BotError("INSUFFICIENT_FUNDS",
                        f"This server's account can't cover this request: it could cost up to "
-                       f"{exc.required_wei:,} wei and {exc.available_wei:,} wei is left. An "
+                       f"{money.coin_detail(exc.required_wei)} and "
+                       f"{money.coin_detail(exc.available_wei)} is left. An "
                        "admin can top it up.") from None
     token = job_id_var.set(str(job.id))
     try:
@@ -227,7 +231,8 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
                                                message=str(exc)[:500], text="".join(pieces))
         raise BotError("INTERNAL", f"Something went wrong on our side; nothing was charged. "
                                    f"Job id: {job.id}.", job_id=job.id) from None
-    parts = shape(request.command, outcome.text)  # before billing: a charge means an answer
+    text = prompt.spec.clean(outcome.text) if prompt.spec is not None else outcome.text
+    parts = shape(request.command, text)  # before billing: a charge means an answer
     price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
     fee_bps = 0
     if outcome.tokens:

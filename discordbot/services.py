@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from limits import RateLimitItemPerHour
 
+from accounts import money
 from accounts.errors import ReservationClosed
 from accounts.models import Reservation, ReservationState
 from accounts.ratelimit import RateLimit, window_clear, window_hit
@@ -100,26 +101,27 @@ def server_settings_change(*, server: DiscordServer, changes: dict[str, str]) ->
         elif name == "daily_cap_wei":
             if raw.lower() in {"none", "off", "no cap", "-"}:
                 locked.daily_cap_wei = None
-            elif raw.isdigit():
-                locked.daily_cap_wei = int(raw)
             else:
-                raise BotError("INVALID_SETTING",
-                               f"the daily cap is a whole number of wei or 'none', not {raw!r}")
+                try:
+                    locked.daily_cap_wei = money.parse(raw)
+                except money.AmountError:
+                    raise BotError("INVALID_SETTING", "the daily cap is an amount (in wei, or "
+                                   f"'0.01 {money.symbol()}') or 'none', not {raw!r}") from None
             cap = locked.daily_cap_wei
-            said.append("daily cap: " + ("none" if cap is None else f"{cap:,} wei"))
+            said.append("daily cap: " + ("none" if cap is None else money.coin_text(cap)))
         elif name == "max_price_per_token":
             if raw.lower() in {"none", "off", "no limit", "-"}:
                 locked.max_price_per_token_wei = None
             else:
                 try:
-                    locked.max_price_per_token_wei = price_ceiling_parse(raw)
-                except ValueError:
-                    raise BotError("INVALID_SETTING", "the max price per token is a whole "
-                                   f"number of wei (at least 1) or 'none', not {raw!r}") \
-                        from None
+                    locked.max_price_per_token_wei = price_ceiling_parse(money.parse(raw))
+                except ValueError:  # money.AmountError is one
+                    raise BotError("INVALID_SETTING", "the max price per token is an amount "
+                                   "(in wei, or '2 gwei'; at least 1 wei) or 'none', not "
+                                   f"{raw!r}") from None
             ceiling = locked.max_price_per_token_wei
             said.append("max price per token: " + ("none" if ceiling is None
-                                                   else f"{ceiling:,} wei"))
+                                                   else money.price_text(ceiling)))
         else:
             if not _MODEL.fullmatch(raw):
                 raise BotError("INVALID_SETTING", f"{raw!r} is not a model id")
@@ -193,9 +195,11 @@ def job_reserve(*, server: DiscordServer, user_id: int, user_name: str, channel_
     spend = _spend_row(server, day)
     if server.daily_cap_wei is not None and spend.committed_wei + worst > server.daily_cap_wei:
         raise BotError("OVER_CAP",
-                       f"This server has reached its daily spending cap ({server.daily_cap_wei:,} "
-                       f"wei; {spend.committed_wei:,} wei used today and this request could "
-                       f"cost up to {worst:,} wei). It resets at midnight UTC.")
+                       "This server has reached its daily spending cap "
+                       f"({money.coin_detail(server.daily_cap_wei)}; "
+                       f"{money.coin_detail(spend.committed_wei)} used today and this request "
+                       f"could cost up to {money.coin_detail(worst)}). It resets at midnight "
+                       "UTC.")
     job = DiscordJob.objects.create(
         server=server, user_id=user_id, user_name=user_name[:100], channel_id=channel_id,
         command=command, prompt=prompt, full_prompt=full_prompt, model=model,

@@ -5,6 +5,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.money import admin_column
 from gateway.models import Batch, BatchItem, GatewayRequest, ItemState
 
 
@@ -13,12 +14,13 @@ class GatewayRequestAdmin(admin.ModelAdmin):
     """Requests to /v1, read-only: they are written by the gateway as it bills them."""
 
     list_display = ("created_at", "user", "endpoint", "model", "status", "tokens",
-                    "cost_wei", "cached", "error_code", "duration_ms")
+                    "cost", "cached", "error_code", "duration_ms")
     list_filter = ("status", "endpoint", "model", "cached", "stream", "created_at")
-    search_fields = ("id", "user__username", "reference", "job_id", "error_code")
+    search_fields = ("id", "user__username", "reference", "job_id", "error_code", "end_user")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     readonly_fields = [f.name for f in GatewayRequest._meta.fields]
+    cost = admin_column("cost_wei", "cost")
 
     def has_add_permission(self, request):
         return False
@@ -31,9 +33,10 @@ class BatchItemInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("index", "state", "model", "tokens", "cost_wei", "attempts", "error_code",
+    fields = ("index", "state", "model", "tokens", "cost", "attempts", "error_code",
               "finished_at")
     readonly_fields = fields
+    cost = admin_column("cost_wei", "cost")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -41,7 +44,7 @@ class BatchItemInline(admin.TabularInline):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "state", "progress", "failed", "cost_wei", "webhook_state",
+    list_display = ("id", "owner", "state", "progress", "failed", "cost", "webhook_state",
                     "created", "finished_at")
     list_filter = ("state", "created")
     search_fields = ("id", "owner__username", "webhook_url")
@@ -49,9 +52,10 @@ class BatchAdmin(admin.ModelAdmin):
     list_select_related = ("owner", "webhook")
     exclude = ("webhook_secret",)
     readonly_fields = ("id", "owner", "api_key", "state", "total", "succeeded", "failed",
-                       "cost_wei", "webhook_url", "webhook_link", "created", "started_at",
+                       "cost", "webhook_url", "webhook_link", "created", "started_at",
                        "finished_at")
     inlines = [BatchItemInline]
+    cost = admin_column("cost_wei", "cost")
 
     def has_add_permission(self, request):
         return False  # batches come from the API only
@@ -76,13 +80,14 @@ class BatchAdmin(admin.ModelAdmin):
 
 @admin.register(BatchItem)
 class BatchItemAdmin(admin.ModelAdmin):
-    list_display = ("batch", "index", "state", "model", "tokens", "cost_wei", "attempts",
+    list_display = ("batch", "index", "state", "model", "tokens", "cost", "attempts",
                     "error_code", "finished_at")
     list_filter = ("state", "model", "error_code")
     search_fields = ("batch__id", "prompt", "error_message")
     list_select_related = ("batch",)
     raw_id_fields = ("batch",)
     readonly_fields = [f.name for f in BatchItem._meta.fields]
+    cost = admin_column("cost_wei", "cost")
     actions = ["retry_now"]
 
     def has_add_permission(self, request):

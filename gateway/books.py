@@ -265,7 +265,7 @@ SELECT id FROM reservation
 # What closing a request may write on its record, besides tokens, cost and finished_at.
 _FINISH_FIELDS = frozenset({"status", "text", "host", "job_id", "prompt_tokens",
                             "finish_reason", "ttft_ms", "duration_ms", "error_code",
-                            "error_message"})
+                            "error_message", "end_user"})
 _statements: dict[tuple, str] = {}
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import time
 import uuid
@@ -53,6 +54,7 @@ from django.db import connections
 from gateway import cache as result_cache
 from gateway.books import books as ledger_books
 from gateway.books import ms_since
+from gateway.chat import PLAIN, ChatOptions, StopCutter, cut_at_stop, logprob_entry
 from gateway.errors import GatewayError
 from gateway.models.requests import RequestStatus
 from marketplace.client.errors import ClientError
@@ -73,8 +75,12 @@ class InferenceResult:
     host: str
     cost_wei: int
     cached: bool
-    finish_reason: str  # stop, length or cancelled
+    finish_reason: str  # stop, length or cancelled (an upstream's chat: its own)
     ttft_ms: float | None = None
+    # A chat's answer beyond its text: an upstream's whole message (tool calls, ...) and
+    # OpenAI's `logprobs` object (from the upstream, or from the hosts' token metadata).
+    message: dict | None = None
+    logprobs: dict | None = None
 
 
 # ---- Validation ------------------------------------------------------------------------
@@ -163,6 +169,8 @@ class _Ran:
     # Cached only when true: the marketplace's verification passed (the operator's own
     # upstream server is trusted as it is).
     verified: bool = True
+    message: dict | None = None
+    logprobs: dict | None = None
 
 
 async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
@@ -171,8 +179,12 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         cancel: asyncio.Event | None = None, endpoint: str = "inference",
                         request_id: uuid.UUID | None = None,
                         recorded: asyncio.Event | None = None,
-                        max_price_per_token: int | str | None = None) -> InferenceResult:
-    """Run and bill one request (see the module's docstring); raises GatewayError."""
+                        max_price_per_token: int | str | None = None,
+                        messages: list[dict] | None = None,
+                        options: ChatOptions = PLAIN) -> InferenceResult:
+    """Run and bill one request (see the module's docstring); raises GatewayError.
+    A chat passes its `messages` (an upstream gets them as they are) and its `options`
+    (gateway.chat.chat_options); the cache serves and keeps only requests without options."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4()
     stream = on_token is not None
@@ -181,11 +193,15 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     ceiling = inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
                                  temperature=temperature, max_price_per_token=max_price_per_token)
     # Per account (marketplace.results): another account's answer is never served.
-    key = result_cache.cache_key(owner_id=api_key.user_id, model=model, prompt=prompt,
-                                 max_tokens=max_tokens, temperature=temperature)
     upstream = bool(settings.GATEWAY_UPSTREAM_URL)
+    key = None
+    if options.plain:
+        # An upstream's chat template makes a chat's answer differ from a completion's.
+        keyed = json.dumps(messages) if upstream and messages is not None else prompt
+        key = result_cache.cache_key(owner_id=api_key.user_id, model=model, prompt=keyed,
+                                     max_tokens=max_tokens, temperature=temperature)
     books = ledger_books()
-    hit = await result_cache.cached_result(key)
+    hit = await result_cache.cached_result(key) if key is not None else None
     if hit is not None:
         await books.record_hit(hit=hit, **base)
         if on_token is not None:
@@ -226,10 +242,10 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     try:
         if upstream:
             outcome = await _run_upstream(model, prompt, max_tokens, temperature, price_wei,
-                                          on_token, cancel)
+                                          on_token, cancel, messages, options)
         else:
             outcome = await _run_marketplace(api_key, model, prompt, max_tokens, temperature,
-                                             price_wei, on_token, cancel)
+                                             price_wei, on_token, cancel, options)
     except GatewayError as exc:
         failure = exc
     except ClientError as exc:
@@ -245,75 +261,136 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
         if outcome is None:
             status = RequestStatus.CANCELLED if failure and failure.code == "CANCELLED" \
                 else RequestStatus.FAILED
+            fields = {"status": status, "error_code": failure.code if failure else "",
+                      "error_message": failure.message[:500] if failure else "",
+                      "duration_ms": ms_since(started)}
+            if options.user:
+                fields["end_user"] = options.user
             closing = books.close(held, request_id=request_id, price_wei=price_wei,
-                                  tokens=0, fee_bps=0, fields={
-                                      "status": status,
-                                      "error_code": failure.code if failure else "",
-                                      "error_message": failure.message[:500] if failure
-                                      else "",
-                                      "duration_ms": ms_since(started)})
+                                  tokens=0, fee_bps=0, fields=fields)
             await asyncio.shield(asyncio.ensure_future(closing))
     if failure is not None:
         raise failure
     tokens = min(outcome.tokens, max_tokens)
     cancelled = outcome.finish_reason == "cancelled"
     status = RequestStatus.CANCELLED if cancelled else RequestStatus.DONE
+    fields = {"status": status, "text": outcome.text, "host": outcome.host,
+              "job_id": outcome.job_id, "prompt_tokens": outcome.prompt_tokens,
+              "finish_reason": outcome.finish_reason[:20], "ttft_ms": outcome.ttft_ms,
+              "duration_ms": ms_since(started)}
+    if options.user:
+        fields["end_user"] = options.user
     charged = await asyncio.shield(asyncio.ensure_future(books.close(
         held, request_id=request_id, price_wei=outcome.price_wei, tokens=tokens,
-        fee_bps=outcome.fee_bps, fields={
-            "status": status, "text": outcome.text, "host": outcome.host,
-            "job_id": outcome.job_id, "prompt_tokens": outcome.prompt_tokens,
-            "finish_reason": outcome.finish_reason, "ttft_ms": outcome.ttft_ms,
-            "duration_ms": ms_since(started)})))
-    if tokens and not cancelled and outcome.verified:
+        fee_bps=outcome.fee_bps, fields=fields)))
+    if key is not None and tokens and not cancelled and outcome.verified:
         await result_cache.cache_result(key, text=outcome.text, tokens=tokens,
                                         host=outcome.host,
                                         finish_reason=outcome.finish_reason)
     return InferenceResult(request_id=request_id, job_id=outcome.job_id, text=outcome.text,
                            tokens=tokens, prompt_tokens=outcome.prompt_tokens, model=model,
                            host=outcome.host, cost_wei=charged, cached=False,
-                           finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms)
+                           finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms,
+                           message=outcome.message, logprobs=outcome.logprobs)
 
 
 async def _run_upstream(model, prompt, max_tokens, temperature, price_wei, on_token,
-                        cancel) -> _Ran:
-    from gateway.upstream import upstream_complete, upstream_shown
+                        cancel, messages, options: ChatOptions) -> _Ran:
+    from gateway.upstream import upstream_chat, upstream_complete, upstream_shown
 
     on_piece = None
     if on_token is not None:
         index = 0
 
-        async def on_piece(piece: str) -> None:
+        async def on_piece(piece: str, extra: dict | None) -> None:
             nonlocal index
-            await on_token(index, piece)
+            if extra is None:
+                await on_token(index, piece)
+            else:
+                await on_token(index, piece, extra)
             index += 1
 
     # A request nobody can cancel is sent whole: one answer, no stream to parse.
-    result = await upstream_complete(model=model, prompt=prompt, max_tokens=max_tokens,
-                                     temperature=temperature, on_piece=on_piece,
+    if messages is None:
+        result = await upstream_complete(model=model, prompt=prompt, max_tokens=max_tokens,
+                                         temperature=temperature, on_piece=on_piece,
+                                         cancel=cancel if on_token is not None else None)
+    else:
+        result = await upstream_chat(model=model, messages=messages, max_tokens=max_tokens,
+                                     temperature=temperature, passed=options.passed,
+                                     on_piece=on_piece,
                                      cancel=cancel if on_token is not None else None)
     return _Ran(job_id=result.id, text=result.text, tokens=result.tokens,
                 prompt_tokens=result.prompt_tokens, host=upstream_shown(),
                 price_wei=price_wei, fee_bps=0, finish_reason=result.finish_reason,
-                ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None)
+                ttft_ms=round(result.ttft_s * 1000, 1) if result.ttft_s is not None else None,
+                message=result.message, logprobs=result.logprobs)
 
 
 async def _run_marketplace(api_key, model, prompt, max_tokens, temperature, price_cap_wei,
-                           on_token, cancel) -> _Ran:
+                           on_token, cancel, options: ChatOptions) -> _Ran:
     from marketplace.services import JobSpec, run_job
     from marketplace.wallet import platform_chain
 
     spec = JobSpec(model=model, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                    max_price_per_token_wei=price_cap_wei, owner_id=api_key.user_id)
-    outcome = await run_job(spec, on_token=on_token, cancel=cancel)
+    # Stop sequences: the text is cut before the first one and the job cancelled there;
+    # the tokens the host sent until it stopped are billed, as for any cancelled job.
+    cutter = StopCutter(options.stop) if options.stop else None
+    relay = on_token
+    if cutter is not None or options.logprobs:
+
+        async def relay(index: int, piece: str, meta=None) -> None:
+            shown = piece
+            if cutter is not None:
+                was_stopped = cutter.stopped
+                shown = cutter.feed(piece)
+                if cutter.stopped:
+                    cancel.set()
+                    if was_stopped:
+                        return  # after the stop: billed, never shown
+            if on_token is None:
+                return
+            if options.logprobs:
+                logprob = meta.logprob if meta is not None else None
+                await on_token(index, shown, {"logprobs": {
+                    "content": [logprob_entry(piece, logprob)]}})
+            elif shown:
+                await on_token(index, shown)
+
+    outcome = await run_job(spec, on_token=relay, cancel=cancel,
+                            with_metadata=options.logprobs)
+    text, stopped = outcome.text, False
+    if cutter is not None:
+        text, stopped = cut_at_stop(text, options.stop)
+        rest = cutter.flush()
+        if rest and on_token is not None:
+            await on_token(outcome.tokens, rest)
+    logprobs = None
+    if options.logprobs:
+        logprobs = {"content": _token_logprobs(outcome.pieces, outcome.metadata,
+                                                len(text) if stopped else None)}
     # What the chain paid per token (never above the cap the job was posted with).
     price = min(outcome.cost_wei // outcome.tokens, price_cap_wei) if outcome.tokens else 0
     fee_bps = await (await platform_chain()).fee_bps() if outcome.tokens else 0
-    finish = "cancelled" if outcome.cancelled else (
+    finish = "stop" if stopped else "cancelled" if outcome.cancelled else (
         "length" if outcome.tokens >= max_tokens else "stop")
-    return _Ran(job_id=str(outcome.job_id), text=outcome.text, tokens=outcome.tokens,
+    return _Ran(job_id=str(outcome.job_id), text=text, tokens=outcome.tokens,
                 prompt_tokens=0, host=outcome.host, price_wei=price, fee_bps=fee_bps,
-                finish_reason=finish, ttft_ms=outcome.ttft_ms, verified=outcome.verified)
+                finish_reason=finish, ttft_ms=outcome.ttft_ms, verified=outcome.verified,
+                logprobs=logprobs)
+
+
+def _token_logprobs(pieces: list[str], metadata: list, cut: int | None) -> list[dict]:
+    """OpenAI's `logprobs.content`: every token, or with a stop sequence at `cut`
+    characters, the tokens that begin before it."""
+    entries, at = [], 0
+    for piece, meta in zip(pieces, metadata, strict=False):
+        if cut is not None and at >= cut:
+            break
+        entries.append(logprob_entry(piece, meta.logprob if meta is not None else None))
+        at += len(piece)
+    return entries
 
 
 # ---- Running detached from the request -------------------------------------------------

@@ -1,5 +1,6 @@
 """Direct upstream mode: an OpenAI-compatible server (settings.GATEWAY_UPSTREAM_URL)
 answers instead of the marketplace — an operator's private host, or the benchmark's.
+/v1/inference goes to its /v1/completions, chat to its /v1/chat/completions.
 
 One aiohttp session per event loop, kept open, so requests reuse their connections
 (aiohttp's client parses HTTP in C: at the gateway's rates the client's own cost shows).
@@ -31,6 +32,8 @@ class UpstreamResult:
     finish_reason: str
     cancelled: bool = False
     ttft_s: float | None = None
+    message: dict | None = None  # a chat answer's whole message (tool calls, ...)
+    logprobs: dict | None = None
 
 
 def _session() -> aiohttp.ClientSession:
@@ -65,18 +68,39 @@ def upstream_shown() -> str:
     return urls_redacted(settings.GATEWAY_UPSTREAM_URL or "")
 
 
+PieceCallback = Callable[[str, dict | None], Awaitable[None]]
+
+
 async def upstream_complete(*, model: str, prompt: str, max_tokens: int, temperature: float,
-                            on_piece: Callable[[str], Awaitable[None]] | None = None,
+                            on_piece: PieceCallback | None = None,
                             cancel: asyncio.Event | None = None) -> UpstreamResult:
     """POST {GATEWAY_UPSTREAM_URL}/v1/completions; streamed when `on_piece` wants each
     piece. A set `cancel` stops the stream and returns what arrived, marked cancelled."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
             "temperature": temperature}
+    return await _call("v1/completions", body, on_piece, cancel)
+
+
+async def upstream_chat(*, model: str, messages: list[dict], max_tokens: int,
+                        temperature: float, passed: dict,
+                        on_piece: PieceCallback | None = None,
+                        cancel: asyncio.Event | None = None) -> UpstreamResult:
+    """POST {GATEWAY_UPSTREAM_URL}/v1/chat/completions with the messages as they came (the
+    upstream applies its own chat template) and the OpenAI fields in `passed`. The answer's
+    message (tool calls and all) and logprobs are kept; `on_piece(text, extra)` gets each
+    streamed delta's text and what else it carries (tool_calls, logprobs), or None."""
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens,
+            "temperature": temperature, **passed}
+    return await _call("v1/chat/completions", body, on_piece, cancel)
+
+
+async def _call(path: str, body: dict, on_piece: PieceCallback | None,
+                cancel: asyncio.Event | None) -> UpstreamResult:
     if on_piece is None and cancel is None:
-        return await _whole(body)
+        return await _whole(path, body)
     result = UpstreamResult(id="", text="", tokens=0, prompt_tokens=0, finish_reason="")
     pieces: list[str] = []
-    reading = asyncio.ensure_future(_stream(body, result, pieces, on_piece))
+    reading = asyncio.ensure_future(_stream(path, body, result, pieces, on_piece))
     if cancel is None:
         await reading
     else:
@@ -103,9 +127,9 @@ async def upstream_complete(*, model: str, prompt: str, max_tokens: int, tempera
     return result
 
 
-async def _whole(body: dict) -> UpstreamResult:
+async def _whole(path: str, body: dict) -> UpstreamResult:
     try:
-        async with _session().post("v1/completions", json=body) as response:
+        async with _session().post(path, json=body) as response:
             if response.status != 200:
                 raise _failed(f"HTTP {response.status}")
             raw = await response.read()
@@ -115,22 +139,29 @@ async def _whole(body: dict) -> UpstreamResult:
         data = json.loads(raw)
         choice = data["choices"][0]
         usage = data.get("usage") or {}
-        text = choice.get("text") or ""
+        message = choice.get("message")
+        if message is not None:
+            if not isinstance(message, dict):
+                raise TypeError("message is not an object")
+            text = message.get("content") or ""
+        else:
+            text = choice.get("text") or ""
         return UpstreamResult(id=str(data.get("id", "")), text=text,
                               tokens=int(usage.get("completion_tokens") or 0),
                               prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                              finish_reason=choice.get("finish_reason") or "stop")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+                              finish_reason=choice.get("finish_reason") or "stop",
+                              message=message, logprobs=choice.get("logprobs"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise _failed(f"malformed answer ({exc})") from exc
 
 
-async def _stream(body: dict, result: UpstreamResult, pieces: list[str],
-                  on_piece: Callable[[str], Awaitable[None]] | None) -> None:
+async def _stream(path: str, body: dict, result: UpstreamResult, pieces: list[str],
+                  on_piece: PieceCallback | None) -> None:
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with _session().post("v1/completions", json=body) as response:
+        async with _session().post(path, json=body) as response:
             if response.status != 200:
                 raise _failed(f"HTTP {response.status}")
             async for raw in response.content:
@@ -147,17 +178,28 @@ async def _stream(body: dict, result: UpstreamResult, pieces: list[str],
                     result.tokens = int(usage.get("completion_tokens") or 0)
                     result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                 for choice in chunk.get("choices") or []:
-                    piece = choice.get("text") or ""
-                    if piece:
+                    delta = choice.get("delta")
+                    extra = None
+                    if delta is not None:  # chat: the delta's text and what else it has
+                        piece = delta.get("content") or ""
+                        extra = {name: value for name, value in delta.items()
+                                 if name not in ("role", "content") and value is not None}
+                        if choice.get("logprobs"):
+                            extra["logprobs"] = choice["logprobs"]
+                        extra = extra or None
+                    else:
+                        piece = choice.get("text") or ""
+                    if piece or extra:
                         if result.ttft_s is None:
                             result.ttft_s = loop.time() - started
-                        pieces.append(piece)
+                        if piece:
+                            pieces.append(piece)
                         if on_piece is not None:
-                            await on_piece(piece)
+                            await on_piece(piece, extra)
                     if choice.get("finish_reason"):
                         result.finish_reason = choice["finish_reason"]
     except _FAILURES as exc:
         raise _failed(str(exc) or type(exc).__name__) from exc
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, AttributeError) as exc:
         raise _failed(f"malformed stream ({exc})") from exc
     result.finish_reason = result.finish_reason or "stop"

@@ -9,6 +9,7 @@ read the stored rows; a result older than OPS_HEALTH_STALE_S fails as stale.
 
 Hosts are probed through the client's pool and host URL policy (marketplace.client.hosturl):
 a host registered at a URL the policy refuses is never probed and counts as not answering.
+Each host's answer is also stored as one probe of its uptime (marketplace.figures).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 2.0
 PROBE_TIMEOUT_S = 2.0
+# The hosts probe's answer per host: stored as probes of each host's uptime
+# (marketplace.figures), not in the HealthProbe row.
+PER_HOST = "per_host"
 
 
 def _probe_chain() -> dict:
@@ -68,25 +72,30 @@ async def _probe_hosts() -> dict:
     finally:
         await w3.provider.disconnect()
 
-    async def answers(url: str) -> bool:
+    async def answers(url: str) -> float | None:
+        """The round trip in ms, or None where the host did not answer."""
         try:
             base = await host_url_check(url)
+            started = time.perf_counter()
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 async with pool.session().get(f"{base}/v1/capabilities",
                                               allow_redirects=False) as response:
-                    return response.status == 200
+                    if response.status != 200:
+                        return None
+            return round((time.perf_counter() - started) * 1000, 1)
         except (ClientError, aiohttp.ClientError, TimeoutError):
-            return False
+            return None
 
     try:
         up = await asyncio.gather(*(answers(url) for url, _ in nodes.values()))
     finally:
         await pool.close()  # this event loop is the probe's own
     by_model = {model: 0 for model in settings.OPS_HEALTH_MODELS}
-    for (_, models), ok in zip(nodes.values(), up, strict=True):
+    for (_, models), ms in zip(nodes.values(), up, strict=True):
         for model in models:
-            by_model[model] += ok
-    return {"registered": len(nodes), "answering": sum(up), "by_model": by_model}
+            by_model[model] += ms is not None
+    return {"registered": len(nodes), "answering": sum(ms is not None for ms in up),
+            "by_model": by_model, PER_HOST: dict(zip(nodes, up, strict=True))}
 
 
 def _run_hosts_probe() -> dict:
@@ -115,6 +124,7 @@ def health_probes_run() -> dict[str, dict]:
     Returns what was stored, by probe name."""
     from django.utils import timezone
 
+    from marketplace.figures import host_probes_record
     from marketplace.models import HealthProbe
 
     stored: dict[str, dict] = {}
@@ -125,6 +135,7 @@ def health_probes_run() -> dict[str, dict]:
         except Exception as exc:  # the probe's failure is its result
             detail, error = {}, urls_redacted(f"{type(exc).__name__}: {exc}")[:500]
             log.warning("health probe %s failed: %s", name, error)
+        host_probes_record(detail.pop(PER_HOST, {}))
         row = {"ok": not error, "detail": detail, "error": error,
                "ms": round((time.perf_counter() - started) * 1000, 1),
                "checked_at": timezone.now()}

@@ -15,7 +15,6 @@ else FAILED) and then processed like any other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from django.utils import timezone
 from marketplace import jobs as job_services
 from marketplace import webhooks
 from marketplace.chain.contracts import Chain, JobStatus
+from marketplace.client import loops
 from marketplace.client.verify import job_result_key, verify_result
 from marketplace.models import (
     TERMINAL_STATES,
@@ -339,31 +339,10 @@ async def _settle_all(items: list[_Open]) -> dict[int, str]:
     return texts
 
 
-def run_async(coro):
-    """Run chain work from a worker's sync code on a loop of its own, and close the HTTP
-    sessions it opened before the loop goes (handles and pools belong to one loop)."""
-    from marketplace import wallet
-    from marketplace.client import pool
-
-    async def main():
-        # Handles are keyed by loop: a dead loop's handle may sit under this loop's id, and
-        # other loops of this process (a batch's) keep theirs.
-        key = id(asyncio.get_running_loop())
-        wallet._handles.pop(key, None)
-        wallet._arbitrator_handles.pop(key, None)
-        try:
-            return await coro
-        finally:
-            await wallet.close_loop_handles()
-            await pool.close()
-
-    return asyncio.run(main())
-
-
 def _settle_open_attempts(job: Job) -> None:
     items = [i for i in _open_attempts(job) if i.state != AttemptState.ABANDONED]
     if items:
-        run_async(_settle_all(items))
+        loops.run_async(_settle_all(items))
 
 
 # ---- recovering a job whose process died ----------------------------------------------------
@@ -379,7 +358,7 @@ def job_recover(*, job_id: str) -> str:
         return "not-orphaned"
     job = Job.objects.get(pk=job_id)
     items = _open_attempts(job)
-    texts = run_async(_settle_all(items)) if items else {}
+    texts = loops.run_async(_settle_all(items)) if items else {}
     last = job.attempts.order_by("-number").first()
     paid = sum(int(a.paid_wei) for a in job.attempts.filter(state=AttemptState.ACCEPTED))
     try:

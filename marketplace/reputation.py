@@ -65,16 +65,25 @@ PROVEN_CODES = frozenset({"NO_RESULT"})
 UNPROVEN_CODES = frozenset({"HOST_UNAVAILABLE", "HOST_URL_REFUSED"})
 
 
+def proven():
+    """The attempts where the client proved it was there: the host answered the stream (or
+    sent tokens), broke the protocol with its own bytes, or streamed and never submitted.
+    Only their failures count against a host."""
+    from django.db.models import Q
+
+    return (Q(answered_at__isnull=False) | Q(tokens__gt=0) | Q(error_code__in=PROVEN_CODES)
+            | (Q(error_code__startswith="HOST_") & ~Q(error_code__in=UNPROVEN_CODES)))
+
+
+FAILED_STATES = ("ABANDONED", "FAILED", "REFUNDED")
+
+
 def local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
     """This client's own record per host: (good, bad); a dispute counts DISPUTE_WEIGHT."""
     from django.db.models import Count, Q
 
     from marketplace.models import AttemptState, JobAttempt
 
-    # Where the client proved it was there: the host answered the stream (or sent
-    # tokens), broke the protocol with its own bytes, or streamed and never submitted.
-    proven = (Q(answered_at__isnull=False) | Q(tokens__gt=0) | Q(error_code__in=PROVEN_CODES)
-              | (Q(error_code__startswith="HOST_") & ~Q(error_code__in=UNPROVEN_CODES)))
     rows = (
         JobAttempt.objects.filter(host_address__in=addresses)
         .values("host_address")
@@ -82,9 +91,7 @@ def local_record(addresses: list[str]) -> dict[str, tuple[int, int]]:
             good=Count("id", filter=Q(state=AttemptState.ACCEPTED)),
             # A disputed result is one we held and refused: proof enough.
             disputed=Count("id", filter=Q(state=AttemptState.DISPUTED)),
-            failed=Count("id", filter=Q(state__in=[AttemptState.ABANDONED,
-                                                   AttemptState.FAILED,
-                                                   AttemptState.REFUNDED]) & proven),
+            failed=Count("id", filter=Q(state__in=FAILED_STATES) & proven()),
         )
     )
     return {r["host_address"]: (r["good"], r["failed"] + DISPUTE_WEIGHT * r["disputed"])

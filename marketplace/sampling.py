@@ -134,6 +134,10 @@ class PositionCheck:
     # How far, in logits, the token's score falls short of the best competitor's (0 when
     # it is the verifier's choice too, inf when it could not have been chosen at all).
     gap: float = 0.0
+    # How far, in logits, the verifier's choice is ahead of the runner-up: where it is
+    # small, floating-point noise in the host's logits may flip the choice; where it is
+    # large, an honest host all but never differs (docs/trust.md).
+    margin: float = float("inf")
 
 
 def check(logits: np.ndarray, temperature: float, key: int, position: int, token: int,
@@ -150,30 +154,36 @@ def check(logits: np.ndarray, temperature: float, key: int, position: int, token
         expected = int(np.argmax(logits))
         gap = max(0.0, float(logits[expected]) - float(logits[token]))
         reason = "" if gap <= tolerance.logit else "not the most likely token"
+        best_two = np.partition(logits, -2)[-2:]
+        margin = float(best_two[1]) - float(best_two[0])
     else:
         found = candidates(logits, extra=8)
         expected = _select(found, temperature, key, position)
-        gap, reason = _sampled_gap(found, temperature, key, position, token, tolerance)
+        gap, reason, margin = _sampled_gap(found, temperature, key, position, token,
+                                           tolerance)
     if error > tolerance.logprob:
         reason = "log-probability differs"
-    return PositionCheck(not reason, reason, error, expected, gap)
+    return PositionCheck(not reason, reason, error, expected, gap, margin)
 
 
 def _sampled_gap(found: Candidates, temperature: float, key: int, position: int,
-                 token: int, tolerance: Tolerance) -> tuple[float, str]:
+                 token: int, tolerance: Tolerance) -> tuple[float, str, float]:
+    """(gap, reason, margin): see PositionCheck."""
     p = found.p
+    scores = found.logits / temperature + _gumbel(key, position, found.ids)
+    kept = [i for i in range(min(TOP_K, len(p))) if _surely_kept(p, i, tolerance.edge)]
+    ranked = sorted((float(scores[i]) for i in kept), reverse=True)
+    margin = (ranked[0] - ranked[1]) * temperature if len(ranked) > 1 else float("inf")
     where = np.flatnonzero(found.ids == token)
     if where.size == 0 or not _may_be_kept(p, int(where[0]), tolerance.edge_logit):
-        return float("inf"), "not a candidate token"
+        return float("inf"), "not a candidate token", margin
     at = int(where[0])
     # Every token surely in the host's set competes; a token at the edge only if reported.
-    scores = found.logits / temperature + _gumbel(key, position, found.ids)
-    best_other = max((scores[i] for i in range(min(TOP_K, len(p)))
-                      if i != at and _surely_kept(p, i, tolerance.edge)), default=-np.inf)
+    best_other = max((scores[i] for i in kept if i != at), default=-np.inf)
     gap = max(0.0, float(best_other - scores[at]) * temperature)
     if gap <= tolerance.logit:
-        return gap, ""
-    return gap, "not the token the committed randomness selects"
+        return gap, "", margin
+    return gap, "not the token the committed randomness selects", margin
 
 
 def _may_be_kept(p: np.ndarray, i: int, edge_logit: float) -> bool:

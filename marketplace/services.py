@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from marketplace.chain.errors import ChainError
 from marketplace.client import discovery, runner
 from marketplace.client.errors import ClientError
-from marketplace.client.ranking import OUTLIER_FACTOR
+from marketplace.client.ranking import OUTLIER_FACTOR, Candidate
 from marketplace.client.runner import JobOutcome, JobSpec
 
 __all__ = ["MAX_PRICE_CEILING_WEI", "OUTLIER_FACTOR", "ClientError", "JobOutcome", "JobSpec",
@@ -71,6 +71,7 @@ class PriceQuote:
     ttft_ms: float | None
     tokens_per_s: float | None
     prices: tuple[int, ...] = ()  # every answering host's, cheapest first
+    hosts: tuple[Candidate, ...] = ()  # every answering host with its figures, cheapest first
 
     @property
     def outlier_above_wei(self) -> int:
@@ -89,21 +90,13 @@ class PriceQuote:
         return used[-1] if used else None
 
 
-def _measured(address_list: list[str]) -> tuple[float | None, float | None]:
-    from django.db.models import Avg
-
-    from marketplace.models import JobAttempt
-
-    figures = JobAttempt.objects.filter(host_address__in=address_list,
-                                        ttft_ms__isnull=False).aggregate(
-        ttft=Avg("ttft_ms"), tps=Avg("tokens_per_s"))
-    return figures["ttft"], figures["tps"]
+def _median_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 1) if known else None
 
 
 async def price_quote(model: str) -> PriceQuote | None:
     """Current prices of the hosts serving `model` (None when no host serves it)."""
-    from asgiref.sync import sync_to_async
-
     try:
         found = await discovery.candidates(model)
     except (ChainError, ClientError, OSError):
@@ -112,10 +105,13 @@ async def price_quote(model: str) -> PriceQuote | None:
         return None
     prices = sorted(c.price_per_token_wei for c in found)
     median = statistics.median_low(prices)
-    # The measured speed of the hosts a job would use (an outlier's is not on offer).
-    used = [c.address for c in found if c.price_per_token_wei <= OUTLIER_FACTOR * median]
-    ttft, tps = await sync_to_async(_measured)(used)
+    # The speed of the hosts a job would use (an outlier's is not on offer): the median
+    # of their own figures over the recent window (marketplace.figures).
+    used = [c for c in found if c.price_per_token_wei <= OUTLIER_FACTOR * median]
     return PriceQuote(model=model, nodes=len(found), min_price_wei=prices[0],
                       median_price_wei=median, max_price_wei=prices[-1],
-                      ttft_ms=round(ttft, 1) if ttft else None,
-                      tokens_per_s=round(tps, 1) if tps else None, prices=tuple(prices))
+                      ttft_ms=_median_of([c.ttft_ms for c in used]),
+                      tokens_per_s=_median_of([c.figures.tokens_per_s for c in used]),
+                      prices=tuple(prices),
+                      hosts=tuple(sorted(found, key=lambda c: (c.price_per_token_wei,
+                                                               c.address))))

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from celery import Task, shared_task
 
 from marketplace import processor, webhooks
+from marketplace.client import loops
 from marketplace.queue import enqueue
 from observability.logging import job_id_var
 
@@ -61,7 +62,7 @@ def refund_abandoned_attempts() -> int:
     async def run() -> int:
         return await refund_abandoned(await platform_chain())
 
-    return processor.run_async(run())
+    return loops.run_async(run())
 
 
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
@@ -74,7 +75,7 @@ def resolve_disputes() -> int:
     async def run() -> int:
         return await disputes_resolve(await arbitrator_chain())
 
-    return processor.run_async(run())
+    return loops.run_async(run())
 
 
 # ---- the job processor -------------------------------------------------------------------
@@ -169,6 +170,7 @@ def release_stale_reservations() -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=120, soft_time_limit=100)
 def verify_attempt(record_id: int) -> str:
     """The `verify` queue: re-score one attempt on this worker's verifier thread."""
-    from marketplace.verifier.service import verification_run
+    from marketplace.verifier.service import pinned_weights, verification_run
 
-    return verification_run(record_id).state
+    return verification_run(record_id,
+                            lambda model: loops.run_async(pinned_weights(model))).state

@@ -1,17 +1,19 @@
 from django.contrib import admin
 
+from accounts.money import admin_column
 from writer import services
 from writer.models import Generation
 
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
-    list_display = ("created", "user", "content_type", "status", "model", "tokens", "cost_wei",
+    list_display = ("created", "user", "content_type", "status", "model", "tokens", "cost",
                     "cached")
     list_filter = ("content_type", "status", "cached", "model")
     search_fields = ("prompt", "text", "user__username")
     date_hierarchy = "created"
-    readonly_fields = ("id", "user", "full_prompt", "job_id", "host", "tokens", "cost_wei",
+    cost = admin_column("cost_wei", "cost")
+    readonly_fields = ("id", "user", "full_prompt", "job_id", "host", "tokens", "cost",
                        "cache_key", "created", "finished", "ttft_ms")
 
     def delete_model(self, request, obj):

@@ -23,6 +23,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from accounts.errors import InsufficientFunds
+from accounts.money import WeiText
 from observability.errors import error_body
 from writer import runner, selectors, services
 from writer.models import Generation, Status
@@ -139,7 +140,7 @@ class GenerateIn(Schema):
     length: Length = "medium"
 
 
-Wei = Annotated[str, Field(pattern=r"^[0-9]+$", description="wei, as a decimal string")]
+Wei = WeiText
 GenerationStatus = Literal[tuple(Status.values)]
 
 

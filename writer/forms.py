@@ -1,6 +1,7 @@
 from django import forms
 from django.conf import settings
 
+from accounts import money
 from marketplace.services import price_ceiling_parse
 from writer.models import LENGTH_CHOICES, STYLE_CHOICES, TYPE_CHOICES
 from writer.services import MAX_PROMPT_CHARS
@@ -28,19 +29,21 @@ class GenerateForm(forms.Form):
                                     help_text="Advanced: the token budget")
     temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0,
                                    help_text="Advanced: 0 is focused, 2 is wild")
-    # Wei can pass 2^53, so it is text, checked by the marketplace's own parser.
+    # Wei can pass 2^53, so it is text: an amount with its unit ("2 gwei") or wei, read by
+    # accounts.money and bounded by the marketplace's own parser.
     max_price_per_token = forms.CharField(
-        required=False, max_length=40, strip=True, label="Max price per token (wei)",
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "any"}),
-        help_text="Advanced: hosts asking more are not used")
+        required=False, max_length=40, strip=True, label="Max price per token",
+        widget=forms.TextInput(attrs={"placeholder": "any, e.g. 2 gwei"}),
+        help_text="Advanced: hosts asking more are not used; in gwei (\"2 gwei\") or wei")
 
     def clean_max_price_per_token(self) -> int | None:
         given = self.cleaned_data.get("max_price_per_token") or None  # empty: no limit
         try:
-            return price_ceiling_parse(given)
-        except ValueError:
-            raise forms.ValidationError("A whole number of wei per token, at least 1 (or "
-                                        "leave it empty for no limit).") from None
+            return price_ceiling_parse(None if given is None else money.parse(given))
+        except ValueError:  # money.AmountError is one
+            raise forms.ValidationError("A price per token such as \"2 gwei\" or a whole "
+                                        "number of wei, at least 1 wei (or leave it empty for "
+                                        "no limit).", code="invalid_price") from None
 
 
 class EditForm(forms.Form):

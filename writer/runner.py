@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from content.postprocess import process
+from content.prompts import build_prompt
 from marketplace.client.errors import ClientError
 from marketplace.services import JobSpec, run_job
 from writer.models import Generation, Status
@@ -128,10 +129,13 @@ async def run_generation(generation_id) -> None:
     else:
         price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
         await bill(price, outcome.tokens)
+        # What the reader keeps has no line that repeats the template's instructions.
+        text = build_prompt(generation.content_type, generation.prompt,
+                            style=generation.style, length=generation.length).clean(outcome.text)
         await save(status=Status.CANCELLED if outcome.cancelled else Status.DONE,
-                   text=outcome.text, seq=outcome.tokens, tokens=outcome.tokens,
+                   text=text, seq=outcome.tokens, tokens=outcome.tokens,
                    host=outcome.host, job_id=outcome.job_id,
-                   processed=process(generation.content_type, outcome.text,
+                   processed=process(generation.content_type, text,
                                      prompt=generation.prompt),
                    finished=timezone.now())
         kept = await Generation.objects.filter(pk=generation.id).afirst()

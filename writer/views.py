@@ -10,6 +10,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts import money
 from accounts.errors import InsufficientFunds
 from content.postprocess import process, to_markdown
 from writer import runner, selectors, services
@@ -61,8 +62,9 @@ async def generate(request):
         max_price_per_token=data["max_price_per_token"])
     if estimate.above_ceiling:
         form.add_error("max_price_per_token",
-                       f"No host serves {estimate.model} at {estimate.ceiling_wei:,} wei per "
-                       f"token or less; the cheapest asks {estimate.cheapest_wei:,}.")
+                       f"No host serves {estimate.model} at "
+                       f"{money.price_text(estimate.ceiling_wei)} per token or less; the "
+                       f"cheapest asks {money.price_text(estimate.cheapest_wei)}.")
         return await arender(request, "writer/generate.html", {"form": form}, status=503)
     try:
         generation = await sync_to_async(services.generation_create)(
@@ -71,8 +73,9 @@ async def generate(request):
             max_tokens=data["max_tokens"], temperature=data["temperature"],
             price_cap_wei=estimate.price_cap_wei)
     except InsufficientFunds as exc:
-        form.add_error(None, f"Your balance ({exc.available_wei:,} wei) does not cover this "
-                             f"request's worst case ({exc.required_wei:,} wei). Choose a "
+        form.add_error(None, f"Your balance ({money.coin_detail(exc.available_wei)}) does "
+                             "not cover this request's worst case "
+                             f"({money.coin_detail(exc.required_wei)}). Choose a "
                              "shorter length or top up your balance.")
         return await arender(request, "writer/generate.html", {"form": form}, status=402)
     except services.NoHosts as exc:

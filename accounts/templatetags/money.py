@@ -1,17 +1,23 @@
+"""Template filters for amounts of wei; the formatting itself is accounts.money's."""
+
 from django import template
+
+from accounts import money
 
 register = template.Library()
 
-WEI_PER_ETH = 10**18
+
+@register.filter
+def eth(wei):
+    """An amount of wei in the native coin, the exact wei on hover."""
+    if wei is None or wei == "":
+        return ""
+    return money.coin_html(wei)
 
 
 @register.filter
-def eth(wei) -> str:
-    """An amount of wei as ETH, every digit exact (integer arithmetic, no float)."""
-    if wei is None or wei == "":
+def gwei(wei_per_token):
+    """A price per token in gwei, the exact wei on hover."""
+    if wei_per_token is None or wei_per_token == "":
         return ""
-    wei = int(wei)
-    sign = "-" if wei < 0 else ""
-    whole, frac = divmod(abs(wei), WEI_PER_ETH)
-    digits = f"{frac:018d}".rstrip("0")
-    return f"{sign}{whole}{'.' + digits if digits else ''} ETH"
+    return money.price_html(wei_per_token)

@@ -125,7 +125,9 @@ else:
     _celery_dir = VAR_DIR / "celery"
     for _sub in ("queue", "processed", "results", "control"):
         (_celery_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # The host part means nothing to this transport; without one, kombu warns at every
+    # connection that it reverts to 'localhost'.
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_celery_dir / "queue"),
         "data_folder_out": str(_celery_dir / "queue"),
@@ -188,6 +190,11 @@ CELERY_BEAT_SCHEDULE = {
 MARKETPLACE_MODELS = env_list("MARKETPLACE_MODELS", ["smollm2-135m-instruct"])
 # Models whose discovery results are kept at once (least recently used goes first).
 DISCOVERY_CACHE_MAX_MODELS = env_int("DISCOVERY_CACHE_MAX_MODELS", 64)
+# Each host's figures (TTFT p50, tokens per second, success rate, uptime: GET /v1/models,
+# and ranking) are taken over our own jobs and probes of this many recent seconds.
+MARKETPLACE_FIGURES_WINDOW_S = env_int("MARKETPLACE_FIGURES_WINDOW_S", 3600)
+if MARKETPLACE_FIGURES_WINDOW_S < 60:
+    raise ImproperlyConfigured("MARKETPLACE_FIGURES_WINDOW_S must be at least 60 seconds")
 DEVNET_PORT = env_int("DEVNET_PORT", 8545)
 DEVNET_DIR = VAR_DIR / "devnet"
 CHAIN_DEPLOYMENTS_DIR = VAR_DIR / "deployments"
@@ -268,7 +275,12 @@ HOST_FAILED_HANDSHAKES_PER_MINUTE = env_int("HOST_FAILED_HANDSHAKES_PER_MINUTE",
 
 # ---- Accounts and billing ------------------------------------------------------------
 # Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.
-ACCOUNTS_SIGNUP_CREDIT_WEI = env_int("ACCOUNTS_SIGNUP_CREDIT_WEI", 10**15)
+# Free credit a new account starts with. It pays real escrow, so it is 0 unless asked for;
+# the dev settings give 0.001 ETH to try things on the devnet.
+ACCOUNTS_SIGNUP_CREDIT_WEI = env_int("ACCOUNTS_SIGNUP_CREDIT_WEI", 0)
+# The chain's native coin as people see it (accounts.money): amounts are shown in it, prices
+# per token in gwei. Set it on a chain whose coin is not ETH.
+MONEY_SYMBOL = env_str("MONEY_SYMBOL", "ETH")
 ACCOUNTS_PLATFORM_FEE_BPS = env_int("ACCOUNTS_PLATFORM_FEE_BPS", 2000)
 ACCOUNTS_TIERS = {
     "free": {"requests_per_minute": env_int("ACCOUNTS_FREE_RPM", 10),

@@ -18,6 +18,8 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 # The local hosts (`manage.py devnet`) listen on loopback.
 os.environ.setdefault("MARKETPLACE_ALLOWED_HOST_NETWORKS", "localhost,127.0.0.0/8,::1")
+# New accounts start with 0.001 ETH of devnet money to try things with.
+os.environ.setdefault("ACCOUNTS_SIGNUP_CREDIT_WEI", str(10**15))
 
 from config.settings.base import *  # noqa: E402,F403
 

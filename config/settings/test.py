@@ -7,6 +7,9 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inkmar
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests sign up many users from 127.0.0.1; the test of the limit sets its own.
 os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
+# Tests write from fresh accounts, as on the devnet; the default of 0 is tested by booting
+# the base and production settings.
+os.environ.setdefault("ACCOUNTS_SIGNUP_CREDIT_WEI", str(10**15))
 # The tests' webhook receivers listen on loopback; tests of the policy itself empty this.
 os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 # ... and so do the tests' hosts; tests of the host URL policy set their own.

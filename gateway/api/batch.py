@@ -78,7 +78,7 @@ class BatchOut(Schema):
     object: Literal["batch"] = "batch"
     state: BatchState
     counts: CountsOut
-    cost: Wei = Field(description="wei charged for the batch so far, as a decimal string")
+    cost: Wei = Field(description="charged for the batch so far")
     created: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -48,9 +48,10 @@ def record_out(record: GatewayRequest) -> dict:
 
 async def start(request: HttpRequest, *, endpoint: str, model: str, prompt: str,
                 max_tokens: int, temperature: float, on_token=None,
-                max_price_per_token: int | str | None = None):
+                max_price_per_token: int | str | None = None, **chat):
     """Validate, then run the request detached from this HTTP request (so a client that
-    hangs up or a 202 never leaves money held). Returns (task, cancel, recorded, id)."""
+    hangs up or a 202 never leaves money held); `chat`: a chat's messages and options
+    (gateway.inference.inference_run). Returns (task, cancel, recorded, id)."""
     key = require_scope(request, Scope.INFERENCE)
     ceiling = inference_validate(model=model, prompt=prompt, max_tokens=max_tokens,
                                  temperature=temperature, max_price_per_token=max_price_per_token)
@@ -60,7 +61,7 @@ async def start(request: HttpRequest, *, endpoint: str, model: str, prompt: str,
                            temperature=temperature, reference=f"gateway:{request_id}",
                            on_token=on_token, cancel=cancel, endpoint=endpoint,
                            request_id=request_id, recorded=recorded,
-                           max_price_per_token=ceiling)
+                           max_price_per_token=ceiling, **chat)
     _cancels[request_id] = cancel
     task.add_done_callback(lambda _: _cancels.pop(request_id, None))
     return task, cancel, recorded, request_id

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 from pydantic_core import PydanticCustomError
 
+from accounts.money import WeiText
 from marketplace.services import MAX_PRICE_CEILING_WEI
 
 # What str.strip() removes (every whitespace character of Unicode is below U+3001): a
@@ -61,7 +62,7 @@ Text = Annotated[str, AfterValidator(_storable), Field(json_schema_extra=publish
 Integer = Annotated[int, BeforeValidator(_json_integer), Strict()]
 Number = Annotated[float, Strict()]
 Boolean = Annotated[bool, Strict()]
-Wei = Annotated[str, Field(pattern=r"^[0-9]+$", description="wei, as a decimal string")]
+Wei = WeiText
 
 # A price ceiling in wei: a decimal string (a JSON number loses precision past 2^53) or
 # an integer. Its range is checked by the server (400 INVALID_MAX_PRICE); the schema
@@ -71,9 +72,10 @@ PriceString = Annotated[str, Field(json_schema_extra=published(
 PriceInteger = Annotated[int, BeforeValidator(_json_integer), Strict(), Field(
     json_schema_extra=published(minimum=1, maximum=MAX_PRICE_CEILING_WEI))]
 MAX_PRICE_DESCRIPTION = (
-    "Wei per token at most: hosts asking more are not used, and the request reserves at "
-    "the dearest host it would use. A decimal string or an integer, 1 to 10^28 - 1 "
-    "(else 400 INVALID_MAX_PRICE); no host within it is a 503 NO_HOSTS_WITHIN_PRICE")
+    "Wei per token at most (1 gwei = 10^9 wei): hosts asking more are not used, and the "
+    "request reserves at the dearest host it would use. A decimal string or an integer, 1 "
+    "to 10^28 - 1 (else 400 INVALID_MAX_PRICE); no host within it is a 503 "
+    "NO_HOSTS_WITHIN_PRICE")
 
 MODEL = published(enum=lambda: list(settings.GATEWAY_MODELS))
 MAX_TOKENS = published(minimum=1, maximum=lambda: settings.GATEWAY_MAX_TOKENS)
@@ -138,16 +140,41 @@ class TextPart(Schema):
 
 
 class ChatMessage(Schema):
+    """A message; in upstream mode it goes on as it came (with a tool call's fields)."""
+
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
+    name: Text | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: Text | None = None
+
+
+OPTION = ("Honoured or refused (400 UNSUPPORTED_PARAMETER or INVALID_PARAMETER, with "
+          "`param`), as docs/gateway.md's table of chat parameters says")
+
+
+def by_mode(*, marketplace: dict, upstream: dict) -> Callable[[dict], None]:
+    """JSON Schema keywords of an OpenAI chat parameter in the gateway's mode, as the
+    server holds it (gateway.chat.chat_options): an upstream gets more of them."""
+    def extra(schema: dict) -> None:
+        schema.update(upstream if settings.GATEWAY_UPSTREAM_URL else marketplace)
+    return extra
+
+
+ONLY_NULL = {"type": "null"}
+PENALTY = by_mode(marketplace={"minimum": 0, "maximum": 0},
+                  upstream={"minimum": -2, "maximum": 2})
+STOP_TEXT = {"minLength": 1, "maxLength": 200}
 
 
 class ChatIn(Schema):
-    """OpenAI's chat completion request; fields we do not use (n, top_p, user, …) are
-    accepted and ignored. Beyond what a schema can say: the last message must be the
-    user's, and the prompt the messages make must not be blank nor longer than
-    GATEWAY_MAX_PROMPT_CHARS (400 INVALID_REQUEST, PROMPT_TOO_LONG)."""
+    """OpenAI's chat completion request. Beyond what a schema can say: on the marketplace
+    the last message must be the user's; the prompt the messages make must not be blank nor
+    longer than
+    GATEWAY_MAX_PROMPT_CHARS (400 INVALID_REQUEST, PROMPT_TOO_LONG). OpenAI's parameters
+    below are each honoured or refused with a 400 that names them; on the marketplace,
+    those that would change how hosts sample are refused."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(json_schema_extra=MODEL)
@@ -158,18 +185,70 @@ class ChatIn(Schema):
     max_price_per_token: PriceString | PriceInteger | None = Field(
         None, description=MAX_PRICE_DESCRIPTION)
     stream: Boolean = False
+    stop: Text | list[Text] | None = Field(None, description=OPTION, json_schema_extra={
+        **STOP_TEXT, "maxItems": 4, "items": STOP_TEXT})
+    seed: Integer | None = Field(None, description=OPTION, json_schema_extra=by_mode(
+        marketplace=ONLY_NULL, upstream={}))
+    n: Integer | None = Field(None, description=OPTION + "; one answer a request",
+                             json_schema_extra={"minimum": 1, "maximum": 1})
+    user: Text | None = Field(None, description=OPTION, json_schema_extra={"maxLength": 256})
+    logprobs: Boolean | None = Field(None, description=OPTION)
+    top_logprobs: Integer | None = Field(
+        None, description=OPTION + "; only with logprobs: true", json_schema_extra=by_mode(
+            marketplace={"minimum": 0, "maximum": 0}, upstream={"minimum": 0, "maximum": 20}))
+    response_format: dict[str, Any] | None = Field(
+        None, description=OPTION, json_schema_extra=by_mode(
+            marketplace={"required": ["type"], "properties": {"type": {"const": "text"}}},
+            upstream={"required": ["type"], "properties": {"type": {
+                "enum": ["text", "json_object", "json_schema"]}}}))
+    presence_penalty: Number | None = Field(None, description=OPTION,
+                                            json_schema_extra=PENALTY)
+    frequency_penalty: Number | None = Field(None, description=OPTION,
+                                             json_schema_extra=PENALTY)
+    stream_options: dict[str, Any] | None = Field(
+        None, description=OPTION + "; only with stream: true", json_schema_extra={
+            "properties": {"include_usage": {"type": "boolean"}},
+            "additionalProperties": False})
+    tools: list[dict[str, Any]] | None = Field(None, description=OPTION,
+                                               json_schema_extra=by_mode(
+                                                   marketplace={"maxItems": 0}, upstream={}))
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description=OPTION, json_schema_extra=by_mode(marketplace=ONLY_NULL,
+                                                            upstream={}))
+    parallel_tool_calls: Boolean | None = Field(
+        None, description=OPTION, json_schema_extra=by_mode(marketplace=ONLY_NULL,
+                                                            upstream={}))
+    functions: list[dict[str, Any]] | None = Field(
+        None, description=OPTION + "; OpenAI's older form of tools, refused",
+        json_schema_extra=ONLY_NULL)
+    function_call: str | dict[str, Any] | None = Field(
+        None, description=OPTION + "; OpenAI's older form of tool_choice, refused",
+        json_schema_extra=ONLY_NULL)
+
+
+# OpenAI's fields of a chat request that gateway.chat.chat_options judges.
+CHAT_OPTIONS = ("stop", "seed", "n", "user", "logprobs", "top_logprobs", "response_format",
+                "presence_penalty", "frequency_penalty", "stream_options", "tools",
+                "tool_choice", "parallel_tool_calls", "functions", "function_call")
 
 
 class ChatAnswer(Schema):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="an upstream's")
+    refusal: str | None = Field(None, description="an upstream's")
+
+
+class ChatLogprobs(Schema):
+    content: list[dict[str, Any]] | None
+    refusal: list[dict[str, Any]] | None = None
 
 
 class ChatChoice(Schema):
     index: int
     message: ChatAnswer
-    finish_reason: Literal["stop", "length"]
-    logprobs: None
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
+    logprobs: ChatLogprobs | None
 
 
 class ChatUsage(Schema):
@@ -182,7 +261,8 @@ class ChatInkmarket(Schema):
     request_id: str
     host: str | None
     job_id: str | None
-    finish_reason: FinishReason
+    finish_reason: str = Field(description="stop, length or cancelled; in upstream mode, "
+                               "the upstream's own (tool_calls, ...)")
 
 
 class ChatCompletionOut(Schema):
@@ -197,6 +277,23 @@ class ChatCompletionOut(Schema):
     inkmarket: ChatInkmarket
 
 
+class ModelHostOut(Schema):
+    """One host answering for the model, with our own figures of it over `window_s`."""
+
+    address: str
+    price_per_token: Wei
+    ttft_p50_ms: float | None = Field(
+        description="Median time from the start of our stream to the first token.")
+    tokens_per_s: float | None = Field(
+        description="Median rate of our attempts from their first token to their last.")
+    success_rate: float | None = Field(
+        description="Accepted attempts over those that ended, failures counted only where "
+                    "the host had the stream.")
+    uptime: float | None = Field(description="Share of our capability probes it answered.")
+    attempts: int = Field(description="Attempts counted in success_rate.")
+    probes: int = Field(description="Probes counted in uptime.")
+
+
 class ModelOut(Schema):
     id: str
     object: Literal["model"]
@@ -204,10 +301,13 @@ class ModelOut(Schema):
     owned_by: str
     nodes: int
     available: bool
-    min_price_per_token: Wei | None
-    median_price_per_token: Wei | None
-    ttft_ms: float | None
-    tokens_per_s: float | None
+    min_price_per_token: Wei | None = Field(description="the cheapest host's price per token")
+    median_price_per_token: Wei | None = Field(
+        description="the median host's price per token")
+    ttft_ms: float | None = Field(description="Median of the hosts' TTFT p50 (ms).")
+    tokens_per_s: float | None = Field(description="Median of the hosts' tokens per second.")
+    window_s: int = Field(description="The window the figures are measured over (seconds).")
+    hosts: list[ModelHostOut]
 
 
 class ModelsOut(Schema):
@@ -254,13 +354,15 @@ CHAT_CHUNK = {
             "type": "object", "required": ["index", "delta", "finish_reason", "logprobs"],
             "properties": {
                 "index": _INTEGER,
-                "delta": {"type": "object", "additionalProperties": False, "properties": {
-                    "role": {"const": "assistant"}, "content": _STRING}},
-                "finish_reason": {"enum": ["stop", "length", None]},
-                "logprobs": {"type": "null"}}}},
+                "delta": {"type": "object", "properties": {
+                    "role": {"const": "assistant"}, "content": {"type": ["string", "null"]},
+                    "tool_calls": {"type": "array"}}},
+                "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter",
+                                           None]},
+                "logprobs": {"anyOf": [{"type": "null"}, {"type": "object"}]}}}},
         "usage": ChatUsage.model_json_schema(),
         "cached": {"type": "boolean"},
-        "cost": {"type": "string", "pattern": "^[0-9]+$"}}}
+        "cost": TypeAdapter(Wei).json_schema()}}
 CHAT_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": _STRING, "message": _STRING}}}}

@@ -48,6 +48,9 @@ class GatewayRequest(models.Model):
     host = models.CharField(max_length=200, blank=True)
     job_id = models.CharField(max_length=100, blank=True,
                               help_text="The marketplace job, or the upstream's completion id.")
+    end_user = models.CharField(max_length=256, blank=True, db_default="",
+                                help_text="The caller's own name for its end user (OpenAI's "
+                                "`user`), for tracing abuse to them.")
     reference = models.CharField(max_length=200, blank=True,
                                  help_text="The reservation this request is billed through.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from accounts.money import admin_column
 from marketplace.models import Job, JobAttempt
 
 
@@ -7,10 +8,12 @@ class JobAttemptInline(admin.TabularInline):
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = ("number", "state", "host_address", "chain_job_id", "price_per_token_wei",
-              "start_index", "tokens", "paid_wei", "refund_wei", "quality", "verified",
-              "ttft_ms", "error_code")
+    fields = ("number", "state", "host_address", "chain_job_id", "price", "start_index",
+              "tokens", "paid", "refund", "quality", "verified", "ttft_ms", "error_code")
     readonly_fields = fields
+    price = admin_column("price_per_token_wei", "price per token", per_token=True)
+    paid = admin_column("paid_wei", "paid")
+    refund = admin_column("refund_wei", "refund")
 
     @admin.display(description="Verified")
     def verified(self, attempt: JobAttempt) -> str:
@@ -22,12 +25,13 @@ class JobAttemptInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "model", "state", "owner", "tokens", "max_tokens", "paid_wei",
+    list_display = ("id", "model", "state", "owner", "tokens", "max_tokens", "paid",
                     "quality", "created")
     list_filter = ("state", "model", "created")
     search_fields = ("id", "prompt", "owner__username")
     date_hierarchy = "created"
     inlines = [JobAttemptInline]
+    paid = admin_column("paid_wei", "paid")
     readonly_fields = ("id", "prompt_hash", "created", "updated", "first_token_at",
                        "finished_at")
 
@@ -38,10 +42,11 @@ class JobAdmin(admin.ModelAdmin):
 @admin.register(JobAttempt)
 class JobAttemptAdmin(admin.ModelAdmin):
     list_display = ("job", "number", "state", "host_address", "chain_job_id", "tokens",
-                    "paid_wei", "quality", "created")
+                    "paid", "quality", "created")
     list_filter = ("state",)
     search_fields = ("job__id", "host_address", "result_hash")
     readonly_fields = [f.name for f in JobAttempt._meta.fields]
+    paid = admin_column("paid_wei", "paid")
 
     def has_add_permission(self, request):
         return False

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
+from accounts.money import admin_column
 from marketplace.models import (
     DeadLetter,
     DeliveryState,
@@ -83,9 +84,10 @@ class JobProcessingAdmin(admin.ModelAdmin):
 
 @admin.register(UsageStats)
 class UsageStatsAdmin(admin.ModelAdmin):
-    list_display = ("user", "jobs", "tokens", "cost_wei", "failures", "updated")
+    list_display = ("user", "jobs", "tokens", "cost", "failures", "updated")
     search_fields = ("user__username",)
-    readonly_fields = ("user", "jobs", "tokens", "cost_wei", "failures", "updated")
+    readonly_fields = ("user", "jobs", "tokens", "cost", "failures", "updated")
+    cost = admin_column("cost_wei", "cost")
 
 
 class WebhookEndpointForm(forms.ModelForm):

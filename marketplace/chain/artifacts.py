@@ -10,7 +10,7 @@ from pathlib import Path
 from eth_utils import keccak
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "contracts" / "artifacts"
-CONTRACTS = ("NodeRegistry", "JobMarketplace", "PaymentEscrow")
+CONTRACTS = ("NodeRegistry", "JobMarketplace", "PaymentEscrow", "PaymentChannels")
 
 
 @cache

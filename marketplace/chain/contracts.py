@@ -55,6 +55,7 @@ class Deployment:
     escrow: str
     block: int = 0
     code_version: str = ""
+    channels: str = ""  # PaymentChannels (marketplace.chain.channels)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)

@@ -1,4 +1,4 @@
-"""Deploying the three contracts and wiring them together; a deployments file per chain."""
+"""Deploying the contracts and wiring them together; a deployments file per chain."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class Terms:
     fee_bps: int = 250
     dispute_window_s: int = 600
     arbitration_window_s: int = 86400
+    # How long a host has to close a channel with its latest voucher once the payer
+    # starts to leave it alone (docs/sessions.md).
+    channel_challenge_s: int = 86400
     models: Mapping[str, bytes] = field(default_factory=dict)
 
 
@@ -38,8 +41,9 @@ async def _deploy(w3: AsyncWeb3, sender: Sender, name: str, *args) -> tuple[str,
 
 
 async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
-    """Deploy the registry and the marketplace (which creates its escrow), let the
-    marketplace write reputation in the registry, and approve the terms' models."""
+    """Deploy the registry, the marketplace (which creates its escrow) and the payment
+    channels, let the marketplace write reputation in the registry, and approve the
+    terms' models."""
     admin = sender.address
     if to_checksum_address(terms.arbitrator) == to_checksum_address(admin):
         # The deploying wallet is the admin and, here, the wallet that pays for jobs: as
@@ -54,9 +58,11 @@ async def deploy(w3: AsyncWeb3, sender: Sender, terms: Terms) -> Deployment:
                               terms.arbitration_window_s)
     market_contract = w3.eth.contract(address=market, abi=artifacts.abi("JobMarketplace"))
     escrow = await market_contract.functions.escrow().call()
+    channels, _ = await _deploy(w3, sender, "PaymentChannels", market,
+                                terms.channel_challenge_s)
     deployment = Deployment(chain_id=await w3.eth.chain_id, registry=registry,
                             marketplace=market, escrow=escrow, block=first_block,
-                            code_version=artifacts.code_version())
+                            code_version=artifacts.code_version(), channels=channels)
     chain = Chain(w3, deployment, sender)
     await sender.transact("NodeRegistry", chain.registry.functions.grantRole,
                           keccak(text="MARKETPLACE_ROLE"), market)
@@ -88,7 +94,8 @@ async def load_deployment(w3: AsyncWeb3, directory: Path) -> Deployment | None:
     deployment = Deployment.from_json(path.read_text())
     if deployment.code_version != artifacts.code_version():
         return None  # deployed from other sources: deploy the current ones
-    for address in (deployment.registry, deployment.marketplace, deployment.escrow):
+    for address in (deployment.registry, deployment.marketplace, deployment.escrow,
+                    deployment.channels):
         if len(await w3.eth.get_code(address)) == 0:
             return None
     return deployment

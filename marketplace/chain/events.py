@@ -34,10 +34,13 @@ class Event:
 
 
 async def read_range(contract: AsyncContract, names: list[str], start: int,
-                     end: int) -> list[Event]:
+                     end: int, filters: dict[str, Any] | None = None) -> list[Event]:
+    """The events `names` of blocks start..end, in chain order; `filters` matches indexed
+    arguments ({"host": address})."""
     found: list[Event] = []
     for name in names:
-        logs = await getattr(contract.events, name)().get_logs(from_block=start, to_block=end)
+        logs = await getattr(contract.events, name)().get_logs(
+            from_block=start, to_block=end, argument_filters=filters)
         for item in logs:
             found.append(Event(name=name, block=int(item["blockNumber"]),
                                log_index=int(item["logIndex"]),
@@ -75,3 +78,13 @@ async def follow(
                 pass
         else:
             await asyncio.sleep(poll_s)
+
+
+async def read_all(contract: AsyncContract, names: list[str], start: int, end: int,
+                   filters: dict[str, Any] | None = None) -> list[Event]:
+    """The events of blocks start..end, read MAX_RANGE blocks a request."""
+    found: list[Event] = []
+    for first in range(start, end + 1, MAX_RANGE):
+        found += await read_range(contract, names, first, min(end, first + MAX_RANGE - 1),
+                                  filters)
+    return found

@@ -51,7 +51,7 @@ GAS_MARGIN_PERCENT = 10
 RECEIPT_TIMEOUT_S = 60.0
 # Reverts that mean "not yet" rather than "never": the same call succeeds later.
 NOT_YET = frozenset({"DeadlineNotPassed", "DisputeWindowOpen", "CooldownNotOver",
-                     "DisputesOpen", "ArbitrationOpen"})
+                     "DisputesOpen", "ArbitrationOpen", "ChallengeOpen"})
 # Node refusals recognised by their message (nodes do not agree on codes): the code we
 # give them, and whether sending again can help.
 RPC_REFUSALS = (

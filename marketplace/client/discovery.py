@@ -2,9 +2,11 @@
 
 The registry says who registered and at what price; our own record and the chain's
 job history say how far to trust each host (marketplace.reputation); a capability
-request to each host says whether it is up, how busy it is, and how long it takes to
-answer (the probe latency used in ranking). The combined list is cached for a short TTL
-per model, so a burst of jobs does not probe every host for each one.
+request to each host says whether it is up and how busy it is, and is stored as one probe
+of its uptime; the host's figures over the recent window (marketplace.figures: TTFT p50,
+tokens per second, success rate, uptime) come with it for ranking. The combined list is
+cached for a short TTL per model, so a burst of jobs does not probe every host for each
+one.
 
 A host whose registered URL the host URL policy refuses (hosturl.py: loopback, private
 and metadata addresses, unless settings.MARKETPLACE_ALLOWED_HOST_NETWORKS lets them in)
@@ -25,7 +27,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from web3.exceptions import Web3Exception
 
-from marketplace import reputation
+from marketplace import figures, reputation
 from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
 from marketplace.client import pool
@@ -110,14 +112,19 @@ async def candidates(model: str, *, chain: Chain | None = None,
         chain = await platform_chain()
     nodes = await chain.active_nodes(model)
     probes = await asyncio.gather(*(_probe(node.address, node.url) for node in nodes))
+    await sync_to_async(figures.host_probes_record)(
+        {n.address: None if p is None else round(p[1], 1)
+         for n, p in zip(nodes, probes, strict=True)})
     local = await sync_to_async(reputation.local_record)([n.address for n in nodes])
+    measured = await sync_to_async(figures.host_figures)(
+        [n.address for n, p in zip(nodes, probes, strict=True) if p is not None])
     ours = chain.sender.address.lower() if chain.sender is not None else ""
     credits = _credits(nodes, await _history(chain, fresh), frozenset({ours}))
     found: list[Candidate] = []
     for node, probe in zip(nodes, probes, strict=True):
         if probe is None:
             continue  # down or not answering: not a candidate this round
-        capabilities, latency_ms = probe
+        capabilities, probe_ms = probe
         if model not in {m.id for m in capabilities.models}:
             continue
         good, bad = local.get(node.address, (0, 0))
@@ -125,7 +132,8 @@ async def candidates(model: str, *, chain: Chain | None = None,
         queue = capabilities.queue
         found.append(Candidate(
             address=node.address, url=node.url, model=model,
-            price_per_token_wei=node.price_per_token_wei, latency_ms=latency_ms,
+            price_per_token_wei=node.price_per_token_wei, probe_ms=probe_ms,
+            figures=measured[node.address],
             local_good=good, local_bad=bad, chain_good=chain_good, chain_bad=chain_bad,
             queue_free=queue is None or queue.length < queue.capacity,
         ))

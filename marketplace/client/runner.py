@@ -34,7 +34,7 @@ from marketplace.client.ranking import Candidate, rank
 from marketplace.client.retry import with_retries
 from marketplace.client.verify import job_result_key, verify_result
 from marketplace.models import AttemptState, JobState, VerificationState
-from marketplace.protocol import GenerationRequest
+from marketplace.protocol import GenerationRequest, TokenMeta
 from marketplace.verifier import service as verifier
 from marketplace.wallet import platform_chain
 from observability.logging import job_id_var
@@ -81,15 +81,21 @@ class JobOutcome:
     # The result passed verification (quality at or above the threshold). A cancelled job
     # may be accepted on its hash alone: paid for, but not verified, and never cached.
     verified: bool = False
+    # Each token's text and what its host reported of it (id, log-probability), in order.
+    pieces: list[str] = field(default_factory=list)
+    metadata: list[TokenMeta | None] = field(default_factory=list)
 
 
 class _Progress:
     """The text delivered so far, as the reader sees it, and who to tell."""
 
     def __init__(self, job_id: uuid.UUID, on_token: TokenCallback | None,
-                 on_state: StateCallback | None):
+                 on_state: StateCallback | None, with_metadata: bool = False):
         self.job_id = job_id
         self.pieces: list[str] = []
+        self.metadata: list[TokenMeta | None] = []
+        self.with_metadata = with_metadata
+        self._meta: TokenMeta | None = None
         self.on_token = on_token
         self.on_state = on_state
         self.started = time.perf_counter()
@@ -104,10 +110,15 @@ class _Progress:
     async def token(self, piece: str) -> None:
         index = len(self.pieces)
         self.pieces.append(piece)
+        meta, self._meta = self._meta, None
+        self.metadata.append(meta)
         if self.first_token_s is None:
             self.first_token_s = time.perf_counter() - self.started
         if self.on_token is not None:
-            await self.on_token(index, piece)
+            if self.with_metadata:
+                await self.on_token(index, piece, meta)
+            else:
+                await self.on_token(index, piece)
         await bus.publish(TokenEvent(str(self.job_id), index, piece))
         # Persist the text so far at most a few times a second; the end writes it all.
         now = time.monotonic()
@@ -116,8 +127,13 @@ class _Progress:
             await sync_to_async(job_services.job_record_progress)(
                 job_id=self.job_id, text=self.text, tokens=len(self.pieces))
 
+    def meta(self, meta: TokenMeta | None) -> None:
+        """What the host reported of the token that comes next."""
+        self._meta = meta
+
     async def rewind(self, to_index: int) -> None:
         del self.pieces[to_index:]
+        del self.metadata[to_index:]
         await sync_to_async(job_services.job_rewind)(
             job_id=self.job_id, text=self.text, tokens=len(self.pieces))
         await self.state("REWOUND", {"index": to_index, "text": self.text})
@@ -171,17 +187,19 @@ async def run_job(
     spec: JobSpec, *, job_id: uuid.UUID | None = None, on_token: TokenCallback | None = None,
     on_state: StateCallback | None = None, cancel: asyncio.Event | None = None,
     chain: Chain | None = None, after: FinishedCallback | None = None,
+    with_metadata: bool = False,
 ) -> JobOutcome:
     """Run a job to the end; raises ClientError with a code when it cannot be done.
     `after(job_id)` runs once the job has ended, however it ended (marketplace.services
-    hands it to the processor there)."""
+    hands it to the processor there). With `with_metadata`, `on_token` also gets what the
+    host reported of each token (protocol.TokenMeta, or None): on_token(index, text, meta)."""
     job = await sync_to_async(job_services.job_create)(
         model=spec.model, prompt=spec.prompt, max_tokens=spec.max_tokens,
         temperature=spec.temperature, owner_id=spec.owner_id,
         max_price_per_token_wei=spec.max_price_per_token_wei, job_id=job_id,
     )
     token = job_id_var.set(str(job.id))
-    progress = _Progress(job.id, on_token, on_state)
+    progress = _Progress(job.id, on_token, on_state, with_metadata)
     cancel = cancel or asyncio.Event()
     try:
         chain = chain or await _chain_wait(platform_chain)
@@ -262,6 +280,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
                 ttft_ms=None if progress.first_token_s is None
                 else round(progress.first_token_s * 1000, 1),
                 tx_hashes=tx_hashes, cancelled=cancel.is_set(), verified=result.verified,
+                pieces=list(progress.pieces), metadata=list(progress.metadata),
             )
         excluded.add(host.address)
         discovery.invalidate(spec.model)
@@ -321,6 +340,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     await _transition(progress, JobState.POSTED)
     tx_hashes = [posted.tx_hash]
     started = time.perf_counter()
+    first_at: float | None = None
     streaming = False
 
     async def on_ready() -> None:
@@ -330,11 +350,12 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         await _transition(progress, JobState.PROCESSING)
 
     async def on_piece(piece: str) -> None:
-        nonlocal streaming
+        nonlocal streaming, first_at
         if not streaming:
             streaming = True
+            first_at = time.perf_counter()
             await note(state=AttemptState.STREAMING,
-                       ttft_ms=round((time.perf_counter() - started) * 1000, 1))
+                       ttft_ms=round((first_at - started) * 1000, 1))
             await _transition(progress, JobState.STREAMING)
         await progress.token(piece)
 
@@ -344,7 +365,8 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
                                       node_id=host.address, request=request,
                                       signer=signer(chain), on_token=on_piece,
                                       on_ready=on_ready, cancel=cancel,
-                                      compression=settings.MARKETPLACE_STREAM_COMPRESSION)
+                                      compression=settings.MARKETPLACE_STREAM_COMPRESSION,
+                                      on_metadata=progress.meta)
     except ClientError as exc:
         # The host died, stalled or sent what the protocol refuses: it is paid nothing;
         # its escrow comes back through the contract's timeout path once the deadline
@@ -356,9 +378,12 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         if cancel.is_set():
             raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
         raise
-    elapsed = time.perf_counter() - started
     delivered = len(progress.pieces) - start_index
-    await note(tokens=delivered, tokens_per_s=round(delivered / max(elapsed, 1e-6), 2))
+    # The host's speed once it streams (marketplace.figures): the tokens after the first,
+    # over the time from the first to the last. TTFT is measured apart.
+    decoding = time.perf_counter() - first_at if first_at is not None else 0.0
+    await note(tokens=delivered, tokens_per_s=round((delivered - 1) / decoding, 2)
+               if delivered > 1 and decoding > 0 else None)
 
     submitted = await _wait_submitted(chain, posted.job_id)
     attempt_text = progress.text[len(prefix):]

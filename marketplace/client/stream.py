@@ -109,12 +109,14 @@ async def stream_job(
     cancel: asyncio.Event | None = None, stall_timeout_s: float | None = None,
     max_resumes: int = MAX_RESUMES, compression: str | None = None,
     encrypt: bool | None = None, limits: Limits | None = None,
+    on_metadata: Callable[[TokenMeta | None], None] | None = None,
 ) -> StreamEnd:
-    """Every token of the job, in order, through `on_token`; ClientError when the host
-    fails. `node_id` is the host's address in NodeRegistry (its key must be that
-    address's). `encrypt` defaults to MARKETPLACE_STREAM_ENCRYPTION; `compression`
-    (gzip) exists on plaintext streams only. `limits` default to the settings'
-    (MARKETPLACE_MAX_*), `stall_timeout_s` to MARKETPLACE_STALL_TIMEOUT_S."""
+    """Every token of the job, in order, through `on_token` (and its metadata, just
+    before, through `on_metadata`); ClientError when the host fails. `node_id` is the
+    host's address in NodeRegistry (its key must be that address's). `encrypt` defaults
+    to MARKETPLACE_STREAM_ENCRYPTION; `compression` (gzip) exists on plaintext streams
+    only. `limits` default to the settings' (MARKETPLACE_MAX_*), `stall_timeout_s` to
+    MARKETPLACE_STALL_TIMEOUT_S."""
     limits = limits or Limits.from_settings()
     if stall_timeout_s is None:
         stall_timeout_s = settings.MARKETPLACE_STALL_TIMEOUT_S
@@ -141,7 +143,7 @@ async def stream_job(
                 base, chain_job_id=chain_job_id, node_id=node_id, request=request,
                 signer=signer, received=received, on_token=on_token, checkpoint=checkpoint,
                 cancel=cancel, stall_timeout_s=stall_timeout_s, terms=terms,
-                on_ready=ready_once, limits=limits)
+                on_ready=ready_once, limits=limits, on_metadata=on_metadata)
             return end
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if resumes >= max_resumes:
@@ -155,7 +157,8 @@ async def stream_job(
 
 
 async def _one_connection(url, *, chain_job_id, node_id, request, signer, received, on_token,
-                          checkpoint, cancel, stall_timeout_s, terms, on_ready, limits):
+                          checkpoint, cancel, stall_timeout_s, terms, on_ready, limits,
+                          on_metadata=None):
     session = pool.session()
     pieces = received.pieces
     # compress=0: no permessage-deflate, so aiohttp inflates nothing; max_msg_size: a
@@ -197,6 +200,8 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                 pieces.append(message.content)
                 received.metadata.append(message.metadata)
                 received.chars += len(message.content)
+                if on_metadata is not None:
+                    on_metadata(message.metadata)
                 await on_token(message.content)
                 if message.index % ACK_EVERY == 0:
                     await link.send({"type": "ack", "index": message.index})

@@ -16,6 +16,12 @@ honest host's. None of it runs unless --behaviour names it: a host is honest by 
   included: the stream never ends.
 - `stall`: three tokens, then silence on an open connection, resumes included.
 
+A host that is honest but slow, for the figures (marketplace.figures, docs/trust.md):
+
+- `half-speed`: a host on hardware half as fast. Each token goes out twice as long after
+  the one before it as the model took to make it, and the first one FIRST_TOKEN_DELAY_S
+  late (a slow start that stands out of the chain's own noise in TTFT).
+
 And hosts that cheat on the work itself, which only the verifier sees (docs/trust.md): the
 stream follows the protocol and the result committed on chain is what was streamed.
 
@@ -25,6 +31,11 @@ stream follows the protocol and the result committed on chain is what was stream
 - `requantized`: serves the shipped GGUF requantized to Q2_K under the same model id
   (cheaper to run, worse to read).
 - `overclaim`: bills on chain for the job's whole budget, whatever it sent.
+
+And a host that games the market rather than the work (docs/trust.md, "Prices"):
+
+- `absurd-price`: registers and quotes ABSURD_FACTOR times the price it was given, to set
+  every client's reservation (clients leave such an outlier out).
 """
 
 from __future__ import annotations
@@ -62,6 +73,10 @@ class Honest:
     def billed(self, tokens: int, max_tokens: int) -> int:
         """The tokens the result submitted on chain claims, for `tokens` generated."""
         return tokens
+
+    def price(self, price_per_token_wei: int) -> int:
+        """The price per token the host registers and quotes, for the one it was given."""
+        return price_per_token_wei
 
 
 class GzipBomb(Honest):
@@ -186,6 +201,30 @@ class Stall(Honest):
         await send(payload)
 
 
+class HalfSpeed(Honest):
+    name = "half-speed"
+    FACTOR = 2.0
+    FIRST_TOKEN_DELAY_S = 0.3
+
+    def __init__(self) -> None:
+        self.sent_at = 0.0
+        self.made_at: float | None = None
+
+    def stream_started(self) -> None:
+        self.sent_at, self.made_at = time.time(), None
+
+    async def token(self, ws, payload: dict, send: Send, *, sent: int) -> None:
+        made_at = float(payload["timestamp"])  # when the model made it (the host's clock)
+        if self.made_at is None:
+            wait = self.FIRST_TOKEN_DELAY_S
+        else:
+            wait = self.sent_at + self.FACTOR * max(made_at - self.made_at, 0.0) - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.sent_at, self.made_at = time.time(), made_at
+        await send(payload)
+
+
 class Junk(Honest):
     name = "junk"
     PROMPT = "Write a short advertisement for a second-hand car."
@@ -221,9 +260,18 @@ class Overclaim(Honest):
         return max_tokens
 
 
+class AbsurdPrice(Honest):
+    name = "absurd-price"
+    ABSURD_FACTOR = 10**18  # 1 gwei a token becomes 1 ETH a token
+
+    def price(self, price_per_token_wei: int) -> int:
+        return price_per_token_wei * self.ABSURD_FACTOR
+
+
 BEHAVIOURS: dict[str, type[Honest]] = {
-    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall, Junk,
-                              WrongTemperature, Requantized, Overclaim)}
+    cls.name: cls for cls in (Honest, GzipBomb, HugeToken, Malformed, Truncate, Stall,
+                              HalfSpeed, Junk, WrongTemperature, Requantized, Overclaim,
+                              AbsurdPrice)}
 
 
 def behaviour_named(name: str) -> Honest:

@@ -10,28 +10,11 @@ BUSY, which an honest client takes as "try another host".
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-
-
-def client_network(address: str | None) -> str:
-    """The unit the caps count: an IPv4 address, or an IPv6 /64 (what one subscriber
-    gets, so a single machine cannot spread itself over 2**64 addresses)."""
-    if not address:
-        return "unknown"
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 class ConnectionCaps:

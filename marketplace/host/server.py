@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import WSCloseCode, web
 from eth_account import Account
@@ -25,7 +25,8 @@ from marketplace.chain.events import follow
 from marketplace.host.backends import Backend
 from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
-from marketplace.host.guard import ConnectionCaps, HandshakeFailures, client_network
+from marketplace.host.disputes import DisputeWatch
+from marketplace.host.guard import ConnectionCaps, HandshakeFailures
 from marketplace.host.link import Link, StreamRefused, parse_object
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
@@ -44,6 +45,7 @@ from marketplace.protocol import (
     challenge_message,
     error,
 )
+from observability.net import client_network
 
 log = logging.getLogger(__name__)
 VERSION = "1.0.0"
@@ -73,6 +75,8 @@ class HostConfig:
     capacity: int = 8
     watch_chain: bool = True
     withdraw_every_s: float = 60.0
+    # How often the host looks for its disputes past their arbitration deadline.
+    expire_disputes_every_s: float = 15.0
     max_connections: int = 256
     max_connections_per_ip: int = 32
     handshake_timeout_s: float = 10.0
@@ -96,9 +100,10 @@ class HostNode:
         self.backend = backend
         self.chain = chain
         self.store = store
-        self.config = config
-        self.worker = ModelWorker(backend, capacity=config.capacity)
         self.behaviour = behaviour_named(config.behaviour)
+        self.config = replace(config, price_per_token_wei=self.behaviour.price(
+            config.price_per_token_wei))
+        self.worker = ModelWorker(backend, capacity=config.capacity)
         self.address = chain.address
         self.sessions: dict[int, Session] = {}
         # Each challenge nonce is fresh, so an old signature can never verify again; the
@@ -141,6 +146,8 @@ class HostNode:
             self.tasks.append(asyncio.create_task(self._watch()))
         self.tasks.append(asyncio.create_task(self._withdraw_loop()))
         self.tasks.append(asyncio.create_task(self._reap()))
+        disputes = DisputeWatch(self.chain, self.store.directory.parent / "disputes.json")
+        self.tasks.append(asyncio.create_task(disputes.run(self.config.expire_disputes_every_s)))
 
     async def _on_cleanup(self, app) -> None:
         for task in self.tasks:

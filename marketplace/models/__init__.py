@@ -13,6 +13,7 @@ from marketplace.models.ops import (  # noqa: F401
     DeadLetter,
     DeliveryState,
     HealthProbe,
+    HostProbe,
     WebhookAttempt,
     WebhookDelivery,
 )

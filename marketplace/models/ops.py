@@ -90,3 +90,20 @@ class HealthProbe(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {'ok' if self.ok else 'failing'} at {self.checked_at:%H:%M:%S}"
+
+
+class HostProbe(models.Model):
+    """One capability probe of one host by discovery or the health beat: whether it
+    answered, and how fast. A host's uptime is the share of these it answered over
+    MARKETPLACE_FIGURES_WINDOW_S (marketplace.figures); older rows are deleted."""
+
+    host_address = models.CharField(max_length=42)
+    ok = models.BooleanField()
+    ms = models.FloatField(null=True, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["host_address", "checked_at"], name="host_probe_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.host_address}: {'up' if self.ok else 'down'} at {self.checked_at:%H:%M:%S}"

@@ -17,6 +17,7 @@ Two kinds of test, with thresholds measured on honest hosts (docs/trust.md):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -62,6 +63,22 @@ class Thresholds:
         return max(self.clear_misses_min,
                    binomial_quantile(positions, self.mismatch_rate, self.clear_miss_alpha))
 
+    # Where the verifier's choice leads the runner-up by a margin m (logits), an honest
+    # host's token differs from it with at most this probability: floating-point noise
+    # flips near-ties often and clear leads all but never. Measured on honest hosts here
+    # (docs/trust.md), then doubled or more. Each entry: (margin below which, probability).
+    flip_envelope: tuple[tuple[float, float], ...] = (
+        (0.1, 0.5), (0.2, 0.25), (0.3, 0.1), (0.75, 0.02), (1.5, 0.006), (float("inf"), 0.002))
+    # A result fails when its tokens differ from the verifier's choices more often than
+    # the envelope lets an honest host do with this probability (a Poisson bound).
+    flip_alpha: float = 2e-4
+
+    def flip_chance(self, margin: float) -> float:
+        for below, chance in self.flip_envelope:
+            if margin < below:
+                return chance
+        return self.flip_envelope[-1][1]
+
     def clear_miss_limit(self, positions: int) -> int:
         """The fewest clear misses that fail a result of `positions` tokens."""
         return max(self.clear_misses_min,
@@ -80,6 +97,7 @@ class Finding:
     failures: int = 0  # positions failing a hard check
     mismatches: int = 0  # positions whose token is not exactly the verifier's choice
     clear_misses: int = 0  # of them, those missing by more than Thresholds.gap_clear
+    expected_flips: float = 0.0  # how many of them an honest host would make, at most
     logprob_error_sum: float = 0.0
     max_logprob_error: float = 0.0
     reason: str = ""
@@ -129,6 +147,7 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
         error = min(checked.logprob_error, thresholds.logprob_hard * 10)
         finding.logprob_error_sum += error
         finding.max_logprob_error = max(finding.max_logprob_error, error)
+        finding.expected_flips += thresholds.flip_chance(checked.margin)
         if token.id != checked.expected:
             finding.mismatches += 1
             if checked.gap > thresholds.gap_clear:
@@ -144,6 +163,11 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
     if finding.clear_misses >= thresholds.clear_miss_limit(finding.positions):
         finding.fail(-1, f"{finding.clear_misses} tokens fall clearly short of the ones the "
                      "committed randomness selects")
+    if finding.mismatches and poisson_tail(finding.mismatches, finding.expected_flips) < (
+            thresholds.flip_alpha):
+        finding.fail(-1, f"{finding.mismatches} tokens differ from the committed choice where "
+                     f"an honest host differs at {finding.expected_flips:.2f} at most: not the "
+                     "committed randomness at the job's temperature")
     if finding.positions >= thresholds.min_positions:
         if finding.mean_logprob_error > thresholds.logprob_mean:
             finding.fail(-1, f"mean log-probability error {finding.mean_logprob_error:.3f} "
@@ -152,6 +176,21 @@ def score(*, logits: Iterator[np.ndarray], reported: list[Reported], temperature
             finding.fail(-1, f"{finding.mismatches} of {finding.positions} tokens are not "
                          "the ones the committed randomness selects")
     return finding
+
+
+def poisson_tail(k: int, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(mean), summed upward from k (no cancellation)."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0.0:
+        return 0.0
+    term = math.exp(-mean + k * math.log(mean) - math.lgamma(k + 1))
+    total, i = 0.0, k
+    while term > total * 1e-17 and i < k + 10_000:
+        total += term
+        i += 1
+        term *= mean / i
+    return min(1.0, total)
 
 
 def binomial_quantile(n: int, p: float, alpha: float) -> int:

@@ -17,7 +17,8 @@ import atexit
 import logging
 import random
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -29,7 +30,7 @@ from marketplace import queue, sampling
 from marketplace.models import VerificationRecord, VerificationState
 from marketplace.protocol import GenerationRequest
 from marketplace.verifier.scoring import Finding, Reported, Thresholds, score
-from marketplace.weights import model_file
+from marketplace.weights import file_sha256, model_file
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class _Owner:
 
     def __init__(self) -> None:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")
+        self.saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier-save")
         self.rescorers: dict[Path, object] = {}
         self.pieces: dict[Path, list[bytes]] = {}
         # Freed before the interpreter tears down llama_cpp's module (its finalizers need it).
@@ -92,12 +94,17 @@ class _Owner:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.saver.shutdown(wait=True)
         for rescorer in self.rescorers.values():
             rescorer.close()
         self.rescorers.clear()
 
     def submit(self, fn, *args) -> Future:
         return self.executor.submit(fn, *args)
+
+    def save_later(self, record_id: int, done: Future) -> None:
+        """Save the verdict of a check nobody waits for any more, off the model's thread."""
+        self.saver.submit(_save_outcome, record_id, done)
 
     def check(self, path: Path, request: GenerationRequest, key: int,
               reported: list[Reported], complete: bool) -> tuple[Finding, float]:
@@ -128,11 +135,42 @@ def _the_owner() -> _Owner:
     return _owner
 
 
-def _job(record: VerificationRecord):
-    """What the owner thread needs, or the reason there is nothing to check."""
-    path = model_file(record.model)
+# (registry, model id) -> (the file its weights are in, when its sha256 was last found to
+# be the one pinned on chain). A verifier judges only with the weights the registry pins: a
+# file that differs (an upgrade, a corrupted copy) would fail honest hosts.
+_pinned: dict[tuple[str, str], tuple[Path, float]] = {}
+PIN_RECHECK_S = 300.0
+
+
+async def pinned_weights(model: str) -> tuple[Path | None, str]:
+    """The GGUF file to re-score `model` with, or why there is none: no local file, or a
+    file whose sha256 is not the one the chain pins for the model id."""
+    path = model_file(model)
     if path is None:
-        return None, f"no pinned weights for {record.model}"
+        return None, f"no pinned weights for {model}"
+    from marketplace.wallet import platform_chain
+
+    chain = await platform_chain()
+    key = (chain.registry.address, model)
+    known = _pinned.get(key)
+    if known is not None and known[0] == path and time.monotonic() - known[1] < PIN_RECHECK_S:
+        return path, ""
+    pinned = await chain.model_hash(model)
+    actual = await asyncio.to_thread(file_sha256, path)
+    if actual != pinned:
+        _pinned.pop(key, None)
+        log.error("the verifier's %s (sha256 %s) is not the file the chain pins for %s "
+                  "(%s): no result of it is judged", path, actual.hex(), model, pinned.hex())
+        return None, (f"the verifier's weights for {model} (sha256 {actual.hex()}) are not "
+                      f"the ones pinned on chain ({pinned.hex()})")
+    _pinned[key] = (path, time.monotonic())
+    return path, ""
+
+
+def _job(record: VerificationRecord, path: Path | None, why: str):
+    """What the owner thread needs, or the reason there is nothing to check."""
+    if path is None:
+        return None, why
     if record.chain_job_id is None:
         return None, "no job on chain"
     request = GenerationRequest.model_validate(record.request)
@@ -166,12 +204,29 @@ def _save(record_id: int, finding: Finding | None, cpu_ms: float, error: str = "
     record.save()
 
 
-def verification_run(record_id: int) -> VerificationRecord:
-    """Check one record now, on the owner thread, and save the verdict (idempotent)."""
+def _save_outcome(record_id: int, done: Future) -> None:
+    from django.db import connections
+
+    try:
+        finding, cpu_ms = done.result()
+    except CancelledError:  # the process is going away: the record stays PENDING
+        return
+    except (ValueError, RuntimeError) as exc:
+        _save(record_id, None, 0.0, str(exc))
+    else:
+        _save(record_id, finding, cpu_ms)
+    finally:
+        connections.close_all()  # this thread's: saves are rare, a connection is not kept
+
+
+def verification_run(record_id: int, weights: Callable[[str], tuple[Path | None, str]],
+                     ) -> VerificationRecord:
+    """Check one record now, on the owner thread, and save the verdict (idempotent).
+    `weights` is `pinned_weights` run from sync code (it reads the chain)."""
     record = VerificationRecord.objects.get(pk=record_id)
     if record.state in DONE:
         return record
-    job, why = _job(record)
+    job, why = _job(record, *weights(record.model))
     if job is None:
         verification_skip(record_id=record_id, reason=why)
     else:
@@ -192,16 +247,19 @@ async def verify(record_id: int) -> VerificationRecord:
         record = await sync_to_async(VerificationRecord.objects.get)(pk=record_id)
         if record.state in DONE:
             return record
-        job, why = _job(record)
+        job, why = _job(record, *await pinned_weights(record.model))
         if job is None:
             await sync_to_async(verification_skip)(record_id=record_id, reason=why)
         else:
             owner = _the_owner()
+            checking = owner.submit(owner.check, *job)
             try:
                 async with asyncio.timeout(settings.MARKETPLACE_VERIFY_TIMEOUT_S):
-                    finding, cpu_ms = await asyncio.wrap_future(owner.submit(owner.check,
-                                                                             *job))
+                    finding, cpu_ms = await asyncio.wrap_future(checking)
             except TimeoutError:
+                # The check goes on without us; its verdict is still saved when it is in
+                # (for the processor, the arbitrator and the host's record).
+                checking.add_done_callback(lambda done: owner.save_later(record_id, done))
                 return record
             except (ValueError, RuntimeError) as exc:
                 await sync_to_async(_save)(record_id, None, 0.0, str(exc))

@@ -225,3 +225,30 @@ def test_the_asgi_application_freezes_what_start_up_made():
         timeout=120, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"})
     assert found.returncode == 0, found.stderr[-2000:]
     assert int(found.stdout.split()[-1]) > 50_000
+
+
+def _setting(module: str, name: str, env: dict[str, str]) -> str:
+    """A setting as a fresh process under `module` reads it, with none of this process's
+    overrides of it."""
+    full = {k: v for k, v in os.environ.items()
+            if k not in {name, "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "CHAIN_RPC_URL",
+                         "WALLET_KEYSTORE_FILE", "WALLET_PASSPHRASE_FILE",
+                         "MARKETPLACE_ARBITRATOR_KEYSTORE_FILE",
+                         "MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE", "METRICS_TOKEN"}}
+    full.update({"SECRET_KEY": "x" * 60, **env, "DJANGO_SETTINGS_MODULE": module})
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import "
+         f"settings; print(settings.{name})"],
+        cwd=ROOT, env=full, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_sign_ups_get_no_credit_outside_the_dev_settings(wallet, tmp_path):
+    assert _setting("config.settings.base", "ACCOUNTS_SIGNUP_CREDIT_WEI", {}) == "0"
+    assert _setting("config.settings.production", "ACCOUNTS_SIGNUP_CREDIT_WEI",
+                    {**PRODUCTION, **wallet}) == "0"
+    assert _setting("config.settings.dev", "ACCOUNTS_SIGNUP_CREDIT_WEI",
+                    {"VAR_DIR": str(tmp_path)}) == str(10**15)
+    assert _setting("config.settings.base", "MONEY_SYMBOL", {}) == "ETH"
+    assert _setting("config.settings.base", "MONEY_SYMBOL", {"MONEY_SYMBOL": "xDAI"}) == "xDAI"

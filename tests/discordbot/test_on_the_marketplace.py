@@ -77,8 +77,9 @@ async def test_summarize_as_a_reply_answers_with_the_key_points_of_that_message(
     (reply,) = sent()
     job = await DiscordJob.objects.aget()
     assert job.command == "summarize" and job.status == Status.DONE
-    assert "Owls hunt at night" in job.full_prompt  # the replied-to text, in the template
-    assert job.full_prompt.startswith("Summarize the following text as key points")
+    # The replied-to text first, then the template's request.
+    assert job.full_prompt.startswith("Owls hunt at night")
+    assert "Summarize the text above in 3 key points" in job.full_prompt
     final = current(reply)
     points = [line for line in final.splitlines() if line.startswith("- ")]
     assert points  # shaped into key points by the writer's post-processing
@@ -94,7 +95,7 @@ async def test_code_sends_each_code_block_fenced_with_its_language(network, bot,
     job = await DiscordJob.objects.aget()
     assert job.command == "code" and job.status == Status.DONE, job.error_message
     shown = [current(m) for m in messages]
-    assert "Write clean, commented code" in job.full_prompt
+    assert "fenced code block marked with its language" in job.full_prompt
     for text in shown:
         assert text.count("```") % 2 == 0  # no message leaves a block open
     blocks = [text for text in shown if text.startswith("```")]
@@ -112,7 +113,7 @@ async def test_over_the_cap_short_of_money_and_over_the_limit_are_said_plainly(
     await server.asave()
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
-    assert "reached its daily spending cap (1,000 wei" in current(reply)
+    assert "reached its daily spending cap (0.000000000000001 ETH;" in current(reply)
 
     server.daily_cap_wei = None
     await server.asave()
@@ -124,7 +125,7 @@ async def test_over_the_cap_short_of_money_and_over_the_limit_are_said_plainly(
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
     assert "This server's account can't cover this request" in current(reply)
-    assert "5 wei is left" in current(reply)
+    assert "0.000000000000000005 ETH is left" in current(reply)
 
     await dpytest.message("!ask What is a fjord?")
     (reply,) = sent()
@@ -190,7 +191,7 @@ async def test_an_absurd_price_host_sets_no_price_and_the_servers_ceiling_is_kep
     await server.asave()
     await dpytest.message("!ask Name another planet.")
     (reply,) = sent()
-    assert f"No host serves smollm2-135m-instruct at {PRICE - 1:,} wei per token or less " \
-           f"(the cheapest asks {PRICE:,})" in current(reply)
+    assert "No host serves smollm2-135m-instruct at 0.999999999 gwei per token or less " \
+           "(the cheapest asks 1 gwei)" in current(reply)
     assert await DiscordJob.objects.acount() == 1
     assert await invariant_holds(payer) == []

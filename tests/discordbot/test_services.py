@@ -234,14 +234,19 @@ def test_a_settings_change_with_one_bad_value_changes_nothing(server):
 
 
 @pytest.mark.django_db
-def test_the_max_price_per_token_is_a_whole_number_of_wei_or_none(server):
+def test_the_max_price_per_token_is_an_amount_or_none(server):
     said = services.server_settings_change(server=server,
                                            changes={"max_price_per_token": "2000000000"})
-    assert said == ["max price per token: 2,000,000,000 wei"]
+    assert said == ["max price per token: 2 gwei"]
     server.refresh_from_db()
     assert server.max_price_per_token_wei == 2 * 10**9
-    for bad in ("0", "1.5", "cheap", "-3"):
-        with pytest.raises(BotError, match="the max price per token is a whole number"):
+    said = services.server_settings_change(server=server,
+                                           changes={"max_price_per_token": "2.5 gwei"})
+    assert said == ["max price per token: 2.5 gwei"]
+    server.refresh_from_db()
+    assert server.max_price_per_token_wei == 25 * 10**8
+    for bad in ("0", "1.5", "cheap", "-3", "0.0000000001 gwei", "1 BTC"):
+        with pytest.raises(BotError, match="the max price per token is an amount"):
             services.server_settings_change(server=server,
                                             changes={"max_price_per_token": bad})
     assert services.server_settings_change(server=server, changes={

@@ -45,7 +45,7 @@ async def test_settings_shows_and_changes_the_server_settings_for_an_admin(
     assert callback["payload"]["data"]["flags"] == EPHEMERAL
     assert content.startswith("Changed channels: ")
     assert f"Channels: <#{channel.id}>" in content
-    assert "Daily cap: 5,000 wei (0 wei used today)" in content
+    assert "Daily cap: 0.000000000000005 ETH (0 ETH used today)" in content
     assert "Paid by: server-owner" in content
     await server.arefresh_from_db()
     assert server.allowed_channel_ids == [channel.id]
@@ -60,7 +60,8 @@ async def test_a_malformed_setting_changes_nothing_and_says_why(bot, server, con
                    daily_cap_wei="lots")
     (callback,) = webhooks.of("callback")
     assert callback["payload"]["data"]["content"] == (
-        "Nothing changed: the daily cap is a whole number of wei or 'none', not 'lots'.")
+        "Nothing changed: the daily cap is an amount (in wei, or '0.01 ETH') or 'none', not "
+        "'lots'.")
     await server.arefresh_from_db()
     assert server.daily_cap_wei == 10**15
 

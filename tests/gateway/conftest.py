@@ -106,9 +106,11 @@ def bob(transactional_db):
 
 
 class Upstream:
-    """Answers /v1/completions at once with one piece per token ("w0 ", "w1 ", ...), up to
-    max_tokens or 8. A prompt with [fail] gets a 500; with [slow] the pieces come every
-    50 ms (something to cancel), with [long] there are up to 64 of them."""
+    """Answers /v1/completions and /v1/chat/completions at once with one piece per token
+    ("w0 ", "w1 ", ...), up to max_tokens or 8. A prompt (a chat: its messages' text) with
+    [fail] gets a 500; with [slow] the pieces come every 50 ms (something to cancel), with
+    [long] there are up to 64 of them. A chat with tools and [tool] gets a call of the first
+    tool."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -124,7 +126,9 @@ class Upstream:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 upstream.requests.append(body)
-                prompt = body["prompt"]
+                chat = self.path.endswith("/chat/completions")
+                prompt = " ".join(str(m.get("content")) for m in body["messages"]) if chat \
+                    else body["prompt"]
                 if "[fail]" in prompt:
                     self.send_response(500)
                     self.send_header("Content-Length", "0")
@@ -136,10 +140,21 @@ class Upstream:
                 finish = "length" if count == body["max_tokens"] else "stop"
                 usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": count,
                          "total_tokens": len(prompt.split()) + count}
+                call = None
+                if chat and body.get("tools") and "[tool]" in prompt:
+                    name = body["tools"][0]["function"]["name"]
+                    call = {"index": 0, "id": "call_test", "type": "function",
+                            "function": {"name": name, "arguments": "{}"}}
+                    pieces, finish = [], "tool_calls"
                 if not body.get("stream"):
+                    answer = {"message": {"role": "assistant", "content": "".join(pieces)}} \
+                        if chat else {"text": "".join(pieces)}
+                    if call is not None:
+                        answer = {"message": {"role": "assistant", "content": None,
+                                              "tool_calls": [call]}}
                     data = json.dumps({"id": "cmpl-test", "object": "text_completion",
-                                       "choices": [{"index": 0, "text": "".join(pieces),
-                                                    "finish_reason": finish}],
+                                       "choices": [{"index": 0, "finish_reason": finish,
+                                                    **answer}],
                                        "usage": usage}).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -153,11 +168,17 @@ class Upstream:
                 self.end_headers()
                 self.close_connection = True
                 try:
+                    if call is not None:
+                        chunk = {"id": "cmpl-test", "choices": [
+                            {"index": 0, "finish_reason": "tool_calls",
+                             "delta": {"role": "assistant", "tool_calls": [call]}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     for number, piece in enumerate(pieces):
                         last = number == len(pieces) - 1
+                        answer = {"delta": {"content": piece}} if chat else {"text": piece}
                         chunk = {"id": "cmpl-test", "choices": [
-                            {"index": 0, "text": piece, "finish_reason": finish if last
-                             else None}]}
+                            {"index": 0, "finish_reason": finish if last else None,
+                             **answer}]}
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                         self.wfile.flush()
                         if "[slow]" in prompt:

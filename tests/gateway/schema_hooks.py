@@ -1,8 +1,9 @@
 """Schemathesis hooks for tests/gateway/test_schema.py (its schemathesis process loads
 them, `hooks` in the config it is given).
 
-A chat request has rules no JSON Schema can state: the last message is the user's, and
-the messages make a prompt that is not blank (the schema says so in words). A request
+A chat request has rules no JSON Schema can state: the last message is the user's, the
+messages make a prompt that is not blank, top_logprobs needs logprobs and stream_options a
+stream (the schema says so in words). A request
 schemathesis generates as valid gets a last user message with text, so it is valid by
 those rules too and the server must accept it; invalid ones are left as they are."""
 
@@ -16,6 +17,13 @@ def end_with_a_user_message(context, case):
     if isinstance(case.body, dict) and isinstance(case.body.get("messages"), list):
         case.body["messages"] = [*case.body["messages"],
                                  {"role": "user", "content": "Say hello."}]
+    if isinstance(case.body, dict):
+        # OpenAI's pairings, stated in the fields' descriptions: top_logprobs comes with
+        # logprobs, stream_options with a stream.
+        if case.body.get("top_logprobs") is not None:
+            case.body["logprobs"] = True
+        if case.body.get("stream_options") is not None:
+            case.body["stream"] = True
     return _price_ceiling_above_the_hosts(case)
 
 

@@ -9,13 +9,13 @@ from django.test import AsyncClient
 from accounts.models import Reservation
 from accounts.tiers import price_for
 from marketplace.models import JobAttempt
+from marketplace.wallet import platform_chain
 from tests.conftest import MODEL
 from tests.gateway.conftest import nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PRICE = 10**9
-ABSURD = 10**27  # a million times the balance a new account is given, per token
 
 
 async def post(who, path: str, **body):
@@ -24,8 +24,13 @@ async def post(who, path: str, **body):
 
 
 async def test_an_absurd_price_host_is_never_obeyed_the_user_pays_honest_prices(network, alice):
+    # `--behaviour absurd-price` registers 10**18 times the price it is given: 1 ETH a token.
     cheap, dear, absurd = network.start_hosts({"host-1": PRICE, "host-2": 2 * PRICE,
-                                               "host-3": ABSURD})
+                                               "host-3": PRICE},
+                                              args={"host-3": ["--behaviour", "absurd-price"]})
+
+    registered = await (await platform_chain()).get_node(absurd.address, MODEL)
+    assert registered.price_per_token_wei == PRICE * 10**18
 
     response = await post(alice, "/v1/inference", model=MODEL, max_tokens=8, temperature=0.0,
                           prompt=f"Name a fruit. ({nonce()})")

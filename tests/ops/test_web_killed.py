@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from marketplace import processor
 from marketplace.chain.contracts import JobStatus
+from marketplace.client import loops
 from marketplace.client.verify import job_result_key
 from marketplace.e2e import commitment_matches
 from marketplace.models import (
@@ -55,7 +55,7 @@ def test_a_job_whose_process_died_is_settled_and_closed_by_the_workers(
         return (await (await platform_chain()).get_job(streaming.chain_job_id)).status
 
     # The host goes on without its client and submits what it generated.
-    wait_for(lambda: processor.run_async(status()) == JobStatus.SUBMITTED, timeout=60,
+    wait_for(lambda: loops.run_async(status()) == JobStatus.SUBMITTED, timeout=60,
              what="the host to submit its result")
     processes.worker(process_env(REDIS_URL=own_redis.url, OPS_BEAT_INTERVAL_S="2",
                                  OPS_ORPHAN_AFTER_S="3", **chain_env), beat=True)
@@ -71,14 +71,14 @@ def test_a_job_whose_process_died_is_settled_and_closed_by_the_workers(
     assert record.state == VerificationState.PASSED, record.reason
     assert record.positions == attempt.tokens == attempt.tokens_billed > 5
     assert int(job.paid_wei) == int(attempt.paid_wei) == attempt.tokens_billed * 10**9
-    assert processor.run_async(status()) == JobStatus.COMPLETED
+    assert loops.run_async(status()) == JobStatus.COMPLETED
     # And the user has the whole text the host generated, not the part we saw before dying.
     assert (job.state, job.tokens) == (JobState.COMPLETED, attempt.tokens)
     # The hash on chain is the keyed commitment to that text, under the attempt's secret.
     async def chain_id():
         return (await platform_chain()).deployment.chain_id
 
-    key = job_result_key(record.request["seed"], processor.run_async(chain_id()),
+    key = job_result_key(record.request["seed"], loops.run_async(chain_id()),
                          attempt.chain_job_id)
     assert commitment_matches(job.text, key, attempt.result_hash)
     assert hashlib.sha256(job.text.encode()).hexdigest() != attempt.result_hash.removeprefix(

@@ -80,7 +80,7 @@ def test_sign_up_generate_a_summary_watch_it_stream_and_find_it_in_history(serve
                                 "hotels or homes for birds. "
                                 f"(Run {uuid.uuid4().hex[:8]}: results are cached for an hour.)")
         page.wait_for_selector("#estimate strong")  # the live estimate came back
-        assert "wei" in page.inner_text("#estimate")
+        assert "ETH" in page.inner_text("#estimate")
         page.click("#generate")
         page.wait_for_url("**/g/*/")
         page.wait_for_selector("#result .facts", timeout=60000)

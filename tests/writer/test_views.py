@@ -36,8 +36,10 @@ def test_signing_up_logs_you_in_and_shows_the_generate_page(client):
     ({"style": "angry"}, b"Select a valid choice"),
     ({"length": "epic"}, b"Select a valid choice"),
     ({"temperature": "3"}, b"less than or equal to 2"),
-    ({"max_price_per_token": "0"}, b"A whole number of wei per token, at least 1"),
-    ({"max_price_per_token": "1.5e9"}, b"A whole number of wei per token, at least 1"),
+    ({"max_price_per_token": "0"}, b"A price per token such as"),
+    ({"max_price_per_token": "1.5e9"}, b"A price per token such as"),
+    ({"max_price_per_token": "1.5 wei"}, b"A price per token such as"),
+    ({"max_price_per_token": "2 dollars"}, b"A price per token such as"),
 ])
 def test_bad_input_is_a_form_error_and_nothing_is_created(alice_client, data, message):
     form = {"content_type": "blog", "style": "casual", "length": "short", "prompt": "hi"}

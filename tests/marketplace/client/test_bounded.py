@@ -144,7 +144,7 @@ async def test_an_honest_capability_answer_is_read():
 async def test_a_hostile_quote_is_a_client_error_that_fails_over(body, status, code):
     async with Hostile(body, status=status) as url:
         host = Candidate(address="0x" + "44" * 20, url=url, model=MODEL,
-                         price_per_token_wei=1, latency_ms=1.0)
+                         price_per_token_wei=1, probe_ms=1.0)
         request = GenerationRequest(model=MODEL, prompt="Hi", maxTokens=4)
         with pytest.raises(ClientError) as refused:
             await negotiate(host, request, max_price_per_token_wei=None)

@@ -316,7 +316,7 @@ async def test_a_refused_host_url_is_sent_no_quote_and_no_stream(inside,
     for url in (inside.url, inside.url.replace("http://", "ws://"),
                 f"http://user@{inside.url.removeprefix('http://')}"):
         host = Candidate(address="0x" + "11" * 20, url=url, model=MODEL,
-                         price_per_token_wei=HOSTILE_PRICE, latency_ms=1.0)
+                         price_per_token_wei=HOSTILE_PRICE, probe_ms=1.0)
         request = request_for("Hello.")
         with pytest.raises(ClientError) as refused:
             await negotiate(host, request, max_price_per_token_wei=None)

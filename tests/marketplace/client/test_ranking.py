@@ -1,12 +1,15 @@
 import pytest
 
 from marketplace.client.ranking import Candidate, rank
+from marketplace.figures import HostFigures
 
 
 def host(address, *, price=100, latency=10.0, good=0, bad=0, chain_good=0.0, chain_bad=0.0,
-         model="m", queue_free=True):
+         model="m", queue_free=True, probe_ms=5.0):
+    """`latency` is the host's measured TTFT p50 (None: not measured in the window)."""
     return Candidate(address=address, url=f"http://{address}", model=model,
-                     price_per_token_wei=price, latency_ms=latency, local_good=good,
+                     price_per_token_wei=price, probe_ms=probe_ms,
+                     figures=HostFigures(ttft_p50_ms=latency), local_good=good,
                      local_bad=bad, chain_good=chain_good, chain_bad=chain_bad,
                      queue_free=queue_free)
 
@@ -29,11 +32,31 @@ def test_between_equals_the_cheaper_host_wins():
     assert ranked[0].score - ranked[1].score == pytest.approx(0.2 * (1 - 100 / 300), abs=1e-5)
 
 
-def test_latency_counts_for_three_tenths():
+def test_measured_ttft_counts_for_three_tenths():
     ranked = rank([host("slow", latency=200.0), host("fast", latency=10.0)], model="m")
     assert ranked[0].address == "fast"
     expected = 0.3 * (1 - (50 + 10) / (50 + 200))
     assert ranked[0].score - ranked[1].score == pytest.approx(expected, abs=1e-5)
+
+
+def test_the_probe_round_trip_ranks_nothing():
+    ranked = rank([host("near-but-slow", latency=400.0, probe_ms=1.0),
+                   host("far-but-fast", latency=100.0, probe_ms=300.0)], model="m")
+    assert ranked[0].address == "far-but-fast"
+
+
+def test_an_unmeasured_host_is_given_the_median_ttft_of_the_measured_ones():
+    ranked = rank([host("fast", latency=100.0), host("slow", latency=300.0),
+                   host("middle", latency=200.0), host("new", latency=None)], model="m")
+    scores = {c.address: c.score for c in ranked}
+    assert scores["new"] == scores["middle"]
+    assert scores["fast"] > scores["new"] > scores["slow"]
+
+
+def test_when_no_host_is_measured_latency_decides_nothing():
+    ranked = rank([host("a", latency=None, price=200), host("b", latency=None)], model="m")
+    assert [c.address for c in ranked] == ["b", "a"]
+    assert ranked[1].score == pytest.approx(0.3 + 0.5 + 0.2 * 100 / 200)
 
 
 def test_a_few_milliseconds_of_jitter_do_not_outweigh_price():
@@ -47,13 +70,14 @@ def test_filters_drop_wrong_model_slow_dear_busy_and_excluded_hosts():
         host("ok"),
         host("other-model", model="x"),
         host("too-slow", latency=900.0),
+        host("unmeasured", latency=None, price=101),
         host("too-dear", price=10_000),
         host("busy", queue_free=False),
         host("excluded"),
     ]
     ranked = rank(hosts, model="m", max_latency_ms=500, max_price_per_token_wei=1000,
                   exclude={"EXCLUDED"})
-    assert [c.address for c in ranked] == ["ok"]
+    assert [c.address for c in ranked] == ["ok", "unmeasured"]
 
 
 def test_no_usable_host_gives_an_empty_ranking():

@@ -280,7 +280,7 @@ async def test_the_client_takes_busy_as_a_reason_to_try_another_host(on_anvil, h
                              on_token=lambda piece: asyncio.sleep(0))
         assert (refused.value.code, refused.value.permanent) == ("BUSY", False)
         candidate = Candidate(address=host.address, url=host.url, model=MODEL,
-                              price_per_token_wei=PRICE, latency_ms=1.0)
+                              price_per_token_wei=PRICE, probe_ms=1.0)
         with pytest.raises(ClientError) as refused:
             await negotiate(candidate, request, max_price_per_token_wei=None)
         assert (refused.value.code, refused.value.permanent) == ("BUSY", False)
