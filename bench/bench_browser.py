@@ -50,7 +50,8 @@ async def host_ttft(net: BenchChain, host_url: str, host_address: str, text: str
 
     account = client.sender.account
     started = time.perf_counter()
-    await stream_job(host_url, chain_job_id=posted.job_id, node_id=host_address,
+    await stream_job(host_url, chain_job_id=posted.job_id,
+                     chain_id=client.deployment.chain_id, node_id=host_address,
                      request=request, on_token=on_token,
                      signer=lambda t: "0x" + account.sign_message(
                          encode_defunct(text=t)).signature.hex().removeprefix("0x"))

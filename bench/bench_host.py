@@ -1,6 +1,7 @@
 """The host's overhead: tokens per second and time to first token through its WebSocket,
 against calling llama.cpp directly on the same prompt and settings, in the same run; then
-four clients at once against one stream alone."""
+four clients at once against one stream alone. Streams are encrypted end to end, as every
+client's are by default (protocol 3, docs/encryption.md)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ async def via_host(url, address, client, req, posted=None) -> tuple[float, float
         count += 1
 
     started = time.perf_counter()
-    await stream_job(url, chain_job_id=posted.job_id, node_id=address, request=req,
+    await stream_job(url, chain_job_id=posted.job_id, chain_id=client.deployment.chain_id,
+                     node_id=address, request=req,
                      signer=lambda t: "0x" + account.sign_message(
                          encode_defunct(text=t)).signature.hex().removeprefix("0x"),
                      on_token=on_token)
@@ -137,18 +139,21 @@ async def main() -> None:
         singles, aggregates, concurrent = [], [], []
         for _ in range(CONCURRENT_ROUNDS):
             tokens = elapsed = 0.0
+            # One request per job: each carries its own secret seed, in the prompt hash.
             for c, p in zip(clients, TOPICS, strict=True):
-                posted = await prepare(node.address, c, request(p))
+                req = request(p)
+                posted = await prepare(node.address, c, req)
                 started = time.perf_counter()
-                tokens += (await via_host(url, node.address, c, request(p), posted))[2]
+                tokens += (await via_host(url, node.address, c, req, posted))[2]
                 elapsed += time.perf_counter() - started
             singles.append(tokens / elapsed)
-            posted = [await prepare(node.address, c, request(p))
-                      for c, p in zip(clients, TOPICS, strict=True)]
+            reqs = [request(p) for p in TOPICS]
+            posted = [await prepare(node.address, c, req)
+                      for c, req in zip(clients, reqs, strict=True)]
             started = time.perf_counter()
             results = await asyncio.gather(*(
-                via_host(url, node.address, c, request(p), job)
-                for c, p, job in zip(clients, TOPICS, posted, strict=True)))
+                via_host(url, node.address, c, req, job)
+                for c, req, job in zip(clients, reqs, posted, strict=True)))
             wall = time.perf_counter() - started
             aggregates.append(sum(r[2] for r in results) / wall)
             concurrent.append(results)

@@ -15,7 +15,6 @@ else FAILED) and then processed like any other.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from marketplace import jobs as job_services
 from marketplace import webhooks
 from marketplace.chain.contracts import Chain, JobStatus
 from marketplace.client import loops
-from marketplace.client.verify import sha256_hex, verify_result
+from marketplace.client.verify import job_result_key, verify_result
 from marketplace.models import (
     TERMINAL_STATES,
     AttemptState,
@@ -222,17 +221,7 @@ def _open_attempts(job: Job) -> list[_Open]:
     ]
 
 
-def committed_suffix(text: str, result_hash: str) -> str | None:
-    """The end of `text` that hashes to what the host committed on chain, if we hold it.
-    A recovered job knows its whole text but not where the last host's part began."""
-    expected = result_hash.lower().removeprefix("0x")
-    for start in range(len(text) + 1):
-        if hashlib.sha256(text[start:].encode("utf-8")).hexdigest() == expected:
-            return text[start:]
-    return None
-
-
-async def _settle(chain: Chain, item: _Open, text: str) -> dict:
+async def _settle(chain: Chain, item: _Open) -> dict:
     """Bring one attempt to rest from what the chain says; returns the attempt's fields."""
     on_chain = await chain.get_job(item.chain_job_id)
     status = on_chain.status
@@ -252,22 +241,14 @@ async def _settle(chain: Chain, item: _Open, text: str) -> dict:
         record = await VerificationRecord.objects.filter(attempt_id=item.attempt_id).afirst()
         if record is not None:
             return await _settle_delivered(chain, item, submitted, record)
-        held = committed_suffix(text, submitted.result_hash)
-        verdict = verify_result(text=held or "", result_hash=submitted.result_hash if held
-                                else None, tokens=submitted.tokens_used,
-                                max_tokens=item.max_tokens)
-        fields = {"tokens_billed": submitted.tokens_used, "result_hash": submitted.result_hash,
-                  "result_cid": submitted.cid, "quality": verdict.score}
-        if verdict.accepted:
-            settled = await chain.accept_result(item.chain_job_id)
-            return {**fields, "state": AttemptState.ACCEPTED, "paid_wei": settled.paid_wei,
-                    "refund_wei": settled.refund, "tx": {"accept": settled.tx_hash}}
-        # We cannot vouch for text we do not hold (or that fails the checks): the
-        # arbitrator decides, as the runner does for a result that fails verification.
-        reason = ("result not held by the client after its process stopped" if held is None
-                  else f"quality {verdict.score:.2f}: {verdict.checks}")
-        tx = await chain.dispute(item.chain_job_id, reason)
-        return {**fields, "state": AttemptState.DISPUTED, "tx": {"dispute": tx}}
+        # No record of the attempt's request (it is written before a byte is streamed):
+        # without its secret the result's keyed commitment cannot be checked, so we cannot
+        # vouch for it; the arbitrator decides, as for a result that fails verification.
+        tx = await chain.dispute(item.chain_job_id, "the attempt's request was not recorded: "
+                                 "its result cannot be checked")
+        return {"tokens_billed": submitted.tokens_used, "result_hash": submitted.result_hash,
+                "result_cid": submitted.cid, "state": AttemptState.DISPUTED,
+                "tx": {"dispute": tx}}
     # POSTED or CLAIMED: the host never delivered. Past the deadline the escrow comes back.
     if await chain.block_time() > on_chain.deadline:
         tx = await chain.refund_expired(item.chain_job_id)
@@ -296,6 +277,7 @@ async def _settle_delivered(chain: Chain, item: _Open, submitted, record) -> dic
               "result_cid": submitted.cid}
     try:
         end = await stream.stream_job(attempt.host_url, chain_job_id=item.chain_job_id,
+                                      chain_id=chain.deployment.chain_id,
                                       node_id=attempt.host_address, request=request,
                                       signer=runner.signer(chain), on_token=on_token)
     except ClientError as exc:
@@ -303,12 +285,12 @@ async def _settle_delivered(chain: Chain, item: _Open, submitted, record) -> dic
         tx = await chain.dispute(item.chain_job_id, reason)
         return {**fields, "state": AttemptState.DISPUTED, "error_code": exc.code,
                 "tx": {"dispute": tx}}
-    expected = submitted.result_hash.lower().removeprefix("0x")
-    gates = sha256_hex(end.text) == expected and submitted.tokens_used == len(pieces)
+    key = job_result_key(request.seed, chain.deployment.chain_id, item.chain_job_id)
+    verdict = verify_result(text=end.text, result_hash=submitted.result_hash, key=key,
+                            tokens=submitted.tokens_used, max_tokens=item.max_tokens)
+    gates = verdict.checks["hash"] == 1.0 and submitted.tokens_used == len(pieces)
     checked = await runner.result_check(record.pk, attempt.host_address, end, pieces,
                                         request, gates=gates)
-    verdict = verify_result(text=end.text, result_hash=expected if gates else None,
-                            tokens=submitted.tokens_used, max_tokens=item.max_tokens)
     fields.update(quality=verdict.score, tokens=len(pieces))
     passed = checked.state == VerificationState.PASSED if checked is not None \
         else verdict.accepted
@@ -324,7 +306,7 @@ async def _settle_delivered(chain: Chain, item: _Open, submitted, record) -> dic
     return {**fields, "state": AttemptState.DISPUTED, "tx": {"dispute": tx}}
 
 
-async def _settle_all(items: list[_Open], text: str) -> dict[int, str]:
+async def _settle_all(items: list[_Open]) -> dict[int, str]:
     """Settle each attempt; returns the whole text of the job up to each attempt whose
     result was fetched again from its host and accepted."""
     from asgiref.sync import sync_to_async
@@ -341,7 +323,7 @@ async def _settle_all(items: list[_Open], text: str) -> dict[int, str]:
     texts: dict[int, str] = {}
     for item in items:
         try:
-            fields = await _settle(chain, item, text)
+            fields = await _settle(chain, item)
         except ChainError as exc:
             if exc.permanent:
                 raise
@@ -360,7 +342,7 @@ async def _settle_all(items: list[_Open], text: str) -> dict[int, str]:
 def _settle_open_attempts(job: Job) -> None:
     items = [i for i in _open_attempts(job) if i.state != AttemptState.ABANDONED]
     if items:
-        loops.run_async(_settle_all(items, job.text))
+        loops.run_async(_settle_all(items))
 
 
 # ---- recovering a job whose process died ----------------------------------------------------
@@ -376,7 +358,7 @@ def job_recover(*, job_id: str) -> str:
         return "not-orphaned"
     job = Job.objects.get(pk=job_id)
     items = _open_attempts(job)
-    texts = loops.run_async(_settle_all(items, job.text)) if items else {}
+    texts = loops.run_async(_settle_all(items)) if items else {}
     last = job.attempts.order_by("-number").first()
     paid = sum(int(a.paid_wei) for a in job.attempts.filter(state=AttemptState.ACCEPTED))
     try:

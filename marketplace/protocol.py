@@ -3,26 +3,41 @@
 Shared by the host (marketplace.host) and the client (marketplace.client); it imports
 neither, nor Django.
 
-WebSocket /v1/stream, in order (protocol 2):
-  host   → {"type": "challenge", "nonce": hex, "version": 2}
-           (or, when it is at a limit, an error with code BUSY and close 1013)
-  client → StreamInit {"type": "init", "version", "jobId", "nodeId", "checkpoint"?,
-            "compression"?, "signature", "request"?}
-           signature = EIP-191 personal_sign of challenge_message(nonce, jobId, nodeId) by
-           the job's client; `request` (GenerationRequest) is required the first time.
+WebSocket /v1/stream, in order (protocol 3, encrypted: marketplace.e2e, docs/encryption.md):
+  host   → {"type": "challenge", "nonce": hex, "version": 3, "publicKey": hex}
+           publicKey: the host's registered chain key, compressed (33 bytes). The client
+           checks that it is the key of the host's address in NodeRegistry first.
+           (When the host is at a limit: an error with code BUSY and close 1013.)
+  client → StreamInit {"type": "init", "version": 3, "jobId", "nodeId", "checkpoint"?,
+            "ephemeralKey", "salt", "signature", "sealed"}
+           signature = EIP-191 personal_sign of challenge_message(nonce, jobId, nodeId,
+           ephemeralKey, salt) by the job's client. `sealed` (base64) is the client's
+           frame 0: Opening {"type": "open", "request"?}; `request` (GenerationRequest)
+           is required the first time. The request never crosses the network in clear.
+  after the init, every message both ways is one binary frame sealed by marketplace.e2e,
+  holding one of the JSON messages below:
   host   → {"type": "token", "index", "content", "timestamp",
             "metadata": {"id": token id, "logprob": log-probability}} ...
            control: {"type": "pause"|"resume"|"checkpoint"|"error"|"end", "data": {...}}
   client → {"type": "ack", "index"}  (flow control)  ·  {"type": "cancel"}
-Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1.
+A refusal of the init itself (a bad signature, an unknown job) is a plaintext error: no
+session exists yet, and it carries nothing of the request.
+Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1, on a new
+connection with its own keys.
 Every generated token is sent, one message each, even one whose text is empty (a token
 holding part of a UTF-8 character): a verifier re-scores the token ids.
 
-Protocol 2 makes generation checkable (marketplace.sampling): the request carries the
-client's sampling secret (`seed`, committed with the prompt hash), the host samples with
-the key it derives from it, and each token message reports the token's id and its
-log-probability. Later additions ride on the same messages: a payment voucher is one
-more client message, an encrypted stream wraps each of these messages whole.
+Protocol 2 is the same conversation in clear text frames (the request in the init, and
+an optional gzip `compression`); a host still speaks it, and a client uses it only when
+MARKETPLACE_STREAM_ENCRYPTION is off.
+
+Generation is checkable (marketplace.sampling): the request carries the client's sampling
+secret (`seed`, committed with the prompt hash), the host samples with the key it derives
+from it, and each token message reports the token's id and its log-probability. The
+result hash the host submits on chain is a commitment keyed from the same secret
+(marketplace.e2e.result_commitment). Later additions ride on the same messages: a payment
+voucher is one more client message, a conversation's context one more field of the
+opening, both inside the sealed frames.
 Everything the host sends parses with `HostMessage` (Challenge | TokenMessage | Control).
 
 HTTP: GET /v1/capabilities → Capabilities; POST /v1/quote QuoteRequest → QuoteResponse;
@@ -38,7 +53,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+PLAINTEXT_VERSION = 2  # the same messages unencrypted; hosts still speak it
+VERSIONS = frozenset({PLAINTEXT_VERSION, PROTOCOL_VERSION})
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PROMPT_CHARS = 16_000
 
@@ -59,6 +76,12 @@ class Code:
     HANDSHAKE_TIMEOUT = "HANDSHAKE_TIMEOUT"
     CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    # An encrypted stream's frames or keys (marketplace.e2e.Code has them all).
+    E2E_BAD_KEY = "E2E_BAD_KEY"
+    E2E_TAMPERED = "E2E_TAMPERED"
+    E2E_REPLAYED = "E2E_REPLAYED"
+    E2E_OUT_OF_ORDER = "E2E_OUT_OF_ORDER"
+    E2E_MALFORMED = "E2E_MALFORMED"
 
 
 class _Message(BaseModel):
@@ -92,8 +115,22 @@ class StreamInit(_Message):
     job_id: int = Field(alias="jobId", ge=1)
     node_id: str = Field(alias="nodeId", min_length=42, max_length=42)
     checkpoint: int | None = Field(default=None, ge=-1)
-    compression: Literal["gzip"] | None = None
     signature: str = Field(min_length=130, max_length=140)
+    # protocol 2 only
+    compression: Literal["gzip"] | None = None
+    request: GenerationRequest | None = None
+    # protocol 3 only
+    ephemeral_key: str | None = Field(default=None, alias="ephemeralKey",
+                                      pattern=r"^0x[0-9a-f]{66}$")
+    salt: str | None = Field(default=None, pattern=r"^0x[0-9a-f]{64}$")
+    sealed: str | None = Field(default=None, max_length=MAX_MESSAGE_BYTES,
+                               pattern=r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+class Opening(_Message):
+    """The client's first sealed message (frame 0, carried in StreamInit.sealed)."""
+
+    type: Literal["open"]
     request: GenerationRequest | None = None
 
 
@@ -162,6 +199,7 @@ class Challenge(_Message):
     type: Literal["challenge"]
     nonce: str = Field(min_length=16, max_length=128)
     version: int
+    public_key: str | None = Field(default=None, alias="publicKey", max_length=140)
 
 
 class TokenMeta(_Message):
@@ -210,9 +248,14 @@ HostMessage = TypeAdapter(Annotated[Challenge | TokenMessage | Control,
                                     Field(discriminator="type")])
 
 
-def challenge_message(nonce: str, job_id: int, node_id: str) -> str:
-    """The text a client signs to prove it is the job's client, bound to this host."""
-    return f"inkmarket stream auth\nnonce: {nonce}\njob: {job_id}\nnode: {node_id.lower()}"
+def challenge_message(nonce: str, job_id: int, node_id: str, ephemeral_key: str | None = None,
+                      salt: str | None = None) -> str:
+    """The text a client signs to prove it is the job's client, bound to this host and,
+    on an encrypted stream, to its ephemeral key and salt (nobody can swap them)."""
+    text = f"inkmarket stream auth\nnonce: {nonce}\njob: {job_id}\nnode: {node_id.lower()}"
+    if ephemeral_key is not None or salt is not None:
+        text += f"\nkey: {ephemeral_key}\nsalt: {salt}"
+    return text
 
 
 def error(code: str, message: str) -> dict:

@@ -63,7 +63,8 @@ async def self_deal(payers: list[Chain], *, host: str, host_url: str, model: str
         async def ignore(_piece: str) -> None:
             return None
 
-        await stream.stream_job(host_url, chain_job_id=posted.job_id, node_id=host,
+        await stream.stream_job(host_url, chain_job_id=posted.job_id,
+                                chain_id=payer.deployment.chain_id, node_id=host,
                                 request=request, signer=_signer(payer), on_token=ignore)
         for _ in range(int(RESULT_WAIT_S / 0.1)):
             if (await payer.get_job(posted.job_id)).status == JobStatus.SUBMITTED:

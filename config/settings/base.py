@@ -226,11 +226,22 @@ MARKETPLACE_MAX_JOB_CHARS = env_int("MARKETPLACE_MAX_JOB_CHARS", 256 * 1024)
 # Silence from a streaming host for this long is a stall: the stream is resumed, and after
 # its resumes the job goes on with the next host.
 MARKETPLACE_STALL_TIMEOUT_S = env_int("MARKETPLACE_STALL_TIMEOUT_S", 15)
-# Ask hosts for gzip-compressed frames ("gzip") or plain ones (empty). A token is smaller
-# than gzip's own header, so plain is the default.
+# Streams are encrypted end to end (protocol 3, docs/encryption.md). Off, the client
+# speaks protocol 2 in clear: prompts and tokens readable by anyone on the path.
+MARKETPLACE_STREAM_ENCRYPTION = env_bool("MARKETPLACE_STREAM_ENCRYPTION", True)
+# Hosts reached over https/wss only, loopback and the operator's own hosts named in
+# MARKETPLACE_ALLOWED_HOST_NETWORKS excepted: on in production.
+MARKETPLACE_REQUIRE_TLS = env_bool("MARKETPLACE_REQUIRE_TLS", False)
+# Ask hosts for gzip-compressed frames ("gzip") or plain ones (empty), on a plaintext
+# stream only: compressing before encrypting tells an onlooker about the text, and a token
+# is smaller than gzip's own header anyway.
 MARKETPLACE_STREAM_COMPRESSION = env_str("MARKETPLACE_STREAM_COMPRESSION", "") or None
 if MARKETPLACE_STREAM_COMPRESSION not in (None, "gzip"):
     raise ImproperlyConfigured("MARKETPLACE_STREAM_COMPRESSION must be gzip or empty")
+if MARKETPLACE_STREAM_COMPRESSION and MARKETPLACE_STREAM_ENCRYPTION:
+    raise ImproperlyConfigured("MARKETPLACE_STREAM_COMPRESSION needs "
+                               "MARKETPLACE_STREAM_ENCRYPTION off: encrypted streams are "
+                               "never compressed")
 # The verifier (docs/trust.md, "Verification"): re-scores a host's tokens with the pinned
 # weights before the result is accepted. "inline" checks on a thread of the process that
 # ran the job; "celery" on a worker of the `verify` queue (celery -A config worker -Q verify).

@@ -28,6 +28,7 @@ from config.settings.base import (  # noqa: E402
     DEBUG,
     MARKETPLACE_ARBITRATOR_KEYSTORE_FILE,
     MARKETPLACE_ARBITRATOR_PASSPHRASE_FILE,
+    MARKETPLACE_STREAM_ENCRYPTION,
     METRICS_ALLOW_ANONYMOUS,
     METRICS_TOKEN,
     REDIS_URL,
@@ -38,6 +39,12 @@ from config.settings.base import (  # noqa: E402
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production")
+# Hosts are reached over wss:// only (loopback and our own named hosts excepted), and
+# streams are sealed.
+MARKETPLACE_REQUIRE_TLS = env_bool("MARKETPLACE_REQUIRE_TLS", True)
+if not MARKETPLACE_REQUIRE_TLS or not MARKETPLACE_STREAM_ENCRYPTION:
+    raise ImproperlyConfigured("MARKETPLACE_REQUIRE_TLS and MARKETPLACE_STREAM_ENCRYPTION "
+                               "must be on in production")
 if not DATABASE_URL or not DATABASE_URL.startswith(("postgres://", "postgresql://")):
     raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL in production")
 if not REDIS_URL:

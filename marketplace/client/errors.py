@@ -109,3 +109,8 @@ class HostFault:
     TEXT_TOO_LARGE = "HOST_TEXT_TOO_LARGE"  # the job's text over its bound
     TOO_MANY_TOKENS = "HOST_TOO_MANY_TOKENS"  # more tokens than the job asked for
     URL_REFUSED = "HOST_URL_REFUSED"  # its registered URL points into a private network
+    TLS_REQUIRED = "HOST_TLS_REQUIRED"  # not https/wss where the settings require it
+    NO_ENCRYPTION = "HOST_NO_ENCRYPTION"  # it offers no encrypted stream (protocol < 3)
+    # An encrypted stream's faults keep marketplace.e2e's codes: HOST_KEY_MISMATCH (its
+    # key is not its registered address's), E2E_BAD_KEY, E2E_TAMPERED, E2E_REPLAYED,
+    # E2E_OUT_OF_ORDER, E2E_MALFORMED, UNSUPPORTED_VERSION.

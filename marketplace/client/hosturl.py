@@ -9,6 +9,11 @@ the webhooks' policy (outbound.policy): http(s) or ws(s), no user name or passwo
 address. Host names and networks in `settings.MARKETPLACE_ALLOWED_HOST_NETWORKS` are let
 through although private (local hosts in development and tests, an operator's own hosts).
 
+With MARKETPLACE_REQUIRE_TLS (on in production) a host is reached over https/wss only,
+except on loopback and the operator's own hosts named in
+MARKETPLACE_ALLOWED_HOST_NETWORKS (pods on the cluster's network): encryption end to end
+hides what a stream says, TLS also hides which job it is from the network between.
+
 The URL is checked before anything is sent to the host, and again at every connection:
 the pool's resolver (`HostResolver`) resolves a host's name through the same policy, so a
 name that answers a public address to the check and a private one when we connect (DNS
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
@@ -43,12 +49,28 @@ async def host_url_check(url: str) -> str:
     ClientError HOST_URL_REFUSED (or HOST_UNAVAILABLE while its name does not resolve),
     and nothing has been sent to it."""
     http = _as_http(url)
+    if settings.MARKETPLACE_REQUIRE_TLS and not http.lower().startswith("https://") \
+            and not _ours(http):
+        raise ClientError(HostFault.TLS_REQUIRED, "this client reaches hosts over https/wss "
+                          "only (MARKETPLACE_REQUIRE_TLS)", permanent=False)
     try:
         await url_check_async(http, allowed=settings.MARKETPLACE_ALLOWED_HOST_NETWORKS)
     except UnsafeURL as exc:
         code = "HOST_UNAVAILABLE" if exc.code == "URL_UNRESOLVABLE" else HostFault.URL_REFUSED
         raise ClientError(code, f"{exc.code}: {exc.message}", permanent=False) from None
     return http.rstrip("/")
+
+
+def _ours(url: str) -> bool:
+    """Loopback, or one of the operator's own hosts, named in the allow-list."""
+    name = (urlsplit(url).hostname or "").lower().rstrip(".")
+    if name == "localhost" or name in {entry.lower().rstrip(".") for entry in
+                                       settings.MARKETPLACE_ALLOWED_HOST_NETWORKS}:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class HostResolver(AbstractResolver):

@@ -32,7 +32,7 @@ from marketplace.client.errors import ClientError
 from marketplace.client.events import StateEvent, TokenEvent, bus
 from marketplace.client.ranking import Candidate, rank
 from marketplace.client.retry import with_retries
-from marketplace.client.verify import verify_result
+from marketplace.client.verify import job_result_key, verify_result
 from marketplace.models import AttemptState, JobState, VerificationState
 from marketplace.protocol import GenerationRequest, TokenMeta
 from marketplace.verifier import service as verifier
@@ -361,11 +361,12 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
 
     try:
         end = await stream.stream_job(host.url, chain_job_id=posted.job_id,
-                                node_id=host.address, request=request,
-                                signer=signer(chain), on_token=on_piece,
-                                on_ready=on_ready, cancel=cancel,
-                                compression=settings.MARKETPLACE_STREAM_COMPRESSION,
-                                on_metadata=progress.meta)
+                                      chain_id=chain.deployment.chain_id,
+                                      node_id=host.address, request=request,
+                                      signer=signer(chain), on_token=on_piece,
+                                      on_ready=on_ready, cancel=cancel,
+                                      compression=settings.MARKETPLACE_STREAM_COMPRESSION,
+                                      on_metadata=progress.meta)
     except ClientError as exc:
         # The host died, stalled or sent what the protocol refuses: it is paid nothing;
         # its escrow comes back through the contract's timeout path once the deadline
@@ -391,12 +392,13 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         await progress.rewind(start_index)
         raise ClientError("NO_RESULT", f"{host.address} never submitted its result",
                           permanent=False)
-    verdict = verify_result(text=attempt_text, result_hash=submitted.result_hash,
+    key = job_result_key(request.seed, chain.deployment.chain_id, posted.job_id)
+    verdict = verify_result(text=attempt_text, result_hash=submitted.result_hash, key=key,
                             tokens=submitted.tokens_used, max_tokens=remaining,
                             content_type=spec.content_type)
     if submitted.tokens_used != delivered:
         # The host bills for tokens we never received.
-        verdict = verify_result(text=attempt_text, result_hash=None, tokens=0,
+        verdict = verify_result(text=attempt_text, result_hash=None, key=key, tokens=0,
                                 max_tokens=remaining)
     await note(state=AttemptState.SUBMITTED, tokens_billed=submitted.tokens_used,
                result_hash=submitted.result_hash, result_cid=submitted.cid,

@@ -1,16 +1,24 @@
 """Streaming a job's tokens from a host over WebSocket, with resume.
 
+The stream is encrypted end to end (protocol 3, marketplace.e2e, docs/encryption.md)
+unless MARKETPLACE_STREAM_ENCRYPTION is off: nothing is sent before the host's key is
+found to be its registered address's, the request goes sealed, and every frame after is
+sealed both ways. A frame that does not open, comes again or out of order is the host's
+fault like any other.
+
 A dropped or stalled connection is resumed from the last token received (checkpoint),
-so the reader gets every token once and in order. When the host cannot be resumed, or
-sends what the protocol does not allow (bounded.py: a frame too large, a compressed
-frame that inflates too far, a malformed message, a token out of order or too long, more
-text than the job may have), the stream fails with a ClientError and the caller fails
-over to another host.
+on a new connection with its own keys, so the reader gets every token once and in order.
+When the host cannot be resumed, or sends what the protocol does not allow (bounded.py:
+a frame too large, a compressed frame that inflates too far, a malformed message, a token
+out of order or too long, more text than the job may have), the stream fails with a
+ClientError and the caller fails over to another host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +26,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from django.conf import settings
 
+from marketplace import e2e
 from marketplace.client import pool
 from marketplace.client.bounded import (
     Limits,
@@ -29,6 +38,7 @@ from marketplace.client.bounded import (
 from marketplace.client.errors import ClientError, HostFault, host_code
 from marketplace.client.hosturl import host_url_check
 from marketplace.protocol import (
+    PLAINTEXT_VERSION,
     PROTOCOL_VERSION,
     Challenge,
     Control,
@@ -83,21 +93,38 @@ def ws_url(http_url: str) -> str:
     return "ws://" + base.removeprefix("http://") + "/v1/stream"
 
 
+@dataclass
+class _Terms:
+    """What every connection of one stream speaks."""
+
+    chain_id: int
+    encrypt: bool
+    compression: str | None
+
+
 async def stream_job(
-    url: str, *, chain_job_id: int, node_id: str, request: GenerationRequest, signer: Signer,
-    on_token: Callable[[str], Awaitable[None]],
+    url: str, *, chain_job_id: int, chain_id: int, node_id: str, request: GenerationRequest,
+    signer: Signer, on_token: Callable[[str], Awaitable[None]],
     on_ready: Callable[[], Awaitable[None]] | None = None,
     cancel: asyncio.Event | None = None, stall_timeout_s: float | None = None,
     max_resumes: int = MAX_RESUMES, compression: str | None = None,
-    limits: Limits | None = None,
+    encrypt: bool | None = None, limits: Limits | None = None,
     on_metadata: Callable[[TokenMeta | None], None] | None = None,
 ) -> StreamEnd:
     """Every token of the job, in order, through `on_token` (and its metadata, just
-    before, through `on_metadata`); ClientError when the host fails. `limits` default to
-    the settings' (MARKETPLACE_MAX_*), `stall_timeout_s` to MARKETPLACE_STALL_TIMEOUT_S."""
+    before, through `on_metadata`); ClientError when the host fails. `node_id` is the
+    host's address in NodeRegistry (its key must be that address's). `encrypt` defaults
+    to MARKETPLACE_STREAM_ENCRYPTION; `compression` (gzip) exists on plaintext streams
+    only. `limits` default to the settings' (MARKETPLACE_MAX_*), `stall_timeout_s` to
+    MARKETPLACE_STALL_TIMEOUT_S."""
     limits = limits or Limits.from_settings()
     if stall_timeout_s is None:
         stall_timeout_s = settings.MARKETPLACE_STALL_TIMEOUT_S
+    if encrypt is None:
+        encrypt = settings.MARKETPLACE_STREAM_ENCRYPTION
+    if encrypt and compression:
+        raise ValueError("an encrypted stream is never compressed (docs/encryption.md)")
+    terms = _Terms(chain_id=chain_id, encrypt=encrypt, compression=compression)
     base = await host_url_check(url)  # nothing is sent to a refused URL
     received = _Received(pieces=[], chars=len(request.prefix))
     resumes = 0
@@ -115,7 +142,7 @@ async def stream_job(
             end = await _one_connection(
                 base, chain_job_id=chain_job_id, node_id=node_id, request=request,
                 signer=signer, received=received, on_token=on_token, checkpoint=checkpoint,
-                cancel=cancel, stall_timeout_s=stall_timeout_s, compression=compression,
+                cancel=cancel, stall_timeout_s=stall_timeout_s, terms=terms,
                 on_ready=ready_once, limits=limits, on_metadata=on_metadata)
             return end
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
@@ -130,7 +157,7 @@ async def stream_job(
 
 
 async def _one_connection(url, *, chain_job_id, node_id, request, signer, received, on_token,
-                          checkpoint, cancel, stall_timeout_s, compression, on_ready, limits,
+                          checkpoint, cancel, stall_timeout_s, terms, on_ready, limits,
                           on_metadata=None):
     session = pool.session()
     pieces = received.pieces
@@ -138,28 +165,34 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
     # longer frame is refused from its header, before any of it is read.
     async with session.ws_connect(ws_url(url), heartbeat=20, compress=0,
                                   max_msg_size=limits.message_bytes) as ws:
-        # Sent before the stream's terms, so never compressed.
-        challenge = await _receive(ws, stall_timeout_s, compressed=False, limits=limits)
+        link = _Link(ws, limits)
+        # Sent before the stream's terms, so never compressed nor sealed.
+        challenge = await link.receive(stall_timeout_s)
         if isinstance(challenge, Control) and challenge.type == "error":
             raise _refusal(challenge)  # refused before the handshake (BUSY)
         if not isinstance(challenge, Challenge):
             raise fault(HostFault.MALFORMED, "the host did not send a challenge")
-        signature = signer(challenge_message(challenge.nonce, chain_job_id, node_id))
-        init = {"type": "init", "version": PROTOCOL_VERSION, "jobId": chain_job_id,
-                "nodeId": node_id, "signature": signature, "checkpoint": checkpoint,
-                "compression": compression,
-                "request": request.model_dump(by_alias=True) if checkpoint is None else None}
+        if terms.encrypt:
+            init = _sealed_init(link, challenge, terms, chain_job_id=chain_job_id,
+                                node_id=node_id, request=request, signer=signer,
+                                checkpoint=checkpoint)
+        else:
+            signature = signer(challenge_message(challenge.nonce, chain_job_id, node_id))
+            init = {"type": "init", "version": PLAINTEXT_VERSION, "jobId": chain_job_id,
+                    "nodeId": node_id, "signature": signature, "checkpoint": checkpoint,
+                    "compression": terms.compression,
+                    "request": request.model_dump(by_alias=True) if checkpoint is None
+                    else None}
+            link.compressed = terms.compression == "gzip"
         await ws.send_json(init)
-        compressed = compression == "gzip"
         cancel_sent = False
         paused = False
         while True:
             if cancel is not None and cancel.is_set() and not cancel_sent:
-                await ws.send_json({"type": "cancel"})
+                await link.send({"type": "cancel"})
                 cancel_sent = True
             # While paused by the host's flow control, silence is expected, not a stall.
-            message = await _receive(ws, None if paused else stall_timeout_s,
-                                     compressed=compressed, limits=limits)
+            message = await link.receive(None if paused else stall_timeout_s)
             if isinstance(message, TokenMessage):
                 if message.index < len(pieces):
                     continue  # already have it (a resume overlapped)
@@ -171,7 +204,7 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                     on_metadata(message.metadata)
                 await on_token(message.content)
                 if message.index % ACK_EVERY == 0:
-                    await ws.send_json({"type": "ack", "index": message.index})
+                    await link.send({"type": "ack", "index": message.index})
             elif isinstance(message, Challenge):
                 raise fault(HostFault.MALFORMED, "a second challenge in one stream")
             elif message.type in ("checkpoint", "resume"):
@@ -179,7 +212,7 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                 await on_ready()
             elif message.type == "pause":
                 paused = True
-                await ws.send_json({"type": "ack", "index": len(pieces) - 1})
+                await link.send({"type": "ack", "index": len(pieces) - 1})
             elif message.type == "end":
                 data = control_data(message, EndData)
                 return StreamEnd(text="".join(pieces), tokens=data.tokens,
@@ -188,6 +221,35 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                                  metadata=list(received.metadata))
             else:
                 raise _refusal(message)
+
+
+def _sealed_init(link: _Link, challenge: Challenge, terms: _Terms, *, chain_job_id: int,
+                 node_id: str, request: GenerationRequest, signer: Signer,
+                 checkpoint: int | None) -> dict:
+    """Protocol 3's init, and the link's channel. Nothing leaves before the host's key is
+    found to be the key of its registered address."""
+    if challenge.version < PROTOCOL_VERSION or challenge.public_key is None:
+        raise fault(HostFault.NO_ENCRYPTION, f"the host offers protocol {challenge.version} "
+                    "without encryption; this client encrypts every stream")
+    try:
+        host_key = e2e.host_key_check(challenge.public_key, node_id)
+    except e2e.SealError as exc:
+        raise fault(exc.code, exc.message) from None
+    info = e2e.info(chain_id=terms.chain_id, job_id=chain_job_id, host_address=node_id,
+                    nonce=challenge.nonce)
+    handshake = e2e.client_handshake(host_key, info)
+    link.channel = handshake.channel
+    opening = {"type": "open"}
+    if checkpoint is None:
+        opening["request"] = request.model_dump(by_alias=True)
+    sealed = handshake.channel.seal(json.dumps(opening).encode())
+    ephemeral, salt = "0x" + handshake.ephemeral.hex(), "0x" + handshake.salt.hex()
+    signature = signer(challenge_message(challenge.nonce, chain_job_id, node_id, ephemeral,
+                                         salt))
+    return {"type": "init", "version": PROTOCOL_VERSION, "jobId": chain_job_id,
+            "nodeId": node_id, "checkpoint": checkpoint, "ephemeralKey": ephemeral,
+            "salt": salt, "signature": signature,
+            "sealed": base64.b64encode(sealed).decode()}
 
 
 def _check_token(message: TokenMessage, received: _Received, request: GenerationRequest,
@@ -216,24 +278,57 @@ def _refusal(message: Control) -> ClientError:
     return ClientError(host_code(data.code), data.message[:500], permanent=False)
 
 
-async def _receive(ws, limit_s: float | None, *, compressed: bool, limits: Limits):
-    try:
-        async with asyncio.timeout(limit_s):
-            msg = await ws.receive()
-    except TimeoutError:
-        raise TimeoutError(f"the host sent nothing for {limit_s:.0f} s") from None
-    if msg.type == aiohttp.WSMsgType.TEXT:
-        return host_message(msg.data)
-    if msg.type == aiohttp.WSMsgType.BINARY:
-        if not compressed:
-            raise fault(HostFault.MALFORMED, "a binary frame on a stream that asked for no "
-                        "compression")
-        return host_message(inflate(msg.data, limits))
-    if msg.type == aiohttp.WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError):
-        if msg.data.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
-            raise fault(HostFault.TOO_LARGE, f"a frame over the {limits.message_bytes}-byte "
-                        "bound")
-        if msg.data.code in _BAD_FRAMES:
-            raise fault(HostFault.MALFORMED, f"a frame breaks the WebSocket protocol: "
-                        f"{msg.data}")
-    raise ConnectionError(f"the host closed the stream ({msg.type.name})")
+class _Link:
+    """One connection's messages: sealed binary frames once the channel is up (a plaintext
+    refusal of the init is the one text frame then allowed), else JSON text frames, gzip
+    binary frames when the stream asked for them."""
+
+    def __init__(self, ws, limits: Limits):
+        self.ws = ws
+        self.limits = limits
+        self.channel: e2e.Channel | None = None
+        self.compressed = False
+
+    async def send(self, payload: dict) -> None:
+        if self.channel is not None:
+            await self.ws.send_bytes(self.channel.seal(json.dumps(payload).encode()))
+        else:
+            await self.ws.send_json(payload)
+
+    async def receive(self, limit_s: float | None):
+        try:
+            async with asyncio.timeout(limit_s):
+                msg = await self.ws.receive()
+        except TimeoutError:
+            raise TimeoutError(f"the host sent nothing for {limit_s:.0f} s") from None
+        limits = self.limits
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            if self.channel is None:
+                return host_message(msg.data)
+            return self._plain_refusal(msg.data)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            if self.channel is not None:
+                try:
+                    return host_message(self.channel.open(msg.data))
+                except e2e.SealError as exc:
+                    raise fault(exc.code, exc.message) from None
+            if not self.compressed:
+                raise fault(HostFault.MALFORMED, "a binary frame on a stream that asked for no "
+                            "compression")
+            return host_message(inflate(msg.data, limits))
+        if msg.type == aiohttp.WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError):
+            if msg.data.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                raise fault(HostFault.TOO_LARGE, f"a frame over the {limits.message_bytes}-byte "
+                            "bound")
+            if msg.data.code in _BAD_FRAMES:
+                raise fault(HostFault.MALFORMED, f"a frame breaks the WebSocket protocol: "
+                            f"{msg.data}")
+        raise ConnectionError(f"the host closed the stream ({msg.type.name})")
+
+    def _plain_refusal(self, data: str):
+        """A text frame on an encrypted stream: only the host's refusal of the init,
+        before its first sealed frame (it had no keys yet), is one."""
+        message = host_message(data) if self.channel.opener.sequence == 0 else None
+        if isinstance(message, Control) and message.type == "error":
+            return message
+        raise fault(HostFault.MALFORMED, "a plaintext frame on an encrypted stream")

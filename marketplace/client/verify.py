@@ -1,16 +1,19 @@
 """Result verification: a quality score from 0 to 1 built from checks on the text itself.
 
 Three checks are gates (the text must be what the host committed to on chain, must not be
-empty, and must fit the token budget); the rest grade it: degenerate repetition, the
-requested format, and a length that fits the request. At ACCEPT_THRESHOLD or more the
-client accepts the result.
+empty, and must fit the token budget); the commitment is keyed (marketplace.e2e.
+result_commitment: HMAC under a key only the client and the job's host know), so the
+public, who sees the hash on chain, cannot test a guessed text against it. The rest grade
+it: degenerate repetition, the requested format, and a length that fits the request. At
+ACCEPT_THRESHOLD or more the client accepts the result.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
+
+from marketplace.e2e import commitment_matches, result_key
 
 ACCEPT_THRESHOLD = 0.7
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -30,8 +33,9 @@ class Verdict:
         return self.score >= ACCEPT_THRESHOLD
 
 
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def job_result_key(seed: str, chain_id: int, chain_job_id: int) -> bytes:
+    """The key a job's result is committed under, from its request's `seed` (hex)."""
+    return result_key(bytes.fromhex(seed), chain_id, chain_job_id)
 
 
 def repetition_score(text: str) -> float:
@@ -68,12 +72,12 @@ def length_score(tokens: int, max_tokens: int) -> float:
 
 
 def verify_result(
-    *, text: str, result_hash: str | None, tokens: int, max_tokens: int,
+    *, text: str, result_hash: str | None, key: bytes, tokens: int, max_tokens: int,
     content_type: str | None = None,
 ) -> Verdict:
-    expected = (result_hash or "").lower().removeprefix("0x")
+    """`key`: the job's result key (job_result_key)."""
     checks = {
-        "hash": 1.0 if expected and sha256_hex(text) == expected else 0.0,
+        "hash": 1.0 if commitment_matches(text, key, result_hash) else 0.0,
         "non_empty": 1.0 if text.strip() else 0.0,
         "within_budget": 1.0 if 0 < tokens <= max_tokens else 0.0,
         "repetition": repetition_score(text),

@@ -27,14 +27,15 @@ def digest_of_cid(cid: str) -> bytes:
 
 
 class ResultStore:
-    """Results on disk under their CID; reading one back checks its hash."""
+    """Results on disk under their CID; reading one back checks its hash. The host stores
+    them sealed (marketplace.e2e.seal_result): the bytes here, and the CID, are the
+    ciphertext's."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def put(self, text: str) -> str:
-        data = text.encode("utf-8")
+    def put(self, data: bytes) -> str:
         cid = cid_for(data)
         path = self.directory / cid
         if not path.exists():
@@ -43,8 +44,8 @@ class ResultStore:
             tmp.replace(path)
         return cid
 
-    def get(self, cid: str) -> str:
+    def get(self, cid: str) -> bytes:
         data = (self.directory / cid).read_bytes()
         if hashlib.sha256(data).digest() != digest_of_cid(cid):
             raise ValueError(f"stored result {cid} does not match its hash")
-        return data.decode("utf-8")
+        return data

@@ -4,21 +4,21 @@ register, watch for jobs, claim, stream, store, submit the result, withdraw earn
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
-import gzip
-import json
 import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass, replace
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from pydantic import ValidationError
 
-from marketplace import sampling
+from marketplace import e2e, sampling
 from marketplace.chain.contracts import Chain, JobStatus, model_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.events import follow
@@ -27,14 +27,19 @@ from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
 from marketplace.host.disputes import DisputeWatch
 from marketplace.host.guard import ConnectionCaps, HandshakeFailures
+from marketplace.host.link import Link, StreamRefused, parse_object
 from marketplace.host.sessions import Session
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
 from marketplace.protocol import (
     MAX_MESSAGE_BYTES,
+    PLAINTEXT_VERSION,
     PROTOCOL_VERSION,
+    VERSIONS,
     Ack,
     Cancel,
     Code,
+    GenerationRequest,
+    Opening,
     QuoteRequest,
     StreamInit,
     challenge_message,
@@ -59,13 +64,6 @@ WS_READ_LIMIT = 2 * MAX_MESSAGE_BYTES
 CLOSE_WAIT_S = 2.0
 # A refusal that says nothing about the caller: it does not count as their failure.
 HOST_SIDE = frozenset({Code.BUSY, Code.CHAIN_UNAVAILABLE, Code.INTERNAL})
-
-
-class StreamRefused(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -120,7 +118,10 @@ class HostNode:
         self.claim_locks: dict[int, asyncio.Lock] = {}
         self.posted: dict[int, dict] = {}  # JobPosted arguments seen by the watcher
         self.tasks: list[asyncio.Task] = []
-        self.public_key = chain.sender.account._key_obj.public_key.to_hex()
+        # The chain key is the stream's key too (marketplace.e2e): a client checks it
+        # against the address registered in NodeRegistry.
+        self.e2e_key = e2e.private_key(bytes(chain.sender.account.key))
+        self.public_key = "0x" + e2e.compressed(self.e2e_key).hex()
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -240,61 +241,43 @@ class HostNode:
         await ws.prepare(request)
         network = client_network(request.remote)
         close_code = WSCloseCode.OK
+        link = Link(ws)
         try:
             if self.failures.exhausted(network):
                 raise StreamRefused(Code.BUSY, "too many failed handshakes from your "
                                                "address; try again in a minute")
             nonce = secrets.token_hex(16)
             await ws.send_json({"type": "challenge", "nonce": nonce,
-                                "version": PROTOCOL_VERSION})
+                                "version": PROTOCOL_VERSION, "publicKey": self.public_key})
             try:
-                init = await self._read_init(ws)
-                session = await self._authorize(init, nonce)
+                init = await self._read_init(link)
+                job_request = self._open(link, init, nonce)
+                session = await self._authorize(init, nonce, job_request)
             except StreamRefused as exc:
                 if exc.code not in HOST_SIDE:
                     self.failures.record(network)
                 raise
-            await self._serve(ws, init, session)
+            await self._serve(link, init, session)
         except StreamRefused as exc:
             if exc.code == Code.BUSY:
                 close_code = WSCloseCode.TRY_AGAIN_LATER
             if not ws.closed:
-                await ws.send_json(error(exc.code, exc.message))
+                await link.send(error(exc.code, exc.message))
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         except Exception as exc:  # one bad stream never takes the host down
             log.exception("stream failed")
             with contextlib.suppress(Exception):
-                await ws.send_json(error(Code.INTERNAL, type(exc).__name__))
+                await link.send(error(Code.INTERNAL, type(exc).__name__))
         finally:
             await ws.close(code=close_code)
         return ws
 
-    async def _receive(self, ws) -> dict | None:
-        msg = await ws.receive()
-        if msg.type == WSMsgType.ERROR and getattr(msg.data, "code", None) == \
-                WSCloseCode.MESSAGE_TOO_BIG:
-            # aiohttp has already closed the socket (1009); this only names the failure.
-            raise StreamRefused(Code.TOO_LARGE, str(msg.data))
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-            return None
-        data = msg.data
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise StreamRefused(Code.TOO_LARGE, f"messages are limited to {MAX_MESSAGE_BYTES} "
-                                                "bytes")
-        try:
-            parsed = json.loads(data)
-        except ValueError:
-            raise StreamRefused(Code.MALFORMED, "a message is not valid JSON") from None
-        if not isinstance(parsed, dict):
-            raise StreamRefused(Code.MALFORMED, "a message must be a JSON object")
-        return parsed
-
-    async def _read_init(self, ws) -> StreamInit:
+    async def _read_init(self, link: Link) -> StreamInit:
         limit_s = self.config.handshake_timeout_s
         try:
             async with asyncio.timeout(limit_s):
-                raw = await self._receive(ws)
+                raw = await link.receive()
         except TimeoutError:
             raise StreamRefused(Code.HANDSHAKE_TIMEOUT,
                                 f"no answer to the challenge within {limit_s:g} s") from None
@@ -304,12 +287,48 @@ class HostNode:
             init = StreamInit.model_validate(raw)
         except ValidationError as exc:
             raise StreamRefused(Code.MALFORMED, _first_error(exc)) from None
-        if init.version != PROTOCOL_VERSION:
+        if init.version not in VERSIONS:
             raise StreamRefused(Code.UNSUPPORTED_VERSION,
-                                f"this host speaks protocol {PROTOCOL_VERSION}")
+                                f"this host speaks protocols {PLAINTEXT_VERSION} and "
+                                f"{PROTOCOL_VERSION}")
         return init
 
-    async def _authorize(self, init: StreamInit, nonce: str) -> Session:
+    def _open(self, link: Link, init: StreamInit, nonce: str) -> GenerationRequest | None:
+        """The stream's keys and the job's request: protocol 3 opens its sealed first
+        frame; protocol 2 has the request in clear."""
+        if init.version == PLAINTEXT_VERSION:
+            if init.ephemeral_key or init.salt or init.sealed:
+                raise StreamRefused(Code.MALFORMED, f"protocol {PLAINTEXT_VERSION} carries no "
+                                                    "keys; encrypted streams are protocol "
+                                                    f"{PROTOCOL_VERSION}")
+            link.gzip = init.compression == "gzip"
+            return init.request
+        if init.request is not None or init.compression is not None:
+            # Compressing before sealing would tell an onlooker the text's redundancy; the
+            # request travels sealed, never in the init.
+            raise StreamRefused(Code.MALFORMED, "an encrypted stream carries its request "
+                                                "sealed and is never compressed")
+        if not (init.ephemeral_key and init.salt and init.sealed):
+            raise StreamRefused(Code.MALFORMED, "an encrypted stream's init needs "
+                                                "ephemeralKey, salt and sealed")
+        info = e2e.info(chain_id=self.chain.deployment.chain_id, job_id=init.job_id,
+                        host_address=self.address, nonce=nonce)
+        try:
+            channel = e2e.host_channel(self.e2e_key, bytes.fromhex(init.ephemeral_key[2:]),
+                                       bytes.fromhex(init.salt[2:]), info)
+            opened = channel.open(base64.b64decode(init.sealed, validate=True))
+        except e2e.SealError as exc:
+            raise StreamRefused(exc.code, exc.message) from None
+        except binascii.Error:
+            raise StreamRefused(Code.MALFORMED, "sealed: not base64") from None
+        link.channel = channel  # from here on, refusals too go sealed
+        try:
+            return Opening.model_validate(parse_object(opened)).request
+        except ValidationError as exc:
+            raise StreamRefused(Code.MALFORMED, _first_error(exc)) from None
+
+    async def _authorize(self, init: StreamInit, nonce: str,
+                         request: GenerationRequest | None) -> Session:
         # Everything up to the signer's address is local; the chain is read only for a
         # job whose client the host does not know yet, and never for a signature that
         # does not even recover.
@@ -317,7 +336,8 @@ class HostNode:
             raise StreamRefused(Code.NOT_YOUR_JOB, "the stream is addressed to another node")
         if init.signature in self.seen_signatures:
             raise StreamRefused(Code.REPLAYED_NONCE, "this signature was already used")
-        message = encode_defunct(text=challenge_message(nonce, init.job_id, init.node_id))
+        message = encode_defunct(text=challenge_message(nonce, init.job_id, init.node_id,
+                                                        init.ephemeral_key, init.salt))
         try:
             signer = Account.recover_message(message, signature=init.signature).lower()
         except Exception:
@@ -336,7 +356,8 @@ class HostNode:
             del self.seen_signatures[next(iter(self.seen_signatures))]
         session = self.sessions.get(init.job_id)
         if session is None:
-            session = await self._begin(init, job or await self._read_job(init.job_id))
+            session = await self._begin(init, job or await self._read_job(init.job_id),
+                                        request)
         if init.checkpoint is not None and init.checkpoint >= len(session.tokens) and (
                 session.done or init.checkpoint > len(session.tokens)):
             raise StreamRefused(Code.BAD_CHECKPOINT,
@@ -357,8 +378,7 @@ class HostNode:
             del self.job_clients[next(iter(self.job_clients))]
         return client
 
-    async def _begin(self, init: StreamInit, job) -> Session:
-        request = init.request
+    async def _begin(self, init: StreamInit, job, request: GenerationRequest | None) -> Session:
         if request is None:
             raise StreamRefused(Code.REQUEST_REQUIRED, "the first stream of a job must carry "
                                                        "its request")
@@ -409,7 +429,9 @@ class HostNode:
 
         def done(err: str | None) -> None:
             session.finish(err)
-            session.cid = self.store.put(session.text)
+            # At rest, only ciphertext that the job's client alone can open, under the
+            # hash of that ciphertext (docs/encryption.md, "At rest").
+            session.cid = self.store.put(e2e.seal_result(session.text, session.result_key))
             if session.reaped:
                 # The client left and never came back: no delivery, no claim for payment;
                 # the job is refunded through the contract's timeout path.
@@ -418,8 +440,10 @@ class HostNode:
             self.tasks.append(asyncio.create_task(self._submit(session)))
 
         on_token, on_done = loop_callbacks(loop, session.add, done)
-        key = sampling.job_key(bytes.fromhex(session.request.seed),
-                               self.chain.deployment.chain_id, session.job_id)
+        seed = bytes.fromhex(session.request.seed)
+        key = sampling.job_key(seed, self.chain.deployment.chain_id, session.job_id)
+        session.result_key = e2e.result_key(seed, self.chain.deployment.chain_id,
+                                            session.job_id)
         session.work = Work(request=self.behaviour.generation(session.request),
                             on_token=on_token, on_done=on_done, key=key)
         try:
@@ -441,21 +465,15 @@ class HostNode:
         finally:
             session.submitted.set()
 
-    async def _serve(self, ws, init: StreamInit, session: Session) -> None:
-        gz = init.compression == "gzip"
+    async def _serve(self, link: Link, init: StreamInit, session: Session) -> None:
         index = 0 if init.checkpoint is None else init.checkpoint + 1
         state = {"acked": index - 1, "cancelled": False}
         ack_event = asyncio.Event()
-
-        async def send(payload: dict) -> None:
-            if gz:
-                await ws.send_bytes(gzip.compress(json.dumps(payload).encode()))
-            else:
-                await ws.send_str(json.dumps(payload))
+        send = link.send
 
         async def read_client() -> None:
             while True:
-                raw = await self._receive(ws)
+                raw = await link.receive()
                 if raw is None:
                     return
                 kind = raw.get("type")
@@ -482,6 +500,9 @@ class HostNode:
                         "data": {"index": index - 1, "generated": len(session.tokens)}})
             while True:
                 while index < len(session.tokens):
+                    if reader.done():
+                        reader.result()  # a refusal of what the client sent ends it now
+                        return
                     if index - state["acked"] > HIGH_WATERMARK:
                         await send({"type": "pause", "data": {"index": index - 1}})
                         while index - state["acked"] > LOW_WATERMARK and not reader.done():
@@ -500,7 +521,7 @@ class HostNode:
                                "timestamp": session.timestamps[index]}
                     if session.metadata[index] is not None:
                         message["metadata"] = session.metadata[index]
-                    await self.behaviour.token(ws, message, send, sent=sent)
+                    await self.behaviour.token(link, message, send, sent=sent)
                     sent += 1
                     index += 1
                     if index % CHECKPOINT_EVERY == 0:

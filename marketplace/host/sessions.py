@@ -9,10 +9,10 @@ refunds it).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from dataclasses import dataclass, field
 
+from marketplace.e2e import result_commitment
 from marketplace.host.worker import Token, Work
 from marketplace.protocol import GenerationRequest
 
@@ -31,6 +31,9 @@ class Session:
     done: bool = False
     error: str | None = None
     result_hash: str | None = None
+    # marketplace.e2e.result_key of the job: what the result hash and the copy at rest
+    # are keyed with. Held in memory only, for as long as the session.
+    result_key: bytes = b""
     cid: str | None = None
     submitted_tx: str | None = None
     attached: int = 0
@@ -55,7 +58,7 @@ class Session:
     def finish(self, error: str | None) -> None:
         self.done = True
         self.error = error
-        self.result_hash = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        self.result_hash = result_commitment(self.text, self.result_key)
         self._wake()
 
     def _wake(self) -> None:

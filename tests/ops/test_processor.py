@@ -130,15 +130,6 @@ def test_the_sweep_finds_rows_whose_message_was_lost_or_whose_worker_died(alice)
     assert set(processor.processing_due()) == {str(lost.id), str(held.id)}
 
 
-def test_the_committed_part_of_a_text_is_found_by_its_hash():
-    import hashlib
-
-    text = "First host's words. Second host's words."
-    digest = "0x" + hashlib.sha256(b" Second host's words.").hexdigest()
-    assert processor.committed_suffix(text, digest) == " Second host's words."
-    assert processor.committed_suffix(text[:-3], digest) is None
-
-
 def test_money_held_for_a_job_that_never_ended_goes_back(alice, settings):
     settings.OPS_RESERVATION_MAX_AGE_S = 60
     account = account_get_or_create(alice)

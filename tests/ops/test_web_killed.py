@@ -13,6 +13,8 @@ import pytest
 
 from marketplace.chain.contracts import JobStatus
 from marketplace.client import loops
+from marketplace.client.verify import job_result_key
+from marketplace.e2e import commitment_matches
 from marketplace.models import (
     AttemptState,
     Job,
@@ -72,5 +74,12 @@ def test_a_job_whose_process_died_is_settled_and_closed_by_the_workers(
     assert loops.run_async(status()) == JobStatus.COMPLETED
     # And the user has the whole text the host generated, not the part we saw before dying.
     assert (job.state, job.tokens) == (JobState.COMPLETED, attempt.tokens)
-    assert hashlib.sha256(job.text.encode()).hexdigest() == attempt.result_hash.removeprefix(
+    # The hash on chain is the keyed commitment to that text, under the attempt's secret.
+    async def chain_id():
+        return (await platform_chain()).deployment.chain_id
+
+    key = job_result_key(record.request["seed"], loops.run_async(chain_id()),
+                         attempt.chain_job_id)
+    assert commitment_matches(job.text, key, attempt.result_hash)
+    assert hashlib.sha256(job.text.encode()).hexdigest() != attempt.result_hash.removeprefix(
         "0x")

@@ -96,7 +96,10 @@ async def settled_unpaid(chain, attempt) -> None:
 
 
 @pytest.mark.parametrize("behaviour, compression, code", [
-    ("gzip-bomb", "gzip", "HOST_TOO_LARGE"),  # refused by the inflate bound
+    # On a plaintext gzip stream (protocol 2), refused by the inflate bound; an encrypted
+    # stream inflates nothing, and the bomb is then bytes that are not JSON.
+    ("gzip-bomb", "gzip", "HOST_TOO_LARGE"),
+    ("gzip-bomb", None, "HOST_MALFORMED"),
     ("huge-token", None, "HOST_TOO_LARGE"),  # refused by the frame bound, from its header
     ("malformed", None, "HOST_MALFORMED"),  # a token without its text
     ("truncate", None, "HOST_UNAVAILABLE"),  # every connection cut after three tokens
@@ -105,6 +108,7 @@ async def settled_unpaid(chain, attempt) -> None:
 async def test_a_hostile_host_is_refused_and_the_honest_one_alone_answers_and_is_paid(
         network, settings, behaviour, compression, code):
     settings.MARKETPLACE_STREAM_COMPRESSION = compression
+    settings.MARKETPLACE_STREAM_ENCRYPTION = compression is None
     settings.MARKETPLACE_STALL_TIMEOUT_S = 2
     hostile, honest = start_pair(network, behaviour)
     chain = await platform_chain()
@@ -162,7 +166,11 @@ async def test_a_huge_token_inside_the_message_bound_is_refused_by_the_token_bou
     assert "A" * 100 not in job.text
 
 
-async def test_every_kind_of_malformed_message_is_a_client_error_that_names_it(network):
+@pytest.mark.parametrize("encrypt", [True, False])
+async def test_every_kind_of_malformed_message_is_a_client_error_that_names_it(network,
+                                                                              encrypt):
+    """Inside sealed frames (the host seals what it sends) as in clear ones: the JSON in
+    a frame that opens is held to the protocol just the same."""
     (hostile,) = network.start_hosts({"host-1": HOSTILE_PRICE},
                                      args={"host-1": ["--behaviour", "malformed"]})
     client = network.anvil.chain("platform")
@@ -184,10 +192,16 @@ async def test_every_kind_of_malformed_message_is_a_client_error_that_names_it(n
         async def on_token(text: str, received: list[str] = received) -> None:
             received.append(text)
 
+        stream = stream_job(hostile.url, chain_job_id=posted.job_id,
+                            chain_id=client.deployment.chain_id, node_id=hostile.address,
+                            request=request, signer=signer_for(client), on_token=on_token,
+                            encrypt=encrypt)
+        if encrypt and name == "binary":
+            # Every frame of an encrypted stream is binary: this one is a good message.
+            assert (await stream).tokens == len(received)
+            continue
         with pytest.raises(ClientError) as refused:
-            await stream_job(hostile.url, chain_job_id=posted.job_id,
-                             node_id=hostile.address, request=request,
-                             signer=signer_for(client), on_token=on_token)
+            await stream
         assert (refused.value.code, refused.value.permanent) == ("HOST_MALFORMED", False)
         assert expected[name] in refused.value.message, (name, refused.value.message)
         assert len(received) == 2  # the honest tokens before it
@@ -206,7 +220,8 @@ async def test_a_stream_stops_at_the_jobs_text_bound(network):
     limits = Limits(message_bytes=64 * 1024, compression_ratio=100, token_chars=1024,
                     job_chars=40)
     with pytest.raises(ClientError) as refused:
-        await stream_job(host.url, chain_job_id=posted.job_id, node_id=host.address,
+        await stream_job(host.url, chain_job_id=posted.job_id,
+                         chain_id=client.deployment.chain_id, node_id=host.address,
                          request=request, signer=signer_for(client), on_token=on_token,
                          limits=limits)
     assert refused.value.code == "HOST_TEXT_TOO_LARGE"
@@ -307,7 +322,8 @@ async def test_a_refused_host_url_is_sent_no_quote_and_no_stream(inside,
             await negotiate(host, request, max_price_per_token_wei=None)
         assert (refused.value.code, refused.value.permanent) == ("HOST_URL_REFUSED", False)
         with pytest.raises(ClientError) as refused:
-            await stream_job(url, chain_job_id=1, node_id=host.address, request=request,
+            await stream_job(url, chain_job_id=1, chain_id=1, node_id=host.address,
+                             request=request,
                              signer=lambda text: "0x", on_token=None)
         assert refused.value.code == "HOST_URL_REFUSED"
     assert inside.connections == 0
@@ -347,7 +363,7 @@ async def test_a_host_that_redirects_is_not_followed(inside, only_our_host_loopb
     try:
         assert await discovery._probe("0x" + "22" * 20, f"http://127.0.0.1:{port}") is None
         with pytest.raises(ClientError) as refused:
-            await stream_job(f"http://127.0.0.1:{port}", chain_job_id=1,
+            await stream_job(f"http://127.0.0.1:{port}", chain_job_id=1, chain_id=1,
                              node_id="0x" + "22" * 20, request=request_for("Hello."),
                              signer=lambda text: "0x", on_token=None)
         assert refused.value.code == "HOST_MALFORMED"

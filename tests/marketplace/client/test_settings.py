@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 OURS = ("MARKETPLACE_ALLOWED_HOST_NETWORKS", "MARKETPLACE_STREAM_COMPRESSION",
-        "MARKETPLACE_MAX_MESSAGE_BYTES")
+        "MARKETPLACE_MAX_MESSAGE_BYTES", "MARKETPLACE_STREAM_ENCRYPTION",
+        "MARKETPLACE_REQUIRE_TLS")
 
 
 def settings_of(module: str, tmp_path, **environ: str) -> subprocess.CompletedProcess:
@@ -41,9 +42,19 @@ def test_only_development_and_tests_let_hosts_on_loopback(module, expected, tmp_
     ("MARKETPLACE_ALLOWED_HOST_NETWORKS", "10.0.0.0/33"),
     ("MARKETPLACE_ALLOWED_HOST_NETWORKS", "*.internal"),
     ("MARKETPLACE_STREAM_COMPRESSION", "brotli"),
+    ("MARKETPLACE_STREAM_COMPRESSION", "gzip"),  # needs encryption off: never compressed
+    ("MARKETPLACE_STREAM_ENCRYPTION", "maybe"),
     ("MARKETPLACE_MAX_MESSAGE_BYTES", "64k"),
 ])
 def test_a_bad_value_stops_start_up_naming_the_setting(name, value, tmp_path):
     result = settings_of("config.settings.base", tmp_path, **{name: value})
     assert result.returncode != 0
     assert name in result.stderr
+
+
+def test_a_plaintext_stream_may_ask_for_gzip(tmp_path):
+    result = settings_of("config.settings.base", tmp_path,
+                         MARKETPLACE_STREAM_COMPRESSION="gzip",
+                         MARKETPLACE_STREAM_ENCRYPTION="0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[] gzip 65536"

@@ -7,6 +7,7 @@ from aiohttp import web
 from eth_account.messages import encode_defunct
 
 from marketplace.chain.contracts import Chain
+from marketplace.e2e import open_result, result_key
 from marketplace.host.backends import LlamaCppBackend
 from marketplace.host.cid import ResultStore
 from marketplace.host.server import HostConfig, HostNode
@@ -76,3 +77,10 @@ def signer_for(client: Chain):
             "0x")
 
     return sign
+
+
+def stored_text(host: RunningHost, cid: str, request: GenerationRequest, chain_job_id: int) -> str:
+    """A result the host stored, opened with the job's key (the host keeps it sealed)."""
+    key = result_key(bytes.fromhex(request.seed), host.node.chain.deployment.chain_id,
+                     chain_job_id)
+    return open_result(host.node.store.get(cid), key)

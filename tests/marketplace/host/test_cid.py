@@ -23,8 +23,8 @@ def test_something_that_is_not_a_raw_sha256_cid_is_rejected():
 
 def test_the_store_returns_what_it_was_given_and_notices_tampering(tmp_path):
     store = ResultStore(tmp_path)
-    cid = store.put("some text")
-    assert store.get(cid) == "some text"
-    (tmp_path / cid).write_text("other text")
+    cid = store.put(b"sealed bytes")
+    assert store.get(cid) == b"sealed bytes"
+    (tmp_path / cid).write_bytes(b"other bytes")
     with pytest.raises(ValueError):
         store.get(cid)

@@ -274,7 +274,8 @@ async def test_the_client_takes_busy_as_a_reason_to_try_another_host(on_anvil, h
     async with from_address("127.0.0.1") as holder, holder.ws_connect(ws_url(host.url)) as ws:
         await ws.receive_json()
         with pytest.raises(ClientError) as refused:
-            await stream_job(host.url, chain_job_id=posted.job_id, node_id=host.address,
+            await stream_job(host.url, chain_job_id=posted.job_id,
+                             chain_id=client.deployment.chain_id, node_id=host.address,
                              request=request, signer=signer_for(client),
                              on_token=lambda piece: asyncio.sleep(0))
         assert (refused.value.code, refused.value.permanent) == ("BUSY", False)

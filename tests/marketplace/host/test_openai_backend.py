@@ -12,7 +12,7 @@ import pytest
 
 from marketplace.host.backends import OpenAICompatibleBackend, bundled_model_path
 from tests.conftest import free_port
-from tests.marketplace.host.conftest import post_for, request_for, start_host
+from tests.marketplace.host.conftest import post_for, request_for, start_host, stored_text
 from tests.marketplace.host.test_streaming import collect
 
 
@@ -75,7 +75,7 @@ async def test_a_host_on_the_openai_backend_serves_a_marketplace_job(
         posted = await post_for(client, host.address, request)
         pieces, end = await collect(host, client, posted, request)
         assert pieces
-        assert host.node.store.get(end.cid) == "".join(pieces)
+        assert stored_text(host, end.cid, request, posted.job_id) == "".join(pieces)
         for _ in range(100):
             if await client.submitted_result(posted.job_id):
                 break

@@ -5,8 +5,9 @@ import aiohttp
 import pytest
 
 from marketplace.client.stream import stream_job, ws_url
+from marketplace.e2e import result_commitment, result_key
 from marketplace.host.cid import cid_for
-from tests.marketplace.host.conftest import post_for, request_for, signer_for
+from tests.marketplace.host.conftest import post_for, request_for, signer_for, stored_text
 
 
 async def collect(host, client, posted, request, **kwargs):
@@ -15,7 +16,8 @@ async def collect(host, client, posted, request, **kwargs):
     async def on_token(piece):
         pieces.append(piece)
 
-    end = await stream_job(host.url, chain_job_id=posted.job_id, node_id=host.address,
+    end = await stream_job(host.url, chain_job_id=posted.job_id,
+                           chain_id=client.deployment.chain_id, node_id=host.address,
                            request=request, signer=signer_for(client), on_token=on_token,
                            **kwargs)
     return pieces, end
@@ -38,11 +40,15 @@ async def test_a_streamed_job_matches_the_stored_result_and_its_hash_on_chain(on
     text = "".join(pieces)
     assert text.strip()
     assert end.tokens == len(pieces) <= request.max_tokens
-    stored = host.node.store.get(end.cid)
-    assert stored.encode() == text.encode()
-    assert end.cid == cid_for(text.encode())
+    # Stored sealed, under the hash of the ciphertext: the plaintext is not on disk.
+    assert stored_text(host, end.cid, request, posted.job_id) == text
+    assert end.cid == cid_for(host.node.store.get(end.cid))
+    assert text.encode() not in host.node.store.get(end.cid)
     result = await submitted(client, posted.job_id)
-    assert result.result_hash == "0x" + hashlib.sha256(text.encode()).hexdigest()
+    # On chain, the keyed commitment to the text: not its bare hash.
+    key = result_key(bytes.fromhex(request.seed), client.deployment.chain_id, posted.job_id)
+    assert result.result_hash == "0x" + result_commitment(text, key)
+    assert result.result_hash != "0x" + hashlib.sha256(text.encode()).hexdigest()
     assert (result.cid, result.tokens_used) == (end.cid, len(pieces))
 
 
@@ -83,7 +89,7 @@ async def test_a_client_that_drops_after_n_tokens_resumes_with_exactly_the_rest(
                 break
             assert message["type"] != "error", message
     assert indexes == list(range(10, 10 + len(rest)))
-    whole = host.node.store.get(message["data"]["cid"])
+    whole = stored_text(host, message["data"]["cid"], request, posted.job_id)
     assert "".join(first) + "".join(rest) == whole
 
 
@@ -96,8 +102,8 @@ async def test_two_clients_at_once_each_get_their_own_text(on_anvil, host):
     posted_b = await post_for(other, host.address, req_b)
     (a, end_a), (b, end_b) = await asyncio.gather(
         collect(host, client, posted_a, req_a), collect(host, other, posted_b, req_b))
-    assert host.node.store.get(end_a.cid) == "".join(a)
-    assert host.node.store.get(end_b.cid) == "".join(b)
+    assert stored_text(host, end_a.cid, req_a, posted_a.job_id) == "".join(a)
+    assert stored_text(host, end_b.cid, req_b, posted_b.job_id) == "".join(b)
     assert "".join(a) != "".join(b)
 
 
@@ -105,8 +111,9 @@ async def test_a_gzip_stream_delivers_the_same_text(on_anvil, host):
     client = on_anvil.chain("platform")
     request = request_for("Name a planet.", max_tokens=12)
     posted = await post_for(client, host.address, request)
-    pieces, end = await collect(host, client, posted, request, compression="gzip")
-    assert host.node.store.get(end.cid) == "".join(pieces)
+    pieces, end = await collect(host, client, posted, request, compression="gzip",
+                                encrypt=False)
+    assert stored_text(host, end.cid, request, posted.job_id) == "".join(pieces)
 
 
 async def test_capabilities_name_the_model_price_load_and_key(host):
