@@ -68,7 +68,7 @@ MAX_USER_CHARS = 256
 # token limit are set by the gateway itself).
 PASSED_ON = ("stop", "seed", "n", "user", "logprobs", "top_logprobs", "response_format",
              "presence_penalty", "frequency_penalty", "tools", "tool_choice",
-             "parallel_tool_calls")
+             "parallel_tool_calls", "top_p", "logit_bias")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 TOOL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 
@@ -150,6 +150,9 @@ def chat_options(fields: dict, *, stream: bool, upstream: bool) -> ChatOptions:
         value = fields.get(name)
         if value is not None and not -2.0 <= value <= 2.0:
             raise _invalid(name, "must be between -2 and 2")
+    top_p = fields.get("top_p")
+    if top_p is not None and not 0.0 <= top_p <= 1.0:
+        raise _invalid("top_p", "must be between 0 and 1")
     response_format = fields.get("response_format")
     if response_format is not None and response_format.get("type") not in RESPONSE_FORMATS:
         raise _invalid("response_format", f"type is one of {', '.join(RESPONSE_FORMATS)}")
@@ -173,6 +176,11 @@ def chat_options(fields: dict, *, stream: bool, upstream: bool) -> ChatOptions:
             raise _unsupported(name, ON_MARKETPLACE)
     if response_format is not None and response_format["type"] != "text":
         raise _unsupported("response_format", f"other than text {ON_MARKETPLACE}")
+    if top_p is not None:
+        raise _unsupported("top_p", f"{ON_MARKETPLACE} (top-k 40, min-p 0.05 and top-p 0.95, "
+                           "always)")
+    if fields.get("logit_bias"):  # no bias is no bias
+        raise _unsupported("logit_bias", ON_MARKETPLACE)
     for name in TOOL_FIELDS:
         value = fields.get(name)
         if value is not None and value != []:  # no tools is no tools

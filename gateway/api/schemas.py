@@ -205,6 +205,11 @@ class ChatIn(Schema):
                                             json_schema_extra=PENALTY)
     frequency_penalty: Number | None = Field(None, description=OPTION,
                                              json_schema_extra=PENALTY)
+    top_p: Number | None = Field(None, description=OPTION, json_schema_extra=by_mode(
+        marketplace=ONLY_NULL, upstream={"minimum": 0, "maximum": 1}))
+    logit_bias: dict[str, Number] | None = Field(
+        None, description=OPTION, json_schema_extra=by_mode(marketplace={"maxProperties": 0},
+                                                            upstream={}))
     stream_options: dict[str, Any] | None = Field(
         None, description=OPTION + "; only with stream: true", json_schema_extra={
             "properties": {"include_usage": {"type": "boolean"}},
@@ -229,7 +234,8 @@ class ChatIn(Schema):
 # OpenAI's fields of a chat request that gateway.chat.chat_options judges.
 CHAT_OPTIONS = ("stop", "seed", "n", "user", "logprobs", "top_logprobs", "response_format",
                 "presence_penalty", "frequency_penalty", "stream_options", "tools",
-                "tool_choice", "parallel_tool_calls", "functions", "function_call")
+                "tool_choice", "parallel_tool_calls", "functions", "function_call", "top_p",
+                "logit_bias")
 
 
 class ChatAnswer(Schema):

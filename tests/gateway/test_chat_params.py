@@ -90,6 +90,10 @@ def test_the_stop_cutter_holds_back_what_may_begin_a_stop_sequence():
     ({"stop": "x" * 201}, "stop", "INVALID_PARAMETER"),
     ({"user": "u" * 257}, "user", "INVALID_PARAMETER"),
     ({"stream_options": {"include_usage": True}}, "stream_options", "INVALID_PARAMETER"),
+    ({"top_p": 0.5}, "top_p", "UNSUPPORTED_PARAMETER"),
+    ({"top_p": 1}, "top_p", "UNSUPPORTED_PARAMETER"),
+    ({"top_p": 1.5}, "top_p", "INVALID_PARAMETER"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias", "UNSUPPORTED_PARAMETER"),
 ])
 def test_each_parameter_the_marketplace_cannot_honour_is_refused_by_name(fields, param, code):
     with pytest.raises(GatewayError) as refusal:
@@ -100,6 +104,7 @@ def test_each_parameter_the_marketplace_cannot_honour_is_refused_by_name(fields,
 def test_the_parameters_that_change_nothing_on_the_marketplace_are_accepted():
     options = chat_options({"n": 1, "presence_penalty": 0, "frequency_penalty": 0.0,
                             "response_format": {"type": "text"}, "user": "u-1",
+                            "logit_bias": {},
                             "stream_options": {"include_usage": False}, "stop": "\n"},
                            stream=True, upstream=False)
     assert options.stop == ("\n",) and options.user == "u-1"
@@ -180,6 +185,8 @@ def test_the_marketplace_refuses_by_name_through_the_openai_client(servers, alic
     refused(chat(stream_options={"include_usage": True}), "stream_options",
             "INVALID_PARAMETER")
     refused(chat(stop=["a", "b", "c", "d", "e"]), "stop", "INVALID_PARAMETER")
+    refused(chat(top_p=0.9), "top_p")
+    refused(chat(logit_bias={"50256": -100}), "logit_bias")
     assert not GatewayRequest.objects.exists()  # refused before anything was reserved
 
 
@@ -276,7 +283,8 @@ def test_upstream_chat_passes_every_parameter_on_and_tool_calls_back(
     given = {"stop": ["\n"], "seed": 3, "user": "someone", "logprobs": True,
              "top_logprobs": 3, "response_format": {"type": "json_object"},
              "presence_penalty": 0.5, "frequency_penalty": -0.5, "tools": tools,
-             "tool_choice": "auto", "parallel_tool_calls": False}
+             "tool_choice": "auto", "parallel_tool_calls": False, "top_p": 0.9,
+             "logit_bias": {"50256": -100}}
     messages = [{"role": "user", "content": f"Weather in Oslo? [tool] {nonce()}"},
                 {"role": "assistant", "content": None, "tool_calls": [
                     {"id": "call_1", "type": "function",
