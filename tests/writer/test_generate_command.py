@@ -26,7 +26,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PRICE = 10**9
 PROMPT = "the joy of reading on a train"
 ARGS = ["--type", "summary", "--length", "short", "--max-tokens", "24", "--temperature", "0"]
-SUMMARY = re.compile(r"^\d+ tokens from 0x[0-9a-fA-F]{40} in 1 attempt; cost \d+ wei; "
+SUMMARY = re.compile(r"^\d+ tokens from 0x[0-9a-fA-F]{40} in 1 attempt; "
+                     r"cost (≈ )?[0-9.]+ ETH( \([\d,]+ wei\))?; "
                      r"TTFT [\d.]+ ms; quality [\d.]+( \(not verified\))?\n$")
 
 

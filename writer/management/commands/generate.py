@@ -15,6 +15,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
+from accounts.money import coin_detail
 from content.prompts import CONTENT_TYPES, LENGTHS, STYLES, build_prompt
 from marketplace.client import pool
 from marketplace.client.errors import ClientError
@@ -94,7 +95,7 @@ class Command(BaseCommand):
         sys.stdout.flush()
         sys.stderr.write(
             f"{outcome.tokens} tokens from {outcome.host} in {outcome.attempts} "
-            f"attempt{'s' if outcome.attempts != 1 else ''}; cost {outcome.cost_wei} wei; "
+            f"attempt{'s' if outcome.attempts != 1 else ''}; cost {coin_detail(outcome.cost_wei)}; "
             f"TTFT {outcome.ttft_ms} ms; quality {outcome.quality:.2f}"
             f"{'' if outcome.verified else ' (not verified)'}\n")
 
