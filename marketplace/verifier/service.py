@@ -253,14 +253,18 @@ async def verify(record_id: int) -> VerificationRecord:
         else:
             owner = _the_owner()
             checking = owner.submit(owner.check, *job)
-            try:
-                async with asyncio.timeout(settings.MARKETPLACE_VERIFY_TIMEOUT_S):
-                    finding, cpu_ms = await asyncio.wrap_future(checking)
-            except TimeoutError:
+            # asyncio.wait, not a timeout around the await: cancelling the awaited future
+            # would cancel a check still queued behind others, and its verdict with it.
+            waiting = asyncio.wrap_future(checking)
+            done, _ = await asyncio.wait({waiting}, timeout=settings.MARKETPLACE_VERIFY_TIMEOUT_S)
+            if not done:
                 # The check goes on without us; its verdict is still saved when it is in
                 # (for the processor, the arbitrator and the host's record).
+                waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
                 checking.add_done_callback(lambda done: owner.save_later(record_id, done))
                 return record
+            try:
+                finding, cpu_ms = waiting.result()
             except (ValueError, RuntimeError) as exc:
                 await sync_to_async(_save)(record_id, None, 0.0, str(exc))
             else:

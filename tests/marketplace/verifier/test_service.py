@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -215,6 +216,9 @@ async def test_a_check_that_outlasts_its_wait_still_records_its_verdict(settings
     asked = request("Write a paragraph about the sea.", 0.0, max_tokens=64)
     tokens = await asyncio.to_thread(generate, worker, asked, 41)
     record = await sync_to_async(record_for)(asked, tokens, 41)
+    # Another check holds the verifier's thread: this one waits in its queue when the wait
+    # for it ends, and must not be dropped from the queue with it.
+    service._the_owner().submit(time.sleep, 1.0)
     assert (await service.verify(record.pk)).state == VerificationState.PENDING
     for _ in range(600):
         await record.arefresh_from_db()
