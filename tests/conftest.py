@@ -262,3 +262,28 @@ async def secret_rpc(network, settings, unused_port, monkeypatch):
     # The runner would wait a minute for the node to come back; one try is enough here.
     monkeypatch.setattr(runner, "CHAIN_WAIT_ATTEMPTS", 1)
     return settings.CHAIN_RPC
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    """llama-cpp-python's OpenAI-compatible server on the bundled model: a real upstream."""
+    from marketplace.weights import bundled_model_path
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("llama_cpp.server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)

@@ -3,10 +3,6 @@ process: honoured end to end (through a real host on the marketplace, or passed 
 upstream: llama-cpp-python's own OpenAI-compatible server on the bundled model, or a tiny
 server that records what it got), or refused with a 400 that names the parameter."""
 
-import subprocess
-import sys
-import time
-import urllib.request
 
 import openai
 import pytest
@@ -16,9 +12,8 @@ from accounts.tiers import price_for
 from gateway.chat import StopCutter, chat_options, cut_at_stop
 from gateway.errors import GatewayError
 from gateway.models import GatewayRequest
-from marketplace.host.backends import bundled_model_path
 from marketplace.models import VerificationRecord, VerificationState
-from tests.conftest import MODEL, free_port
+from tests.conftest import MODEL
 from tests.gateway.conftest import CREDIT, network_env, nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,27 +186,6 @@ def test_the_marketplace_refuses_by_name_through_the_openai_client(servers, alic
 
 # ---- Upstream mode: llama-cpp-python's server applies its own chat template --------------
 
-
-@pytest.fixture(scope="module")
-def llama_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{url}/v1/models", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("llama_cpp.server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
 
 
 def test_upstream_chat_goes_to_the_upstreams_chat_endpoint_with_its_parameters(

@@ -2,40 +2,11 @@
 own OpenAI-compatible server, running the same bundled model."""
 
 import asyncio
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 
-import pytest
-
-from marketplace.host.backends import OpenAICompatibleBackend, bundled_model_path
-from tests.conftest import free_port
+from marketplace.host.backends import OpenAICompatibleBackend
 from tests.marketplace.host.conftest import post_for, request_for, start_host, stored_text
 from tests.marketplace.host.test_streaming import collect
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/v1/models", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("llama_cpp.server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
 
 
 def test_the_backend_streams_tokens_from_the_server(llama_server, llama):
