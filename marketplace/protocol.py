@@ -20,12 +20,24 @@ WebSocket /v1/stream, in order (protocol 3, encrypted: marketplace.e2e, docs/enc
             "metadata": {"id": token id, "logprob": log-probability}} ...
            control: {"type": "pause"|"resume"|"checkpoint"|"error"|"end", "data": {...}}
   client → {"type": "ack", "index"}  (flow control)  ·  {"type": "cancel"}
+           · {"type": "voucher", "channelId", "amount", "signature"}  (a channel stream)
 A refusal of the init itself (a bad signature, an unknown job) is a plaintext error: no
 session exists yet, and it carries nothing of the request.
 Token indexes start at 0. Reconnecting with checkpoint=N resumes at token N+1, on a new
 connection with its own keys.
 Every generated token is sent, one message each, even one whose text is empty (a token
 holding part of a UTF-8 character): a verifier re-scores the token ids.
+
+A stream paid through a payment channel (docs/sessions.md) carries `channelId` in its
+init instead of naming an on-chain job: `jobId` is then the client's own id for the
+stream (unique per client), the signature must be the channel's payer's, and nothing of
+the job goes on chain. The client pays as it receives: a voucher (the payer's EIP-712
+signature of the channel's cumulative amount) at most every `vouchersEvery` tokens and
+one at the end. The host stores each voucher before it sends more, and when unpaid work
+on the channel reaches its `creditLimitWei` (capabilities) it sends
+{"type": "pause", "data": {"index", "reason": "PAYMENT_REQUIRED", "owedWei"}}, then
+"resume" once paid, or error PAYMENT_REQUIRED and the end of the stream if no voucher
+comes in time. Channel streams are encrypted (protocol 3) only.
 
 Protocol 2 is the same conversation in clear text frames (the request in the init, and
 an optional gzip `compression`); a host still speaks it, and a client uses it only when
@@ -34,10 +46,8 @@ MARKETPLACE_STREAM_ENCRYPTION is off.
 Generation is checkable (marketplace.sampling): the request carries the client's sampling
 secret (`seed`, committed with the prompt hash), the host samples with the key it derives
 from it, and each token message reports the token's id and its log-probability. The
-result hash the host submits on chain is a commitment keyed from the same secret
-(marketplace.e2e.result_commitment). Later additions ride on the same messages: a payment
-voucher is one more client message, a conversation's context one more field of the
-opening, both inside the sealed frames.
+result hash the host submits on chain (or, on a channel stream, only sends in its end
+message) is a commitment keyed from the same secret (marketplace.e2e.result_commitment).
 Everything the host sends parses with `HostMessage` (Challenge | TokenMessage | Control).
 
 HTTP: GET /v1/capabilities → Capabilities; POST /v1/quote QuoteRequest → QuoteResponse;
@@ -82,6 +92,9 @@ class Code:
     E2E_REPLAYED = "E2E_REPLAYED"
     E2E_OUT_OF_ORDER = "E2E_OUT_OF_ORDER"
     E2E_MALFORMED = "E2E_MALFORMED"
+    # A channel stream's payment (marketplace.host.vouchers has the voucher's own codes).
+    PAYMENT_REQUIRED = "PAYMENT_REQUIRED"
+    CHANNELS_UNSUPPORTED = "CHANNELS_UNSUPPORTED"
 
 
 class _Message(BaseModel):
@@ -116,6 +129,8 @@ class StreamInit(_Message):
     node_id: str = Field(alias="nodeId", min_length=42, max_length=42)
     checkpoint: int | None = Field(default=None, ge=-1)
     signature: str = Field(min_length=130, max_length=140)
+    # A channel stream: paid by vouchers on this channel, no job on chain.
+    channel_id: int | None = Field(default=None, alias="channelId", ge=1, lt=2**64)
     # protocol 2 only
     compression: Literal["gzip"] | None = None
     request: GenerationRequest | None = None
@@ -141,6 +156,16 @@ class Ack(_Message):
 
 class Cancel(_Message):
     type: Literal["cancel"]
+
+
+class VoucherMessage(_Message):
+    """A payment on a channel stream: the payer's signature (65 bytes, hex) of the
+    channel's cumulative `amount` in wei (marketplace.chain.channels)."""
+
+    type: Literal["voucher"]
+    channel_id: int = Field(alias="channelId", ge=1, lt=2**64)
+    amount: str = Field(pattern=r"^[0-9]{1,78}$")
+    signature: str = Field(pattern=r"^0x[0-9a-f]{130}$")
 
 
 class QuoteRequest(_Message):
@@ -180,6 +205,16 @@ class Queue(_Message):
     capacity: int
 
 
+class ChannelTerms(_Message):
+    """How a host takes payment through channels (absent: per-job escrow only)."""
+
+    contract: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    credit_limit_wei: str = Field(alias="creditLimitWei", pattern=r"^[0-9]{1,40}$",
+                                  description="unpaid work the host does before it waits")
+    vouchers_every: int = Field(alias="vouchersEvery", ge=1, le=4096,
+                                description="tokens between the client's vouchers, at most")
+
+
 class Capabilities(_Message):
     """GET /v1/capabilities."""
 
@@ -191,6 +226,7 @@ class Capabilities(_Message):
     models: list[ModelPrice]
     load: Load
     queue: Queue
+    channels: ChannelTerms | None = None
 
 
 # ---- what the host sends on /v1/stream ------------------------------------------------
@@ -249,12 +285,15 @@ HostMessage = TypeAdapter(Annotated[Challenge | TokenMessage | Control,
 
 
 def challenge_message(nonce: str, job_id: int, node_id: str, ephemeral_key: str | None = None,
-                      salt: str | None = None) -> str:
-    """The text a client signs to prove it is the job's client, bound to this host and,
-    on an encrypted stream, to its ephemeral key and salt (nobody can swap them)."""
+                      salt: str | None = None, channel_id: int | None = None) -> str:
+    """The text a client signs to prove it is the job's client (or the channel's payer),
+    bound to this host and, on an encrypted stream, to its ephemeral key and salt (nobody
+    can swap them)."""
     text = f"inkmarket stream auth\nnonce: {nonce}\njob: {job_id}\nnode: {node_id.lower()}"
     if ephemeral_key is not None or salt is not None:
         text += f"\nkey: {ephemeral_key}\nsalt: {salt}"
+    if channel_id is not None:
+        text += f"\nchannel: {channel_id}"
     return text
 
 

@@ -1,10 +1,24 @@
 """Tests run against this machine's real PostgreSQL and Redis."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/inkmarket")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Under pytest-xdist each worker has its own database (pytest-django names it
+# test_<name>_gw<n>), so it gets its own Redis database and var folder too: ids start
+# again in each database, and the Redis keys and files named by them would meet. The
+# processes a test starts inherit the environment, marked so as not to shift again.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and os.environ.get("INKMARKET_TEST_WORKER") != _worker:
+    _number = int(_worker.removeprefix("gw"))
+    _base, _, _db = os.environ["REDIS_URL"].rpartition("/")
+    os.environ["REDIS_URL"] = f"{_base}/{(int(_db or 0) - _number) % 16}"
+    os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parents[2] / "var"
+                                         / f"test-{_worker}"))
+    os.environ["INKMARKET_TEST_WORKER"] = _worker
 # Tests sign up many users from 127.0.0.1; the test of the limit sets its own.
 os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
 # Tests write from fresh accounts, as on the devnet; the default of 0 is tested by booting

@@ -13,6 +13,7 @@ host starts, and a job that fails keeps only text that was accepted.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from eth_account.messages import encode_defunct
 
 from marketplace import jobs as job_services
@@ -63,6 +65,10 @@ class JobSpec:
     max_price_per_token_wei: int | None = None
     max_latency_ms: float | None = None
     owner_id: int | None = None
+    # A conversation's key: each prompt of it goes first to the host that answered the
+    # last one, whose engine still holds the context's prefix in its KV cache. Each prompt
+    # carries the whole context, so any other host can take over from it.
+    session: str | None = None
 
 
 @dataclass
@@ -249,7 +255,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
                                   permanent=True)
             raise ClientError("NO_HOSTS_AVAILABLE",
                               f"no host on the network serves {spec.model} within the limits")
-        host = ranked[0]
+        host = await _session_host(spec.session, ranked)
         try:
             result = await _attempt(spec, job_id, number, host, remaining, progress, chain,
                                     cancel)
@@ -269,6 +275,7 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
         paid += result.paid_wei
         tx_hashes.extend(result.tx_hashes)
         if result.accepted:
+            await _session_remember(spec.session, host.address)
             progress.kept = len(progress.pieces)
             text = progress.text
             tokens = len(progress.pieces)
@@ -289,6 +296,34 @@ async def _run(spec: JobSpec, job_id: uuid.UUID, progress: _Progress, chain: Cha
         await sync_to_async(job_services.job_transition)(job_id=job_id, to=JobState.NEGOTIATING)
     raise ClientError(last_error.code if last_error else "NO_HOSTS_AVAILABLE",
                       f"gave up after {MAX_HOSTS} hosts", permanent=True)
+
+
+SESSION_HOST_TTL_S = 3600
+
+
+def _session_key(session: str) -> str:
+    return "marketplace:session-host:" + hashlib.sha256(session.encode()).hexdigest()
+
+
+async def _session_host(session: str | None, ranked: list[Candidate]) -> Candidate:
+    """The conversation's last host when it is still among the ranked, else the best."""
+    if session is None:
+        return ranked[0]
+    try:
+        last = await cache.aget(_session_key(session))
+    except Exception as exc:  # the cache is a preference: without it, the best host
+        log.warning("no session preference for this prompt: %s", exc)
+        return ranked[0]
+    return next((c for c in ranked if c.address == last), ranked[0])
+
+
+async def _session_remember(session: str | None, host: str) -> None:
+    if session is None:
+        return
+    try:
+        await cache.aset(_session_key(session), host, SESSION_HOST_TTL_S)
+    except Exception as exc:
+        log.warning("could not remember the session's host: %s", exc)
 
 
 @dataclass
