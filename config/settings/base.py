@@ -272,6 +272,12 @@ HOST_MAX_CONNECTIONS = env_int("HOST_MAX_CONNECTIONS", 256)
 HOST_MAX_CONNECTIONS_PER_IP = env_int("HOST_MAX_CONNECTIONS_PER_IP", 32)
 HOST_HANDSHAKE_TIMEOUT_S = env_int("HOST_HANDSHAKE_TIMEOUT_S", 10)
 HOST_FAILED_HANDSHAKES_PER_MINUTE = env_int("HOST_FAILED_HANDSHAKES_PER_MINUTE", 20)
+# Payment channels on the host (docs/sessions.md): unpaid work on a channel before the
+# host waits for a voucher (wei; empty: 64 tokens at the host's price), the most tokens
+# between a client's vouchers, and how long a stream waits for one before it ends.
+HOST_CREDIT_LIMIT_WEI = env_int("HOST_CREDIT_LIMIT_WEI", 0) or None
+HOST_VOUCHERS_EVERY = env_int("HOST_VOUCHERS_EVERY", 16)
+HOST_PAYMENT_WAIT_S = env_int("HOST_PAYMENT_WAIT_S", 30)
 
 # ---- Accounts and billing ------------------------------------------------------------
 # Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.
