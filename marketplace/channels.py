@@ -477,8 +477,8 @@ async def channels_maintain(chain: Chain) -> dict[str, int]:
                 channel = await PaymentChannel.objects.aget(pk=channel.pk)
             if channel.state == OPEN:
                 if channel.host_address not in active:
-                    active[channel.host_address] = (
-                        await chain.get_node(channel.host_address)).active
+                    active[channel.host_address] = bool(
+                        await chain.registry.functions.isActive(channel.host_address).call())
                 host_gone = not active[channel.host_address]
                 if await sync_to_async(_idle_exit_claim)(channel.pk, host_gone=host_gone):
                     channel = await PaymentChannel.objects.aget(pk=channel.pk)
