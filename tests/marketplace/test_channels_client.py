@@ -420,3 +420,37 @@ async def test_the_books_against_the_chain_catch_a_deposit_we_did_not_record(hos
     await channel.arefresh_from_db()
     assert int(channel.deposit_wei) == DEPOSIT
     assert channel.txs[-1]["kind"] == "deposit-found"
+
+
+# ---- the beat --------------------------------------------------------------------------------
+
+
+async def test_the_beat_task_maintains_channels_with_the_platform_wallet(network,
+                                                                        channel_settings):
+    from django.conf import settings
+
+    from marketplace import tasks
+    from marketplace.wallet import platform_chain
+
+    def run_task() -> dict[str, int]:
+        # As a worker runs it: its own thread, event loop and database connection.
+        try:
+            return tasks.channels_maintain()
+        finally:
+            connections.close_all()
+
+    assert settings.CELERY_BEAT_SCHEDULE["channels-maintain"]["task"] == (
+        "marketplace.tasks.channels_maintain")
+    assert await asyncio.to_thread(run_task) == {}  # nothing live: no key opened
+    host = network.anvil.chain("host-1")
+    await host.register(api_url="http://127.0.0.1:1/host-1", metadata={},
+                        prices={MODEL: PRICE}, stake=10**16)
+    channel = await channel_ensure(await platform_chain(), host.address)
+    await PaymentChannel.objects.filter(pk=channel.pk).aupdate(
+        last_used_at=timezone.now() - timedelta(days=2))
+
+    done = await asyncio.to_thread(run_task)
+
+    assert done == {"exit started": 1}
+    await channel.arefresh_from_db()
+    assert channel.state == PaymentChannelState.EXITING and channel.exit_at is not None
