@@ -467,10 +467,24 @@ async def channels_maintain(chain: Chain) -> dict[str, int]:
             info = await channels.get(int(channel.channel_id))
             if info.closed:
                 event = await _closed_event(channels, int(channel.channel_id))
-                if event is not None:
-                    await sync_to_async(_closed_record)(channel.pk, **event)
-                    count("closed by exit" if event["by_exit"] else "closed by host")
+                if event is None:
+                    # Closed, but the node no longer serves the event's log: stop using it
+                    # now; channels_reconcile reports the settlement as missing.
+                    log.error("channel %s is closed on chain and its ChannelClosed event "
+                              "cannot be read", channel.channel_id)
+                    await sync_to_async(_channel_set)(
+                        channel.pk, state=PaymentChannelState.CLOSED, reserved_wei=0,
+                        closed_at=timezone.now(), error="closed on chain; no ChannelClosed "
+                                                        "event to read its settlement from")
+                    count("closed, settlement unknown")
+                    continue
+                await sync_to_async(_closed_record)(channel.pk, **event)
+                count("closed by exit" if event["by_exit"] else "closed by host")
                 continue
+            if info.deposit < int(channel.deposit_wei):
+                log.error("channel %s holds %s wei on chain, less than the %s wei in our "
+                          "books", channel.channel_id, info.deposit, int(channel.deposit_wei))
+                count("problems")
             if info.deposit > int(channel.deposit_wei):
                 await sync_to_async(_deposit_raise)(
                     channel.pk, on_chain=info.deposit, log_entry={"kind": "deposit-found"})

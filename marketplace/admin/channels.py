@@ -30,6 +30,8 @@ class PaymentChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description="remaining")
     def remaining(self, channel: PaymentChannel):
+        if channel.state != PaymentChannelState.OPEN:
+            return "—"  # no new leases on it
         return coin_html(channel.remaining_wei)
 
     @admin.action(description="Start exit (the beat sends it; the deposit comes back after "
