@@ -239,6 +239,78 @@ def test_concurrent_streams_keep_the_cumulative_amount_exact(on_anvil, channel_s
     assert channels_reconcile() == []
 
 
+PAYER_SCRIPT = """
+import json, os, random, sys
+import django
+django.setup()
+from django.db import connections
+from marketplace.channels import channel_lease, channel_pay, channel_release
+args = json.loads(sys.argv[1])
+rng = random.Random(args["seed"])
+lease = channel_lease(chain_id=args["chain_id"], contract=args["contract"],
+                      host_address=args["host"], need_wei=10**14)
+print("ready", flush=True)
+sys.stdin.readline()
+amounts, total = [], 0
+for _ in range(50):
+    add = rng.randrange(1, 2 * 10**12)
+    amounts.append(channel_pay(lease=lease, attempt_id=args["attempt"], add_wei=add,
+                               private_key=bytes.fromhex(args["key"])).amount)
+    total += add
+channel_release(lease=lease, unused_wei=10**14 - total)
+connections.close_all()
+print(json.dumps({"total": total, "amounts": amounts}), flush=True)
+"""
+
+
+def test_payers_in_separate_processes_keep_the_cumulative_amount_exact(on_anvil,
+                                                                       channel_settings):
+    """4 processes × 50 payments at once on one channel, as several ASGI replicas and
+    workers would: the running totals they sign never collide and add up."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    net = on_anvil
+    host = net.chain("host-1").address
+    channel = open_row(net, host)
+    attempts = [attempt_for(host) for _ in range(4)]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+           "DATABASE_URL": "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(
+               **connections["default"].settings_dict)}
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", PAYER_SCRIPT, json.dumps({
+            "chain_id": channel.chain_id, "contract": channel.contract, "host": host,
+            "attempt": attempt.pk, "key": key_of(net, "platform").hex(), "seed": i})],
+        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for i, attempt in enumerate(attempts)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:  # all at once
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [json.loads(proc.stdout.readline()) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+            proc.stdout.close()
+
+    channel.refresh_from_db()
+    amounts = [a for r in results for a in r["amounts"]]
+    assert len(set(amounts)) == 200 and max(amounts) == int(channel.spent_wei)
+    assert int(channel.spent_wei) == sum(r["total"] for r in results)
+    assert int(channel.reserved_wei) == 0
+    for attempt, result in zip(attempts, results, strict=True):
+        attempt.refresh_from_db()
+        assert int(attempt.voucher_wei) == result["total"]
+    assert channels_reconcile() == []
+
+
 # ---- opening ------------------------------------------------------------------------------
 
 
