@@ -181,7 +181,7 @@ def channel_release(*, lease: Lease, unused_wei: int) -> None:
 # ---- opening and topping up ----------------------------------------------------------------
 
 
-def _live_channel(*, chain_id: int, contract: str, host_address: str) -> PaymentChannel | None:
+def live_channel(*, chain_id: int, contract: str, host_address: str) -> PaymentChannel | None:
     return PaymentChannel.objects.filter(chain_id=chain_id, contract=contract,
                                          host_address=host_address,
                                          state__in=LIVE_CHANNEL_STATES).first()
@@ -239,7 +239,7 @@ async def channel_ensure(chain: Chain, host_address: str) -> PaymentChannel | No
     if not chain.deployment.channels:
         return None
     key = _key(chain, host_address)
-    channel = await sync_to_async(_live_channel)(**key)
+    channel = await sync_to_async(live_channel)(**key)
     if channel is not None and channel.state == OPEN:
         return channel
     if channel is None:
@@ -278,7 +278,7 @@ async def _channel_wait(key: dict[str, Any]) -> PaymentChannel | None:
     """Wait for the channel another caller is opening."""
     deadline = asyncio.get_running_loop().time() + settings.MARKETPLACE_CHANNEL_OPEN_WAIT_S
     while True:
-        channel = await sync_to_async(_live_channel)(**key)
+        channel = await sync_to_async(live_channel)(**key)
         if channel is None or channel.state == OPEN:
             return channel
         if asyncio.get_running_loop().time() > deadline:
