@@ -40,6 +40,7 @@ from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
 from marketplace.models import (
     LIVE_CHANNEL_STATES,
+    AttemptState,
     JobAttempt,
     PaymentChannel,
     PaymentChannelState,
@@ -531,10 +532,20 @@ def channels_reconcile() -> list[str]:
     """Everything wrong with our channels' books; [] when sound. For every channel:
     spent = the sum of what its attempts' vouchers paid, and spent + reserved <= deposit;
     for a closed one: host amount + fee + refund = deposit, and host amount + fee (the
-    voucher the host redeemed) <= spent."""
+    voucher the host redeemed) <= spent. For every channel attempt: what the job was
+    charged for it is what its vouchers paid when it was accepted, else nothing."""
     paid = dict(JobAttempt.objects.filter(channel__isnull=False).values("channel")
                 .annotate(total=Sum("voucher_wei")).values_list("channel", "total"))
     problems = []
+    # What users pay for a channel job is what its vouchers paid; a part not accepted (its
+    # host failed, or its result did) is charged to nobody but the platform.
+    for attempt in (JobAttempt.objects.filter(channel__isnull=False)
+                    .only("pk", "state", "paid_wei", "voucher_wei").iterator()):
+        charged = int(attempt.paid_wei)
+        expected = int(attempt.voucher_wei) if attempt.state == AttemptState.ACCEPTED else 0
+        if charged != expected:
+            problems.append(f"attempt {attempt.pk} ({attempt.state}): charged {charged} wei, "
+                            f"its vouchers call for {expected} wei")
     for c in PaymentChannel.objects.order_by("pk").iterator():
         where = f"channel {c.channel_id} (row {c.pk}) to {c.host_address}"
         spent, deposit = int(c.spent_wei), int(c.deposit_wei)

@@ -103,3 +103,29 @@ async def test_a_cheat_on_a_channel_is_slashed_by_the_arbitrator(network, on_cha
     assert await channel_slashes(arbitrator) == 0  # once only
     slashed = stake_before - (await chain.get_node(cheat.address)).stake
     assert slashed == min(stake_before, 10 * int(first.voucher_wei))
+
+
+async def test_a_host_that_stops_after_being_paid_costs_what_it_sent_and_no_more(
+        network, on_channels, settings):
+    settings.MARKETPLACE_STALL_TIMEOUT_S = 2
+    staller, honest = network.start_hosts(
+        {"host-1": PRICE, "host-2": 2 * PRICE},
+        args={"host-1": ["--behaviour", "stall", "--vouchers-every", "2"]})
+
+    outcome = await run_job(JobSpec(model=MODEL, prompt="Write a sentence about the sea.",
+                                    max_tokens=16, temperature=0.0))
+
+    first, second = [a async for a in JobAttempt.objects.filter(job_id=outcome.job_id)
+                     .order_by("number")]
+    # The staller sent 3 tokens (behaviours.Stall) and was paid for the 2 a voucher
+    # covered before it fell silent; its text was taken back, and the user pays only
+    # for the honest host's answer.
+    assert (first.host_address, first.state) == (staller.address, AttemptState.ABANDONED)
+    assert int(first.voucher_wei) == 2 * PRICE
+    assert network.host_voucher(staller, (await PaymentChannel.objects.aget(
+        pk=first.channel_id)).channel_id) == 2 * PRICE
+    assert (second.host_address, second.state) == (honest.address, AttemptState.ACCEPTED)
+    job = await Job.objects.aget(pk=outcome.job_id)
+    assert int(job.paid_wei) == int(second.voucher_wei) == outcome.tokens * 2 * PRICE
+    assert job.text == outcome.text
+    assert await sync_to_async(channel_services.channels_reconcile)() == []
