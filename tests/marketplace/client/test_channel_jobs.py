@@ -6,11 +6,14 @@ slashed."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 
 from marketplace import channels as channel_services
 from marketplace.arbitration import channel_slashes
+from marketplace.chain.channels import Channels, ChannelState
 from marketplace.models import (
     AttemptState,
     Job,
@@ -27,6 +30,7 @@ from tests.conftest import MODEL
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PRICE = 10**9
+FEE_BPS = 250  # the devnet's protocol fee (marketplace.chain.deploy.Terms)
 
 
 @pytest.fixture
@@ -129,3 +133,32 @@ async def test_a_host_that_stops_after_being_paid_costs_what_it_sent_and_no_more
     assert int(job.paid_wei) == int(second.voucher_wei) == outcome.tokens * 2 * PRICE
     assert job.text == outcome.text
     assert await sync_to_async(channel_services.channels_reconcile)() == []
+
+
+async def test_a_host_killed_keeps_its_vouchers_and_closes_with_the_latest_at_our_exit(
+        network, on_channels):
+    (host,) = network.start_hosts({"host-1": PRICE})
+    for n in range(3):
+        await run_job(JobSpec(model=MODEL, prompt=f"Name an animal, {n}.", max_tokens=8,
+                              temperature=0.0))
+    channel = await PaymentChannel.objects.aget(host_address=host.address)
+    spent = int(channel.spent_wei)
+    assert network.host_voucher(host, channel.channel_id) == spent > 0
+
+    host.proc.kill()  # SIGKILL: nothing is flushed on the way out
+    host.proc.wait()
+    network.start_hosts({"host-1": PRICE})  # the same key and folder
+    chain = await platform_chain()
+    channels = Channels(chain)
+    await channels.start_exit(channel.channel_id)
+
+    # The host sees the exit and closes with the voucher it kept across the crash.
+    for _ in range(300):
+        if (await channels.get(channel.channel_id)).state == ChannelState.CLOSED:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the host did not close the channel")
+    fee = spent * FEE_BPS // 10_000
+    assert await channels.withdrawable(host.address) == spent - fee
+    assert await channels.withdrawable(chain.address) == int(channel.deposit_wei) - spent
