@@ -1,4 +1,5 @@
-"""Reads of the writer: a person's generations, searched and filtered."""
+"""Reads of the writer: a person's generations, searched and filtered; a document's versions
+and the conversation a follow-up continues."""
 
 from __future__ import annotations
 
@@ -27,3 +28,34 @@ def generation_get(*, user, pk) -> Generation | None:
         return Generation.objects.filter(pk=pk, user=user).first()
     except ValidationError:  # not a UUID: a link someone mistyped
         return None
+
+
+def document_versions(*, generation: Generation) -> list[Generation]:
+    """Every version of the document `generation` belongs to, its first one first, in the
+    order they were asked (writer.models)."""
+    root = generation.document_id
+    return list(Generation.objects.filter(Q(pk=root) | Q(root_id=root)).order_by("created"))
+
+
+def generation_conversation(*, generation: Generation) -> list[Generation]:
+    """The versions `generation` was made from, the document's first one first and
+    `generation` last: the turns of its conversation (a follow-up asked of an earlier
+    version leaves out the versions after that one)."""
+    by_id = {version.id: version for version in document_versions(generation=generation)}
+    chain = [by_id.get(generation.id, generation)]
+    while chain[-1].parent_id is not None:
+        chain.append(by_id[chain[-1].parent_id])
+    return chain[::-1]
+
+
+def generation_descendants(*, generation: Generation) -> list[Generation]:
+    """`generation` and the follow-ups made from it, at any depth."""
+    children: dict = {}
+    for version in document_versions(generation=generation):
+        children.setdefault(version.parent_id, []).append(version)
+    found, todo = [], [generation]
+    while todo:
+        version = todo.pop()
+        found.append(version)
+        todo.extend(children.get(version.id, ()))
+    return found
