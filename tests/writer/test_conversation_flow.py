@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 
+from marketplace.client.runner import _session_key
 from marketplace.models import Job, JobAttempt
 from writer import selectors, services
 from writer.conversation import PRESETS
@@ -79,6 +81,10 @@ async def test_a_20_prompt_conversation_keeps_its_host_and_moves_with_its_contex
     hosts = [await hosts_of(t) for t in turns]
     assert all(len(h) == 1 for h in hosts), hosts
     assert len({h[0] for h in hosts[1:]}) == 1 and hosts[1] == hosts[0]
+    # ... because they ran in the document's session, which remembers its host.
+    assert first.session == f"writer:{first.id}"
+    assert all(t.session == first.session for t in turns)
+    assert await cache.aget(_session_key(first.session)) == hosts[-1][0]
     # Each prompt carried the context: the request, and the turn before with its answer.
     for before, generation in zip(turns, turns[1:], strict=False):
         assert generation.full_prompt.startswith(first.full_prompt)
@@ -97,3 +103,4 @@ async def test_a_20_prompt_conversation_keeps_its_host_and_moves_with_its_contex
     for generation in turns[1:]:
         assert f"Change: {generation.instruction}" in last.full_prompt
     assert turns[-1].text.strip() in last.full_prompt
+    assert await cache.aget(_session_key(first.session)) == last.host
