@@ -44,8 +44,12 @@ lint: deps
 	$(VENV)/bin/lint-imports
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist), a test file to each at a time;
+# each has its own database, Redis database and var folder (config/settings/test.py).
+TEST_WORKERS ?= 2
+
 test: deps services lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --durations=40 $(PYTEST_ARGS)
 
 bench: deps services
 	$(PY) bench/run.py $(BENCH_ARGS)

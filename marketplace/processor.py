@@ -126,6 +126,7 @@ def job_process(*, job_id: str) -> str:
         job_processing_defer(job_id=job_id, error=f"job is still {job.state}",
                              delay_s=settings.OPS_ORPHAN_AFTER_S)
         return ProcessingState.PENDING
+    _channel_attempts_abandon(job)
     try:
         _settle_open_attempts(job)
     except ProcessingDeferred as exc:
@@ -339,6 +340,18 @@ async def _settle_all(items: list[_Open]) -> dict[int, str]:
     return texts
 
 
+def _channel_attempts_abandon(job: Job) -> int:
+    """Attempts paid through a payment channel have nothing to settle on chain: the
+    vouchers paid the host as it streamed. One its process left unfinished is ABANDONED:
+    the user is not charged for it, and what its vouchers paid (voucher_wei) stays on it
+    as the platform's cost."""
+    return job.attempts.filter(
+        chain_job_id__isnull=True, channel__isnull=False,
+        state__in=[AttemptState.POSTED, AttemptState.CLAIMED, AttemptState.STREAMING,
+                   AttemptState.SUBMITTED],
+    ).update(state=AttemptState.ABANDONED, finished_at=timezone.now())
+
+
 def _settle_open_attempts(job: Job) -> None:
     items = [i for i in _open_attempts(job) if i.state != AttemptState.ABANDONED]
     if items:
@@ -357,6 +370,7 @@ def job_recover(*, job_id: str) -> str:
             pk=job_id, updated__lt=cutoff).update(updated=timezone.now()):
         return "not-orphaned"
     job = Job.objects.get(pk=job_id)
+    _channel_attempts_abandon(job)
     items = _open_attempts(job)
     texts = loops.run_async(_settle_all(items)) if items else {}
     last = job.attempts.order_by("-number").first()

@@ -78,6 +78,24 @@ def resolve_disputes() -> int:
     return loops.run_async(run())
 
 
+@shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
+def channels_maintain() -> dict[str, int]:
+    """Beat, every minute: our payment channels' top-ups, exits, closes and books
+    (marketplace.channels). The wallet's key is opened only when a channel is live."""
+    from marketplace.channels import channels_maintain as maintain
+    from marketplace.models import PaymentChannel, PaymentChannelState
+    from marketplace.wallet import platform_chain
+
+    if not PaymentChannel.objects.exclude(
+            state__in=[PaymentChannelState.CLOSED, PaymentChannelState.FAILED]).exists():
+        return {}
+
+    async def run() -> dict[str, int]:
+        return await maintain(await platform_chain())
+
+    return loops.run_async(run())
+
+
 # ---- the job processor -------------------------------------------------------------------
 
 

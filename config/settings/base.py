@@ -182,6 +182,8 @@ CELERY_BEAT_SCHEDULE = {
                             "schedule": OPS_BEAT_INTERVAL_S},
     "release-stale-reservations": {"task": "marketplace.tasks.release_stale_reservations",
                                    "schedule": 10 * OPS_BEAT_INTERVAL_S},
+    "channels-maintain": {"task": "marketplace.tasks.channels_maintain",
+                          "schedule": OPS_BEAT_INTERVAL_S},
 }
 
 # ---- Marketplace -------------------------------------------------------------------
@@ -260,6 +262,30 @@ MARKETPLACE_VERIFY_FRACTION = MARKETPLACE_VERIFY_PERCENT / 100
 MARKETPLACE_SLASH_MULTIPLE = env_int("MARKETPLACE_SLASH_MULTIPLE", 10)
 # How long a job waits for its verdict before it goes on with the text checks alone.
 MARKETPLACE_VERIFY_TIMEOUT_S = env_int("MARKETPLACE_VERIFY_TIMEOUT_S", 60)
+# ---- Payment channels, the paying side (marketplace.channels, docs/sessions.md) ----------
+# What the platform wallet deposits when it opens a channel to a host, and adds at each
+# top-up.
+MARKETPLACE_CHANNEL_DEPOSIT_WEI = env_int("MARKETPLACE_CHANNEL_DEPOSIT_WEI", 10**16)
+MARKETPLACE_CHANNEL_TOP_UP_WEI = env_int("MARKETPLACE_CHANNEL_TOP_UP_WEI",
+                                         MARKETPLACE_CHANNEL_DEPOSIT_WEI)
+# Low water, in wei: a channel whose headroom (deposit - spent - reserved) falls below it
+# is topped up. Wei rather than a fraction of the deposit, which grows with each top-up.
+MARKETPLACE_CHANNEL_LOW_WATER_WEI = env_int("MARKETPLACE_CHANNEL_LOW_WATER_WEI",
+                                            MARKETPLACE_CHANNEL_DEPOSIT_WEI // 4)
+# A channel no stream has used for this long is exited (the deposit comes back after the
+# contract's challenge period); so is a channel whose host left the registry.
+MARKETPLACE_CHANNEL_IDLE_EXIT_S = env_int("MARKETPLACE_CHANNEL_IDLE_EXIT_S", 86400)
+# How long a caller of channel_ensure waits for a channel another caller is opening.
+MARKETPLACE_CHANNEL_OPEN_WAIT_S = env_int("MARKETPLACE_CHANNEL_OPEN_WAIT_S", 30)
+# An open still unresolved after this long was cut short by a crash: the beat looks for
+# its ChannelOpened event, and marks it FAILED when there is none.
+MARKETPLACE_CHANNEL_OPENING_STALE_S = env_int("MARKETPLACE_CHANNEL_OPENING_STALE_S", 600)
+# Headroom still reserved on a channel nothing has used for this long belongs to streams
+# whose process died; the beat gives it back. Longer than any stream runs.
+MARKETPLACE_CHANNEL_LEASE_MAX_S = env_int("MARKETPLACE_CHANNEL_LEASE_MAX_S", 3600)
+if MARKETPLACE_CHANNEL_DEPOSIT_WEI <= 0 or MARKETPLACE_CHANNEL_TOP_UP_WEI <= 0:
+    raise ImproperlyConfigured("MARKETPLACE_CHANNEL_DEPOSIT_WEI and "
+                               "MARKETPLACE_CHANNEL_TOP_UP_WEI must be positive")
 # A registered host URL must point at a public internet address. These host names and
 # IP networks are let through although private: local hosts in development and tests, or
 # an operator's own hosts on a private network. Its own list, apart from
@@ -272,6 +298,12 @@ HOST_MAX_CONNECTIONS = env_int("HOST_MAX_CONNECTIONS", 256)
 HOST_MAX_CONNECTIONS_PER_IP = env_int("HOST_MAX_CONNECTIONS_PER_IP", 32)
 HOST_HANDSHAKE_TIMEOUT_S = env_int("HOST_HANDSHAKE_TIMEOUT_S", 10)
 HOST_FAILED_HANDSHAKES_PER_MINUTE = env_int("HOST_FAILED_HANDSHAKES_PER_MINUTE", 20)
+# Payment channels on the host (docs/sessions.md): unpaid work on a channel before the
+# host waits for a voucher (wei; empty: 64 tokens at the host's price), the most tokens
+# between a client's vouchers, and how long a stream waits for one before it ends.
+HOST_CREDIT_LIMIT_WEI = env_int("HOST_CREDIT_LIMIT_WEI", 0) or None
+HOST_VOUCHERS_EVERY = env_int("HOST_VOUCHERS_EVERY", 16)
+HOST_PAYMENT_WAIT_S = env_int("HOST_PAYMENT_WAIT_S", 30)
 
 # ---- Accounts and billing ------------------------------------------------------------
 # Money is integer wei; multipliers and fees are basis points (10000 = 1.0), never floats.

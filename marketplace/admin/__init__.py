@@ -1,3 +1,3 @@
 """Admin screens for the marketplace, one module per concern."""
 
-from marketplace.admin import chain, jobs, ops, trust  # noqa: F401
+from marketplace.admin import chain, channels, jobs, ops, trust  # noqa: F401

@@ -9,9 +9,11 @@ class JobAttemptInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ("number", "state", "host_address", "chain_job_id", "price", "start_index",
-              "tokens", "paid", "refund", "quality", "verified", "ttft_ms", "error_code")
+              "tokens", "paid", "refund", "channel", "voucher", "quality", "verified",
+              "ttft_ms", "error_code")
     readonly_fields = fields
     price = admin_column("price_per_token_wei", "price per token", per_token=True)
+    voucher = admin_column("voucher_wei", "paid by vouchers")
     paid = admin_column("paid_wei", "paid")
     refund = admin_column("refund_wei", "refund")
 

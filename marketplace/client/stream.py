@@ -6,6 +6,11 @@ found to be its registered address's, the request goes sealed, and every frame a
 sealed both ways. A frame that does not open, comes again or out of order is the host's
 fault like any other.
 
+A channel stream (`payment`, docs/sessions.md) names no job on chain: it pays as it
+receives, a voucher after every `every` tokens received, one when the host pauses for
+payment and one after the end. Each voucher is made durable by `payment.pay` (our
+ledger) before it is sent.
+
 A dropped or stalled connection is resumed from the last token received (checkpoint),
 on a new connection with its own keys, so the reader gets every token once and in order.
 When the host cannot be resumed, or sends what the protocol does not allow (bounded.py:
@@ -52,7 +57,7 @@ from marketplace.protocol import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerationRequest", "StreamEnd", "stream_job"]
+__all__ = ["GenerationRequest", "Payment", "StreamEnd", "stream_job"]
 
 MAX_RESUMES = 2
 ACK_EVERY = 16
@@ -77,6 +82,18 @@ Signer = Callable[[str], str]
 
 
 @dataclass
+class Payment:
+    """How a channel stream pays its host. `pay(wei)` adds `wei` to the channel's
+    cumulative amount, keeps the voucher for it durably and returns the voucher message
+    (protocol.VoucherMessage) to send."""
+
+    channel_id: int
+    price_per_token_wei: int
+    every: int
+    pay: Callable[[int], Awaitable[dict]]
+
+
+@dataclass
 class _Received:
     """The tokens of this stream, across its resumes, and the characters of the job's text
     they bring it to (the request's prefix, from earlier hosts, counts)."""
@@ -84,6 +101,7 @@ class _Received:
     pieces: list[str]
     chars: int
     metadata: list[TokenMeta | None] = field(default_factory=list)
+    paid: int = 0  # tokens a voucher was sent for (channel streams)
 
 
 def ws_url(http_url: str) -> str:
@@ -100,6 +118,7 @@ class _Terms:
     chain_id: int
     encrypt: bool
     compression: str | None
+    payment: Payment | None = None
 
 
 async def stream_job(
@@ -110,6 +129,7 @@ async def stream_job(
     max_resumes: int = MAX_RESUMES, compression: str | None = None,
     encrypt: bool | None = None, limits: Limits | None = None,
     on_metadata: Callable[[TokenMeta | None], None] | None = None,
+    payment: Payment | None = None,
 ) -> StreamEnd:
     """Every token of the job, in order, through `on_token` (and its metadata, just
     before, through `on_metadata`); ClientError when the host fails. `node_id` is the
@@ -124,7 +144,10 @@ async def stream_job(
         encrypt = settings.MARKETPLACE_STREAM_ENCRYPTION
     if encrypt and compression:
         raise ValueError("an encrypted stream is never compressed (docs/encryption.md)")
-    terms = _Terms(chain_id=chain_id, encrypt=encrypt, compression=compression)
+    if payment is not None and not encrypt:
+        raise ValueError("a channel stream is encrypted (protocol 3)")
+    terms = _Terms(chain_id=chain_id, encrypt=encrypt, compression=compression,
+                   payment=payment)
     base = await host_url_check(url)  # nothing is sent to a refused URL
     received = _Received(pieces=[], chars=len(request.prefix))
     resumes = 0
@@ -205,6 +228,9 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
                 await on_token(message.content)
                 if message.index % ACK_EVERY == 0:
                     await link.send({"type": "ack", "index": message.index})
+                payment = terms.payment
+                if payment is not None and len(pieces) - received.paid >= payment.every:
+                    await _pay(link, payment, received)
             elif isinstance(message, Challenge):
                 raise fault(HostFault.MALFORMED, "a second challenge in one stream")
             elif message.type in ("checkpoint", "resume"):
@@ -213,14 +239,29 @@ async def _one_connection(url, *, chain_job_id, node_id, request, signer, receiv
             elif message.type == "pause":
                 paused = True
                 await link.send({"type": "ack", "index": len(pieces) - 1})
+                if terms.payment is not None:
+                    await _pay(link, terms.payment, received)
             elif message.type == "end":
                 data = control_data(message, EndData)
+                if terms.payment is not None:
+                    await _pay(link, terms.payment, received)
                 return StreamEnd(text="".join(pieces), tokens=data.tokens,
                                  result_hash=data.result_hash, cid=data.cid,
                                  cancelled=data.cancelled,
                                  metadata=list(received.metadata))
             else:
                 raise _refusal(message)
+
+
+async def _pay(link: _Link, payment: Payment, received: _Received) -> None:
+    """A voucher for the tokens received and not yet paid for, if any."""
+    unpaid = len(received.pieces) - received.paid
+    if unpaid <= 0:
+        return
+    voucher = await payment.pay(unpaid * payment.price_per_token_wei)
+    # Kept on our side already: if the send fails, the next voucher (cumulative) pays it.
+    received.paid += unpaid
+    await link.send(voucher)
 
 
 def _sealed_init(link: _Link, challenge: Challenge, terms: _Terms, *, chain_job_id: int,
@@ -244,12 +285,16 @@ def _sealed_init(link: _Link, challenge: Challenge, terms: _Terms, *, chain_job_
         opening["request"] = request.model_dump(by_alias=True)
     sealed = handshake.channel.seal(json.dumps(opening).encode())
     ephemeral, salt = "0x" + handshake.ephemeral.hex(), "0x" + handshake.salt.hex()
+    channel_id = terms.payment.channel_id if terms.payment is not None else None
     signature = signer(challenge_message(challenge.nonce, chain_job_id, node_id, ephemeral,
-                                         salt))
-    return {"type": "init", "version": PROTOCOL_VERSION, "jobId": chain_job_id,
+                                         salt, channel_id))
+    init = {"type": "init", "version": PROTOCOL_VERSION, "jobId": chain_job_id,
             "nodeId": node_id, "checkpoint": checkpoint, "ephemeralKey": ephemeral,
             "salt": salt, "signature": signature,
             "sealed": base64.b64encode(sealed).decode()}
+    if channel_id is not None:
+        init["channelId"] = channel_id
+    return init
 
 
 def _check_token(message: TokenMessage, received: _Received, request: GenerationRequest,

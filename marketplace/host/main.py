@@ -48,6 +48,10 @@ class HostOptions:
     handshake_timeout_s: float = 10.0
     failed_handshakes_per_minute: int = 20
     behaviour: str = "honest"
+    channels: bool = True
+    credit_limit_wei: int | None = None
+    vouchers_every: int = 16
+    payment_wait_s: float = 30.0
 
 
 # Hostile behaviours (for tests) that serve other weights under the model id: a dishonest
@@ -147,7 +151,10 @@ async def build(options: HostOptions) -> HostNode:
                         max_connections_per_ip=options.max_connections_per_ip,
                         handshake_timeout_s=options.handshake_timeout_s,
                         failed_handshakes_per_minute=options.failed_handshakes_per_minute,
-                        behaviour=options.behaviour)
+                        behaviour=options.behaviour, channels=options.channels,
+                        credit_limit_wei=options.credit_limit_wei,
+                        vouchers_every=options.vouchers_every,
+                        payment_wait_s=options.payment_wait_s)
     return HostNode(backend=backend, chain=chain,
                     store=ResultStore(options.results_dir / "results"), config=config)
 

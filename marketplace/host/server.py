@@ -1,5 +1,10 @@
 """The host's HTTP and WebSocket server (aiohttp, one port) and its chain duties:
-register, watch for jobs, claim, stream, store, submit the result, withdraw earnings."""
+register, watch for jobs, claim, stream, store, submit the result, withdraw earnings.
+
+Two ways to be paid (protocol.py): a job posted on chain with escrow, claimed, its result
+submitted; or a channel stream, paid by the vouchers the client sends as tokens arrive
+(marketplace.host.payments, docs/sessions.md), with nothing on chain per job: the host
+closes the channel with its latest voucher when the payer exits, or when it chooses."""
 
 from __future__ import annotations
 
@@ -19,16 +24,20 @@ from eth_account.messages import encode_defunct
 from pydantic import ValidationError
 
 from marketplace import e2e, sampling
+from marketplace.chain.channels import Channels, voucher_from_json
 from marketplace.chain.contracts import Chain, JobStatus, model_key
 from marketplace.chain.errors import ChainError
 from marketplace.chain.events import follow
+from marketplace.chain.tx import RPC_FAULTS
 from marketplace.host.backends import Backend
 from marketplace.host.behaviours import behaviour_named
 from marketplace.host.cid import ResultStore
 from marketplace.host.disputes import DisputeWatch
 from marketplace.host.guard import ConnectionCaps, HandshakeFailures
 from marketplace.host.link import Link, StreamRefused, parse_object
-from marketplace.host.sessions import Session
+from marketplace.host.payments import Credit, CreditTerms
+from marketplace.host.sessions import Session, session_key
+from marketplace.host.vouchers import ChannelWatch, VoucherBook, VoucherDesk, VoucherRefused
 from marketplace.host.worker import Busy, ModelWorker, Work, loop_callbacks
 from marketplace.protocol import (
     MAX_MESSAGE_BYTES,
@@ -42,6 +51,7 @@ from marketplace.protocol import (
     Opening,
     QuoteRequest,
     StreamInit,
+    VoucherMessage,
     challenge_message,
     error,
 )
@@ -64,6 +74,10 @@ WS_READ_LIMIT = 2 * MAX_MESSAGE_BYTES
 CLOSE_WAIT_S = 2.0
 # A refusal that says nothing about the caller: it does not count as their failure.
 HOST_SIDE = frozenset({Code.BUSY, Code.CHAIN_UNAVAILABLE, Code.INTERNAL})
+# After a channel stream's end, how long the host waits for the client's last voucher.
+FINAL_VOUCHER_WAIT_S = 5.0
+# The default credit limit, in tokens at the host's price.
+CREDIT_TOKENS = 64
 
 
 @dataclass
@@ -86,10 +100,17 @@ class HostConfig:
     idle_timeout_s: float = 75.0
     # "honest", or a hostile behaviour for tests (marketplace.host.behaviours).
     behaviour: str = "honest"
+    # Payment channels (docs/sessions.md): taken when the deployment has the contract.
+    channels: bool = True
+    credit_limit_wei: int | None = None  # None: CREDIT_TOKENS at the price
+    vouchers_every: int = 16
+    payment_wait_s: float = 30.0
+    watch_channels_every_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_connections", "max_connections_per_ip", "handshake_timeout_s",
-                     "failed_handshakes_per_minute", "idle_timeout_s"):
+                     "failed_handshakes_per_minute", "idle_timeout_s", "vouchers_every",
+                     "payment_wait_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -105,7 +126,7 @@ class HostNode:
             config.price_per_token_wei))
         self.worker = ModelWorker(backend, capacity=config.capacity)
         self.address = chain.address
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[int | tuple[int, int], Session] = {}  # by Session.key
         # Each challenge nonce is fresh, so an old signature can never verify again; the
         # record only names the failure. Bounded, oldest forgotten first.
         self.seen_signatures: dict[str, None] = {}
@@ -122,6 +143,20 @@ class HostNode:
         # against the address registered in NodeRegistry.
         self.e2e_key = e2e.private_key(bytes(chain.sender.account.key))
         self.public_key = "0x" + e2e.compressed(self.e2e_key).hex()
+        self.credit: Credit | None = None
+        self.channel_watch: ChannelWatch | None = None
+        if self.config.channels and chain.deployment.channels:
+            channels = Channels(chain)
+            book = VoucherBook(store.directory.parent / "vouchers.sqlite3")
+            limit = self.config.credit_limit_wei
+            if limit is None:
+                limit = CREDIT_TOKENS * self.config.price_per_token_wei
+            self.credit = Credit(VoucherDesk(channels, book, self.address),
+                                 CreditTerms(limit_wei=limit,
+                                             vouchers_every=self.config.vouchers_every,
+                                             wait_s=self.config.payment_wait_s))
+            self.channel_watch = ChannelWatch(channels, book, self.address,
+                                              from_block=chain.deployment.block)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -148,6 +183,9 @@ class HostNode:
         self.tasks.append(asyncio.create_task(self._reap()))
         disputes = DisputeWatch(self.chain, self.store.directory.parent / "disputes.json")
         self.tasks.append(asyncio.create_task(disputes.run(self.config.expire_disputes_every_s)))
+        if self.channel_watch is not None:
+            self.tasks.append(asyncio.create_task(
+                self.channel_watch.run(self.config.watch_channels_every_s)))
 
     async def _on_cleanup(self, app) -> None:
         for task in self.tasks:
@@ -156,6 +194,8 @@ class HostNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.worker.stop()
+        if self.credit is not None:
+            self.credit.desk.book.close()
         await self.chain.close()
 
     def metadata(self) -> dict:
@@ -199,6 +239,13 @@ class HostNode:
         return web.json_response({"status": "ok", "address": self.address,
                                   "model": self.backend.model_id, "version": VERSION})
 
+    def channel_terms(self) -> dict | None:
+        if self.credit is None:
+            return None
+        return {"contract": self.chain.deployment.channels,
+                "creditLimitWei": str(self.credit.terms.limit_wei),
+                "vouchersEvery": self.credit.terms.vouchers_every}
+
     async def capabilities(self, request: web.Request) -> web.Response:
         return web.json_response({
             "version": VERSION,
@@ -211,6 +258,7 @@ class HostNode:
             "load": {"active": self.worker.active, "slots": self.worker.parallel,
                      "served": self.worker.served},
             "queue": {"length": self.worker.queued, "capacity": self.worker.capacity},
+            "channels": self.channel_terms(),
         })
 
     async def quote(self, request: web.Request) -> web.Response:
@@ -337,11 +385,60 @@ class HostNode:
         if init.signature in self.seen_signatures:
             raise StreamRefused(Code.REPLAYED_NONCE, "this signature was already used")
         message = encode_defunct(text=challenge_message(nonce, init.job_id, init.node_id,
-                                                        init.ephemeral_key, init.salt))
+                                                        init.ephemeral_key, init.salt,
+                                                        init.channel_id))
         try:
             signer = Account.recover_message(message, signature=init.signature).lower()
         except Exception:
             raise StreamRefused(Code.BAD_SIGNATURE, "the signature does not verify") from None
+        if init.channel_id is not None:
+            session = await self._authorize_channel(init, signer, request)
+        else:
+            session = await self._authorize_job(init, signer, request)
+        self.seen_signatures[init.signature] = None
+        if len(self.seen_signatures) > SEEN_SIGNATURES_MAX:
+            del self.seen_signatures[next(iter(self.seen_signatures))]
+        if init.checkpoint is not None and init.checkpoint >= len(session.tokens) and (
+                session.done or init.checkpoint > len(session.tokens)):
+            raise StreamRefused(Code.BAD_CHECKPOINT,
+                                f"checkpoint {init.checkpoint} is beyond the "
+                                f"{len(session.tokens)} tokens generated")
+        return session
+
+    async def _authorize_channel(self, init: StreamInit, signer: str,
+                                 request: GenerationRequest | None) -> Session:
+        if self.credit is None:
+            raise StreamRefused(Code.CHANNELS_UNSUPPORTED, "this host takes per-job escrow "
+                                                           "only")
+        if init.version != PROTOCOL_VERSION:
+            raise StreamRefused(Code.MALFORMED, f"a channel stream is protocol "
+                                                f"{PROTOCOL_VERSION} (encrypted)")
+        channel_id = init.channel_id
+        await self.credit.channel(channel_id, signer)
+        key = session_key(init.job_id, channel_id)
+        session = self.sessions.get(key)
+        if session is not None:
+            return session
+        if request is None:
+            raise StreamRefused(Code.REQUEST_REQUIRED, "the first stream of a job must carry "
+                                                       "its request")
+        if request.model != self.backend.model_id:
+            raise StreamRefused(Code.UNKNOWN_MODEL, f"this host serves {self.backend.model_id}")
+        price = self.config.price_per_token_wei
+        if not self.credit.admits(channel_id, price):
+            raise StreamRefused(Code.PAYMENT_REQUIRED,
+                                f"channel {channel_id} owes {self.credit.unpaid(channel_id)} "
+                                "wei already; pay it before starting another stream")
+        if self.worker.queued >= self.worker.capacity:
+            raise StreamRefused(Code.BUSY, "the queue is full")
+        session = Session(job_id=init.job_id, request=request, channel_id=channel_id,
+                          price_per_token_wei=price)
+        self._generate(session)
+        self.sessions[key] = session
+        return session
+
+    async def _authorize_job(self, init: StreamInit, signer: str,
+                             request: GenerationRequest | None) -> Session:
         job = None
         client = self.job_clients.get(init.job_id)
         if client is None:
@@ -351,18 +448,10 @@ class HostNode:
             client = self._remember_client(init.job_id, job.client)
         if signer != client:
             raise StreamRefused(Code.BAD_SIGNATURE, "the signature is not the job's client's")
-        self.seen_signatures[init.signature] = None
-        if len(self.seen_signatures) > SEEN_SIGNATURES_MAX:
-            del self.seen_signatures[next(iter(self.seen_signatures))]
         session = self.sessions.get(init.job_id)
         if session is None:
             session = await self._begin(init, job or await self._read_job(init.job_id),
                                         request)
-        if init.checkpoint is not None and init.checkpoint >= len(session.tokens) and (
-                session.done or init.checkpoint > len(session.tokens)):
-            raise StreamRefused(Code.BAD_CHECKPOINT,
-                                f"checkpoint {init.checkpoint} is beyond the "
-                                f"{len(session.tokens)} tokens generated")
         return session
 
     async def _read_job(self, job_id: int):
@@ -432,9 +521,10 @@ class HostNode:
             # At rest, only ciphertext that the job's client alone can open, under the
             # hash of that ciphertext (docs/encryption.md, "At rest").
             session.cid = self.store.put(e2e.seal_result(session.text, session.result_key))
-            if session.reaped:
-                # The client left and never came back: no delivery, no claim for payment;
-                # the job is refunded through the contract's timeout path.
+            if session.reaped or session.channel_id is not None:
+                # Reaped: the client left and never came back: no delivery, no claim for
+                # payment; the job is refunded through the contract's timeout path. A
+                # channel stream is paid by its vouchers: nothing of it goes on chain.
                 session.submitted.set()
                 return
             self.tasks.append(asyncio.create_task(self._submit(session)))
@@ -486,6 +576,8 @@ class HostNode:
                         state["cancelled"] = True
                         if session.work is not None:
                             session.work.cancel.set()
+                    elif kind == "voucher" and session.channel_id is not None:
+                        await self._voucher(session, VoucherMessage.model_validate(raw))
                     else:
                         await send(error(Code.MALFORMED, f"unexpected message type {kind!r}"))
                 except ValidationError as exc:
@@ -516,6 +608,11 @@ class HostNode:
                         if reader.done():
                             return
                         await send({"type": "resume", "data": {"index": index - 1}})
+                    if session.channel_id is not None and index >= session.billed:
+                        if not await self._credit(session, index, reader, send):
+                            return
+                        self.credit.charge(session.channel_id, session.price_per_token_wei)
+                        session.billed = index + 1
                     message = {"type": "token", "index": index,
                                "content": session.tokens[index],
                                "timestamp": session.timestamps[index]}
@@ -531,6 +628,12 @@ class HostNode:
                         "tokens": len(session.tokens), "resultHash": session.result_hash,
                         "cid": session.cid, "cancelled": state["cancelled"],
                         "error": session.error}})
+                    if session.channel_id is not None:
+                        # The client's last voucher comes after the end: it covers at least
+                        # what the channel owed then, this stream's tokens included.
+                        await self.credit.wait_until(
+                            session.channel_id, self.credit.owed(session.channel_id), reader,
+                            FINAL_VOUCHER_WAIT_S)
                     return
                 changed = asyncio.ensure_future(session.changed.wait())
                 try:
@@ -545,6 +648,46 @@ class HostNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             session.detach()
+
+    async def _voucher(self, session: Session, message: VoucherMessage) -> None:
+        """Keep a voucher of the stream's channel (durably, before anything more is sent);
+        a voucher refused for anything but being stale ends the stream."""
+        if message.channel_id != session.channel_id:
+            raise StreamRefused("NOT_YOUR_CHANNEL", "the voucher is for another channel than "
+                                                    "the stream's")
+        try:
+            voucher = voucher_from_json(message.model_dump(by_alias=True))
+            await self.credit.pay(voucher)
+        except ValueError as exc:
+            code = exc.code if isinstance(exc, VoucherRefused) else "BAD_VOUCHER"
+            if session.work is not None:
+                session.work.cancel.set()
+            raise StreamRefused(code, str(exc)) from None
+        except (ChainError, *RPC_FAULTS) as exc:
+            raise StreamRefused(Code.CHAIN_UNAVAILABLE, f"cannot check the voucher: {exc}") \
+                from None
+
+    async def _credit(self, session: Session, index: int, reader: asyncio.Task, send) -> bool:
+        """Whether token `index` of a channel stream may go: unpaid work on the channel
+        stays within the credit limit, or a voucher comes in time (the stream pauses
+        meanwhile). When none comes, the stream ends with PAYMENT_REQUIRED and its
+        generation stops."""
+        channel_id, price = session.channel_id, session.price_per_token_wei
+        if self.credit.admits(channel_id, price):
+            return True
+        await send({"type": "pause", "data": {
+            "index": index - 1, "reason": Code.PAYMENT_REQUIRED,
+            "owedWei": str(self.credit.unpaid(channel_id))}})
+        if await self.credit.wait_paid(channel_id, price, reader, self.config.payment_wait_s):
+            await send({"type": "resume", "data": {"index": index - 1}})
+            return True
+        if session.work is not None:
+            session.work.cancel.set()
+        if not reader.done():
+            await send(error(Code.PAYMENT_REQUIRED,
+                             f"{self.credit.unpaid(channel_id)} wei unpaid on channel "
+                             f"{channel_id} after {self.config.payment_wait_s:g} s"))
+        return False
 
     # ---- background duties ----------------------------------------------------------
 
@@ -593,9 +736,10 @@ class HostNode:
             for session in list(self.sessions.values()):
                 if session.expired(now):
                     # Delivered and settled on our side: nobody can resume it any more.
-                    self.sessions.pop(session.job_id, None)
-                    self.claim_locks.pop(session.job_id, None)
-                    self.posted.pop(session.job_id, None)
+                    self.sessions.pop(session.key, None)
+                    if session.channel_id is None:
+                        self.claim_locks.pop(session.job_id, None)
+                        self.posted.pop(session.job_id, None)
                     continue
                 if session.abandoned(now) and session.work is not None:
                     log.info("job %s abandoned by its client; stopping", session.job_id)

@@ -20,10 +20,19 @@ GRACE_S = 30.0
 RETAIN_S = 600.0  # a finished session stays resumable this long after its last client left
 
 
+def session_key(job_id: int, channel_id: int | None) -> int | tuple[int, int]:
+    return job_id if channel_id is None else (channel_id, job_id)
+
+
 @dataclass
 class Session:
     job_id: int
     request: GenerationRequest
+    # A channel stream's channel (protocol.py): paid by vouchers, nothing on chain. Its
+    # job id is the client's own, so sessions are keyed by both (`key`).
+    channel_id: int | None = None
+    price_per_token_wei: int = 0
+    billed: int = 0  # tokens charged to the channel so far (a resume re-sends, never re-bills)
     tokens: list[str] = field(default_factory=list)
     # Each token's {"id", "logprob"} (TokenMeta), or None from a backend without them.
     metadata: list[dict | None] = field(default_factory=list)
@@ -43,6 +52,10 @@ class Session:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     submitted: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> int | tuple[int, int]:
+        return session_key(self.job_id, self.channel_id)
 
     @property
     def text(self) -> str:

@@ -1,6 +1,11 @@
 """Marketplace models, one module per concern."""
 
 from marketplace.models.chain import ChainTransaction  # noqa: F401
+from marketplace.models.channels import (  # noqa: F401
+    LIVE_CHANNEL_STATES,
+    PaymentChannel,
+    PaymentChannelState,
+)
 from marketplace.models.jobs import (  # noqa: F401
     TERMINAL_STATES,
     TRANSITIONS,

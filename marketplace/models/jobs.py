@@ -128,6 +128,12 @@ class JobAttempt(models.Model):
     result_hash = models.CharField(max_length=66, blank=True)
     result_cid = models.CharField(max_length=120, blank=True)
     tx_hashes = models.JSONField(default=dict, blank=True)
+    # Paid through a payment channel instead of a job's escrow (marketplace.channels):
+    # no chain job, and what the vouchers signed for this attempt, in wei.
+    channel = models.ForeignKey("marketplace.PaymentChannel", null=True, blank=True,
+                                on_delete=models.PROTECT, related_name="attempts")
+    voucher_wei = models.DecimalField(**WEI, default=0,
+                                      help_text="What vouchers paid for this attempt.")
     error_code = models.CharField(max_length=40, blank=True)
     # When the host answered our StreamInit holding its claim (the attempt reached
     # CLAIMED or STREAMING). The state moves on; this stays, so a failure afterwards is

@@ -45,6 +45,15 @@ class Command(BaseCommand):
         parser.add_argument("--failed-handshakes-per-minute", type=int,
                             default=settings.HOST_FAILED_HANDSHAKES_PER_MINUTE,
                             help="per address, before its streams are refused")
+        parser.add_argument("--no-channels", action="store_true",
+                            help="take per-job escrow only, no payment channels")
+        parser.add_argument("--credit-limit", type=int, default=settings.HOST_CREDIT_LIMIT_WEI,
+                            help="wei of unpaid work on a channel before waiting for a "
+                                 "voucher (default: 64 tokens at --price)")
+        parser.add_argument("--vouchers-every", type=int, default=settings.HOST_VOUCHERS_EVERY,
+                            help="tokens between a client's vouchers, at most")
+        parser.add_argument("--payment-wait", type=float, default=settings.HOST_PAYMENT_WAIT_S,
+                            help="seconds a channel stream waits for a voucher")
         parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="honest",
                             help="a hostile host, for tests (marketplace/host/behaviours.py)")
 
@@ -69,7 +78,9 @@ class Command(BaseCommand):
             max_connections_per_ip=o["max_connections_per_ip"],
             handshake_timeout_s=o["handshake_timeout"],
             failed_handshakes_per_minute=o["failed_handshakes_per_minute"],
-            behaviour=o["behaviour"],
+            behaviour=o["behaviour"], channels=not o["no_channels"],
+            credit_limit_wei=o["credit_limit"], vouchers_every=o["vouchers_every"],
+            payment_wait_s=o["payment_wait"],
         )
         try:
             run(options)
