@@ -103,3 +103,38 @@ def test_deleting_a_version_deletes_the_changes_made_from_it_only(alice_client, 
     assert alice_client.post(f"/g/{second.id}/delete").status_code == 302
     assert set(Generation.objects.values_list("id", flat=True)) == {first.id, other.id}
     assert third.id not in set(Generation.objects.values_list("id", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_end_of_a_stream_brings_the_change_form_with_a_token_django_accepts(alice):
+    """The consumer renders the finished part without a request: the form's token is the
+    page's CSRF cookie, which Django takes as a token too."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.middleware.csrf import _get_new_csrf_string
+    from django.test import AsyncClient
+
+    from config.asgi import application
+
+    piece = await sync_to_async(make)(alice)
+    secret = _get_new_csrf_string()
+    ws = WebsocketCommunicator(application, f"/ws/generation/{piece.id}/",
+                               headers=[(b"origin", b"http://127.0.0.1"),
+                                        (b"cookie", f"csrftoken={secret}".encode())])
+    ws.scope["user"] = alice
+    await ws.connect()
+    await ws.receive_from()
+    final = await ws.receive_from()
+    await ws.disconnect()
+    assert 'id="result"' in final and "Ask for a change" in final
+    assert f'name="csrfmiddlewaretoken" value="{secret}"' in final
+
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.aforce_login(alice)
+    client.cookies["csrftoken"] = secret
+    refused = await client.post(f"/g/{piece.id}/followup", {"instruction": ""})
+    assert refused.status_code == 403  # no token: CSRF refuses it
+    answered = await client.post(f"/g/{piece.id}/followup",
+                                 {"instruction": "", "csrfmiddlewaretoken": secret})
+    assert answered.status_code == 400  # past CSRF, to the form's own error
+    assert "Write the change you want" in answered.content.decode()
