@@ -1,5 +1,6 @@
 """The whole marketplace path against calling the model directly, same prompt, same run:
-discover, negotiate, post with escrow, claim, stream, submit, verify, accept. Reports the
+discover, negotiate, post with escrow, claim, stream, submit, verify, accept (the per-job
+flow; bench_conversation measures the payment channels). Reports the
 added time to first token, the total time ratio, the chain transactions per job, and
 where the time goes (from the job's state changes)."""
 
@@ -53,6 +54,9 @@ async def main(var_dir: Path) -> None:
         settings.CHAIN_DEPLOYMENTS_DIR = var_dir / "deployments"
         settings.WALLET_KEYSTORE_FILE = str(net.keys["platform"].keystore)
         settings.WALLET_PASSPHRASE_FILE = str(net.keys["platform"].passphrase_file)
+        # The per-job flow (post with escrow, claim, submit, accept); bench_conversation
+        # measures the payment channels.
+        settings.MARKETPLACE_CHANNELS = False
 
         backend = LlamaCppBackend()
         port = free_port()

@@ -14,6 +14,11 @@ billed. The verdict is a pure function of what we recorded (`verdict`):
 - anything else (a host we left for another that submitted afterwards, a text score
   below the threshold with no re-score): nothing is paid and nothing slashed, since
   nothing shows bad faith.
+
+A job paid through a payment channel has no dispute on chain: the vouchers paid the host
+as the tokens arrived. When its result then fails the same way, the arbitrator slashes
+the host's stake directly (NodeRegistry.slash), `MARKETPLACE_SLASH_MULTIPLE` times what
+the vouchers paid, at most the stake (`channel_slashes`).
 """
 
 from __future__ import annotations
@@ -92,3 +97,36 @@ async def disputes_resolve(arbitrator: Chain) -> int:
             tx={"resolve": settled.tx_hash})
         resolved += 1
     return resolved
+
+
+def _channel_disputes() -> list[tuple[int, str, int]]:
+    return list(JobAttempt.objects.filter(state=AttemptState.DISPUTED,
+                                          chain_job_id__isnull=True, channel__isnull=False)
+                .exclude(tx_hashes__has_key="slash")
+                .values_list("pk", "host_address", "voucher_wei"))
+
+
+async def channel_slashes(arbitrator: Chain) -> int:
+    """Slash the hosts of channel jobs whose results failed the check; returns how many
+    were slashed. Each attempt is judged once (its "slash" entry records the outcome)."""
+    slashed = 0
+    for attempt_id, host, paid in await sync_to_async(_channel_disputes)():
+        record = await VerificationRecord.objects.filter(attempt_id=attempt_id).afirst()
+        decided = verdict(record)
+        outcome = "no slash: " + decided.reason
+        if decided.slash:
+            stake = (await arbitrator.get_node(host)).stake
+            amount = min(stake, settings.MARKETPLACE_SLASH_MULTIPLE * int(paid))
+            if amount > 0:
+                try:
+                    outcome = await arbitrator.slash(host, amount, decided.reason[:200])
+                except ChainError as exc:
+                    log.warning("could not slash %s for attempt %s: %s", host, attempt_id,
+                                exc)
+                    continue
+                log.info("slashed %s wei of %s for attempt %s (%s)", amount, host,
+                         attempt_id, decided.reason)
+                slashed += 1
+        await sync_to_async(job_services.attempt_update)(attempt_id=attempt_id,
+                                                         tx={"slash": outcome[:200]})
+    return slashed

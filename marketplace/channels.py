@@ -40,6 +40,7 @@ from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
 from marketplace.models import (
     LIVE_CHANNEL_STATES,
+    AttemptState,
     JobAttempt,
     PaymentChannel,
     PaymentChannelState,
@@ -181,7 +182,7 @@ def channel_release(*, lease: Lease, unused_wei: int) -> None:
 # ---- opening and topping up ----------------------------------------------------------------
 
 
-def _live_channel(*, chain_id: int, contract: str, host_address: str) -> PaymentChannel | None:
+def live_channel(*, chain_id: int, contract: str, host_address: str) -> PaymentChannel | None:
     return PaymentChannel.objects.filter(chain_id=chain_id, contract=contract,
                                          host_address=host_address,
                                          state__in=LIVE_CHANNEL_STATES).first()
@@ -239,7 +240,7 @@ async def channel_ensure(chain: Chain, host_address: str) -> PaymentChannel | No
     if not chain.deployment.channels:
         return None
     key = _key(chain, host_address)
-    channel = await sync_to_async(_live_channel)(**key)
+    channel = await sync_to_async(live_channel)(**key)
     if channel is not None and channel.state == OPEN:
         return channel
     if channel is None:
@@ -278,7 +279,7 @@ async def _channel_wait(key: dict[str, Any]) -> PaymentChannel | None:
     """Wait for the channel another caller is opening."""
     deadline = asyncio.get_running_loop().time() + settings.MARKETPLACE_CHANNEL_OPEN_WAIT_S
     while True:
-        channel = await sync_to_async(_live_channel)(**key)
+        channel = await sync_to_async(live_channel)(**key)
         if channel is None or channel.state == OPEN:
             return channel
         if asyncio.get_running_loop().time() > deadline:
@@ -531,10 +532,20 @@ def channels_reconcile() -> list[str]:
     """Everything wrong with our channels' books; [] when sound. For every channel:
     spent = the sum of what its attempts' vouchers paid, and spent + reserved <= deposit;
     for a closed one: host amount + fee + refund = deposit, and host amount + fee (the
-    voucher the host redeemed) <= spent."""
+    voucher the host redeemed) <= spent. For every channel attempt: what the job was
+    charged for it is what its vouchers paid when it was accepted, else nothing."""
     paid = dict(JobAttempt.objects.filter(channel__isnull=False).values("channel")
                 .annotate(total=Sum("voucher_wei")).values_list("channel", "total"))
     problems = []
+    # What users pay for a channel job is what its vouchers paid; a part not accepted (its
+    # host failed, or its result did) is charged to nobody but the platform.
+    for attempt in (JobAttempt.objects.filter(channel__isnull=False)
+                    .only("pk", "state", "paid_wei", "voucher_wei").iterator()):
+        charged = int(attempt.paid_wei)
+        expected = int(attempt.voucher_wei) if attempt.state == AttemptState.ACCEPTED else 0
+        if charged != expected:
+            problems.append(f"attempt {attempt.pk} ({attempt.state}): charged {charged} wei, "
+                            f"its vouchers call for {expected} wei")
     for c in PaymentChannel.objects.order_by("pk").iterator():
         where = f"channel {c.channel_id} (row {c.pk}) to {c.host_address}"
         spent, deposit = int(c.spent_wei), int(c.deposit_wei)

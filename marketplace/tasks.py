@@ -68,12 +68,14 @@ def refund_abandoned_attempts() -> int:
 @shared_task(acks_late=True, time_limit=300, soft_time_limit=240)
 def resolve_disputes() -> int:
     """Beat, every minute: the arbitrator ends our open disputes on the verifier's evidence
-    (marketplace.arbitration), with its own key."""
-    from marketplace.arbitration import disputes_resolve
+    and slashes the hosts of channel jobs that failed it (marketplace.arbitration), with
+    its own key."""
+    from marketplace.arbitration import channel_slashes, disputes_resolve
     from marketplace.wallet import arbitrator_chain
 
     async def run() -> int:
-        return await disputes_resolve(await arbitrator_chain())
+        arbitrator = await arbitrator_chain()
+        return await disputes_resolve(arbitrator) + await channel_slashes(arbitrator)
 
     return loops.run_async(run())
 

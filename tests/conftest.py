@@ -183,6 +183,19 @@ class Network:
         self.hosts += started
         return started
 
+    def host_voucher(self, host: HostProcess, channel_id: int) -> int | None:
+        """The amount of the latest voucher the host keeps for a channel (its own book,
+        marketplace.host.vouchers), or None."""
+        import sqlite3
+
+        db = sqlite3.connect(self.tmp / host.role / "vouchers.sqlite3")
+        try:
+            row = db.execute("SELECT amount FROM vouchers WHERE channel_id = ?",
+                             (channel_id,)).fetchone()
+        finally:
+            db.close()
+        return None if row is None else int(row[0])
+
     def stop(self):
         for host in self.hosts:
             if host.proc.poll() is None:

@@ -263,6 +263,13 @@ MARKETPLACE_SLASH_MULTIPLE = env_int("MARKETPLACE_SLASH_MULTIPLE", 10)
 # How long a job waits for its verdict before it goes on with the text checks alone.
 MARKETPLACE_VERIFY_TIMEOUT_S = env_int("MARKETPLACE_VERIFY_TIMEOUT_S", 60)
 # ---- Payment channels, the paying side (marketplace.channels, docs/sessions.md) ----------
+# Pay hosts that take channels through one (off: every job posted on chain with escrow).
+MARKETPLACE_CHANNELS = env_bool("MARKETPLACE_CHANNELS", True)
+# The first prompt to a host with no channel yet: "wait" for the channel's open (one
+# transaction), or go "per-job" (post, claim: two before the first token) while it opens.
+MARKETPLACE_CHANNEL_FIRST_PROMPT = env_str("MARKETPLACE_CHANNEL_FIRST_PROMPT", "wait")
+if MARKETPLACE_CHANNEL_FIRST_PROMPT not in ("wait", "per-job"):
+    raise ImproperlyConfigured("MARKETPLACE_CHANNEL_FIRST_PROMPT must be wait or per-job")
 # What the platform wallet deposits when it opens a channel to a host, and adds at each
 # top-up.
 MARKETPLACE_CHANNEL_DEPOSIT_WEI = env_int("MARKETPLACE_CHANNEL_DEPOSIT_WEI", 10**16)

@@ -19,6 +19,9 @@ if _worker.startswith("gw") and os.environ.get("INKMARKET_TEST_WORKER") != _work
     os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parents[2] / "var"
                                          / f"test-{_worker}"))
     os.environ["INKMARKET_TEST_WORKER"] = _worker
+# The suite's end-to-end tests of the per-job flow (escrow, claims, refunds, disputes on
+# chain) run with channels off; the tests of channels turn them on (docs/sessions.md).
+os.environ.setdefault("MARKETPLACE_CHANNELS", "0")
 # Tests sign up many users from 127.0.0.1; the test of the limit sets its own.
 os.environ.setdefault("ACCOUNTS_SIGNUPS_PER_IP_PER_HOUR", "100000")
 # Tests write from fresh accounts, as on the devnet; the default of 0 is tested by booting

@@ -130,11 +130,20 @@ class SeenQueue(_Seen):
     capacity: int = Field(ge=0)
 
 
+class SeenChannelTerms(_Seen):
+    """How the host takes channel payments (protocol.ChannelTerms)."""
+
+    contract: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    credit_limit_wei: str = Field(alias="creditLimitWei", pattern=r"^[0-9]{1,40}$")
+    vouchers_every: int = Field(alias="vouchersEvery", ge=1, le=4096)
+
+
 class SeenCapabilities(_Seen):
     """GET /v1/capabilities."""
 
     models: list[SeenModel] = Field(max_length=1000)
     queue: SeenQueue | None = None
+    channels: SeenChannelTerms | None = None
 
 
 class SeenTerms(_Seen):

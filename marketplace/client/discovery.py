@@ -136,6 +136,7 @@ async def candidates(model: str, *, chain: Chain | None = None,
             figures=measured[node.address],
             local_good=good, local_bad=bad, chain_good=chain_good, chain_bad=chain_bad,
             queue_free=queue is None or queue.length < queue.capacity,
+            channels=capabilities.channels,
         ))
     _cache[model] = (time.monotonic(), found)
     _cache.move_to_end(model)

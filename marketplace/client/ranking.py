@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field, replace
 
+from marketplace.client.bounded import SeenChannelTerms
 from marketplace.figures import HostFigures
 
 W_LATENCY, W_REPUTATION, W_PRICE = 0.3, 0.5, 0.2
@@ -52,6 +53,8 @@ class Candidate:
     chain_bad: float = 0.0
     queue_free: bool = True
     score: float = 0.0
+    # How the host takes channel payments, as it says (None: per-job escrow only).
+    channels: SeenChannelTerms | None = None
 
     @property
     def ttft_ms(self) -> float | None:

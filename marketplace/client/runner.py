@@ -2,6 +2,13 @@
 the claim, stream, verify, accept — and on a dead, stalled or junk host, go on with the
 next-ranked host from the text accepted so far.
 
+A host that takes payment channels (its capabilities say so, for our deployment's
+contract) is paid through the platform's channel to it instead (docs/sessions.md):
+nothing goes on chain for the job, the stream carries vouchers for what was received,
+and a result that later fails verification gets the host slashed by the arbitrator.
+The first prompt to such a host with no channel yet waits for the channel's open or
+goes per-job while it opens (MARKETPLACE_CHANNEL_FIRST_PROMPT).
+
 Each host's part is its own on-chain job ("attempt"). A host that dies or stalls is paid
 nothing: its escrow comes back through the contract's timeout path. A host whose result
 fails verification is disputed. Only verified text is kept: whenever a host's part is not
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,6 +34,7 @@ from django.conf import settings
 from django.core.cache import cache
 from eth_account.messages import encode_defunct
 
+from marketplace import channels as channel_services
 from marketplace import jobs as job_services
 from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
@@ -354,6 +363,10 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
                                 maxTokens=remaining, temperature=spec.temperature)
     price = await negotiation.negotiate(host, request,
                                         max_price_per_token_wei=spec.max_price_per_token_wei)
+    lease = await _channel_lease(host, chain, need_wei=remaining * price)
+    if lease is not None:
+        return await _attempt_channel(spec, job_id, host, request, price, lease, progress,
+                                      chain, cancel)
     attempt = await sync_to_async(job_services.attempt_create)(
         job_id=job_id, host_address=host.address, host_url=host.url,
         price_per_token_wei=price, start_index=start_index)
@@ -461,6 +474,172 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
                               verified=verified or verdict.accepted)
     return await _dispute(chain, posted.job_id, progress, start_index, note, tx_hashes,
                           verdict.score, f"quality {verdict.score:.2f}: {verdict.checks}")
+
+
+# Opens and top-ups started for this process's jobs, kept so they are not collected.
+_background: set[asyncio.Task] = set()
+
+
+def _in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _quietly(coro) -> None:
+    try:
+        await coro
+    except Exception as exc:  # the beat's channels_maintain tries again
+        log.warning("channel work failed: %s", exc)
+
+
+async def _channel_lease(host: Candidate, chain: Chain, *,
+                         need_wei: int) -> channel_services.Lease | None:
+    """Headroom on our channel to `host` for this stream, or None: per-job escrow then.
+    Only a host whose capabilities name our deployment's channel contract is paid this
+    way. A channel missing or short is opened or topped up off the critical path."""
+    contract = chain.deployment.channels
+    terms = host.channels
+    if (not settings.MARKETPLACE_CHANNELS or terms is None or not contract
+            or terms.contract.lower() != contract.lower()):
+        return None
+
+    def lease() -> channel_services.Lease | None:
+        return channel_services.channel_lease(chain_id=chain.deployment.chain_id,
+                                              contract=contract, host_address=host.address,
+                                              need_wei=need_wei)
+
+    found = await sync_to_async(lease)()
+    if found is not None:
+        return found
+    channel = await sync_to_async(channel_services.live_channel)(
+        chain_id=chain.deployment.chain_id, contract=contract, host_address=host.address)
+    if channel is not None and channel.state == channel_services.OPEN:
+        # Open but short of headroom: topped up for the prompts after this one.
+        _in_background(_quietly(channel_services.channel_top_up(chain, channel)))
+        return None
+    opening = _quietly(channel_services.channel_ensure(chain, host.address))
+    if settings.MARKETPLACE_CHANNEL_FIRST_PROMPT != "wait":
+        _in_background(opening)
+        return None
+    await opening
+    return await sync_to_async(lease)()
+
+
+async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
+                           request: GenerationRequest, price: int,
+                           lease: channel_services.Lease, progress: _Progress, chain: Chain,
+                           cancel: asyncio.Event) -> _AttemptResult:
+    """One host's part, paid through our channel to it: no job on chain. The stream's id is
+    ours (random), the vouchers pay for what arrives; the result is checked as any other,
+    and one that fails the check is recorded for the arbitrator, who slashes the host."""
+    start_index = len(progress.pieces)
+    remaining = request.max_tokens
+    attempt = await sync_to_async(job_services.attempt_create)(
+        job_id=job_id, host_address=host.address, host_url=host.url,
+        price_per_token_wei=price, start_index=start_index)
+
+    async def note(**fields) -> None:
+        await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
+
+    stream_id = secrets.randbelow(2**62) + 1
+    chain_id = chain.deployment.chain_id
+    await note(channel_id=lease.channel_pk)
+    record = await sync_to_async(verifier.verification_open)(
+        attempt_id=attempt.pk, host_address=host.address, request=request,
+        chain_id=chain_id, chain_job_id=stream_id)
+    await _transition(progress, JobState.POSTED)
+    private_key = bytes(chain.sender.account.key)
+    paid = 0
+
+    async def pay(wei: int) -> dict:
+        nonlocal paid
+        try:
+            voucher = await sync_to_async(channel_services.channel_pay)(
+                lease=lease, attempt_id=attempt.pk, add_wei=wei, private_key=private_key)
+        except channel_services.ChannelError as exc:
+            # The channel began to exit, or ran out: this host's part ends here.
+            raise ClientError(exc.code, exc.message, permanent=False) from None
+        paid += wei
+        return {"type": "voucher", **voucher.to_json()}
+
+    terms = host.channels
+    every = max(1, min(terms.vouchers_every, int(terms.credit_limit_wei) // max(price, 1)))
+    payment = stream.Payment(channel_id=lease.channel_id, price_per_token_wei=price,
+                             every=every, pay=pay)
+    started = time.perf_counter()
+    first_at: float | None = None
+    streaming = False
+
+    async def on_ready() -> None:
+        await note(state=AttemptState.CLAIMED)
+        await _transition(progress, JobState.CLAIMED)
+        await _transition(progress, JobState.PROCESSING)
+
+    async def on_piece(piece: str) -> None:
+        nonlocal streaming, first_at
+        if not streaming:
+            streaming = True
+            first_at = time.perf_counter()
+            await note(state=AttemptState.STREAMING,
+                       ttft_ms=round((first_at - started) * 1000, 1))
+            await _transition(progress, JobState.STREAMING)
+        await progress.token(piece)
+
+    try:
+        end = await stream.stream_job(host.url, chain_job_id=stream_id, chain_id=chain_id,
+                                      node_id=host.address, request=request,
+                                      signer=signer(chain), on_token=on_piece,
+                                      on_ready=on_ready, cancel=cancel, encrypt=True,
+                                      on_metadata=progress.meta, payment=payment)
+    except ClientError as exc:
+        # What arrived was paid for (at most the host's credit limit more than that was
+        # never sent); the text is taken back all the same, and the platform bears it.
+        await note(state=AttemptState.ABANDONED, error_code=exc.code,
+                   tokens=len(progress.pieces) - start_index)
+        if len(progress.pieces) > start_index:
+            await progress.rewind(start_index)
+        if cancel.is_set():
+            raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
+        raise
+    finally:
+        await sync_to_async(channel_services.channel_release)(
+            lease=lease, unused_wei=max(lease.reserved_wei - paid, 0))
+    delivered = len(progress.pieces) - start_index
+    decoding = time.perf_counter() - first_at if first_at is not None else 0.0
+    attempt_text = progress.text[len(request.prefix):]
+    key = job_result_key(request.seed, chain_id, stream_id)
+    verdict = verify_result(text=attempt_text, result_hash=end.result_hash, key=key,
+                            tokens=end.tokens, max_tokens=remaining,
+                            content_type=spec.content_type)
+    if end.tokens != delivered:
+        verdict = verify_result(text=attempt_text, result_hash=None, key=key, tokens=0,
+                                max_tokens=remaining)
+    await note(state=AttemptState.SUBMITTED, tokens=delivered, tokens_billed=end.tokens,
+               result_hash=end.result_hash or "", result_cid=end.cid or "",
+               quality=verdict.score,
+               tokens_per_s=round((delivered - 1) / decoding, 2)
+               if delivered > 1 and decoding > 0 else None)
+    gates = verdict.checks.get("hash") == 1.0 and end.tokens == delivered
+    checked = await result_check(record.pk, host.address, end,
+                                 progress.pieces[start_index:], request,
+                                 gates=gates, on_state=progress.state)
+    verified = checked is not None and checked.state == VerificationState.PASSED
+    failed = checked is not None and checked.state == VerificationState.FAILED
+    if not failed and (verified or verdict.accepted or (cancel.is_set() and gates)):
+        await note(state=AttemptState.ACCEPTED, paid_wei=paid)
+        return _AttemptResult(True, verdict.score, paid, [],
+                              verified=verified or verdict.accepted)
+    # Paid already, through the vouchers: a result that failed its check is the
+    # arbitrator's to slash (marketplace.arbitration); one that merely scored low is not.
+    reason = (f"verification failed: {checked.reason}" if failed
+              else f"quality {verdict.score:.2f}: {verdict.checks}")
+    await note(state=AttemptState.DISPUTED, error_code="VERIFICATION_FAILED" if failed
+               else "QUALITY_TOO_LOW")
+    log.warning("channel attempt %s on %s not accepted: %s", attempt.pk, host.address, reason)
+    await _transition(progress, JobState.DISPUTED, quality=verdict.score)
+    await progress.rewind(start_index)
+    return _AttemptResult(False, verdict.score, 0, [])
 
 
 async def _dispute(chain: Chain, chain_job_id: int, progress: _Progress, start_index: int,

@@ -52,6 +52,7 @@ class Session:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     submitted: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
+    opened_at: float = field(default_factory=time.time)  # wall clock, as the timestamps
 
     @property
     def key(self) -> int | tuple[int, int]:
