@@ -10,13 +10,15 @@ from writer.models import TYPE_CHOICES, Generation
 
 
 def generation_list(*, user, query: str = "", content_type: str = "") -> QuerySet[Generation]:
-    """The user's generations, newest first, whose prompt or text (as written or as edited)
-    contains `query`, of one type when `content_type` names a known one."""
+    """The user's generations, newest first, whose prompt, change asked (a follow-up's) or
+    text (as written or as edited) contains `query`, of one type when `content_type` names
+    a known one."""
     items = Generation.objects.filter(user=user)
     query = query.strip()
     if query:
         items = items.filter(Q(prompt__icontains=query) | Q(text__icontains=query)
-                             | Q(edited_text__icontains=query))
+                             | Q(edited_text__icontains=query)
+                             | Q(instruction__icontains=query))
     if content_type in dict(TYPE_CHOICES):
         items = items.filter(content_type=content_type)
     return items

@@ -138,3 +138,13 @@ async def test_the_end_of_a_stream_brings_the_change_form_with_a_token_django_ac
                                  {"instruction": "", "csrfmiddlewaretoken": secret})
     assert answered.status_code == 400  # past CSRF, to the form's own error
     assert "Write the change you want" in answered.content.decode()
+
+
+def test_the_history_marks_a_follow_up_with_the_change_it_asked(alice_client, alice):
+    first = make(alice)
+    make(alice, root=first, parent=first, instruction="Shorter, <please>.")
+    page = alice_client.get("/history/").content.decode()
+    assert page.count("the office move") == 2
+    assert "Change: Shorter, &lt;please&gt;." in page
+    found = alice_client.get("/history/?q=please").content.decode()
+    assert found.count("the office move") == 1  # the change is searched too
