@@ -83,6 +83,16 @@ def _chat_prompt(request: Request) -> str:
             + "\n".join(lines) + "\n\nWrite your reply to the last message.")
 
 
+def chat_session(request: Request) -> str | None:
+    """A mention conversation's marketplace session: one per channel of a server (a thread
+    is a channel of its own), as the conversation's turns are kept (bot.ChannelContext).
+    Each prompt carries the turns itself, so the session only prefers the host that
+    answered the channel's last turn; other commands are one-offs, with none."""
+    if request.command != DiscordCommand.CHAT:
+        return None
+    return f"discord:{request.guild_id}:{request.channel_id}"
+
+
 def _prompt_for(request: Request, model: str) -> _Prompt:
     ask_tokens = settings.DISCORD_ASK_MAX_TOKENS
     if request.command == DiscordCommand.CODE:
@@ -206,7 +216,8 @@ async def _run_job(request: Request, job, prompt: _Prompt, on_text: TextCallback
 
     spec = JobSpec(model=job.model, prompt=prompt.text, max_tokens=prompt.max_tokens,
                    temperature=prompt.temperature, owner_id=job.server.billing_user_id,
-                   max_price_per_token_wei=int(job.price_cap_wei))
+                   max_price_per_token_wei=int(job.price_cap_wei),
+                   session=chat_session(request))
     try:
         outcome = await run_job(spec, job_id=job.id, on_token=on_token, on_state=on_state)
     except ClientError as exc:

@@ -9,6 +9,8 @@ answer.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from gateway.errors import GatewayError
@@ -53,6 +55,27 @@ def messages_to_prompt(messages: list[dict], *, answer_last: bool = True) -> str
     dialogue = "\n\n".join(f"{ROLES[role]}: {text}" for role, text in turns
                            if ROLES[role] != "System")
     return (f"{system}\n\n{dialogue}" if system else dialogue) + "\n\nAssistant:"
+
+
+def chat_session(*, owner_id: int, messages: list[dict]) -> str | None:
+    """The marketplace session of a multi-turn chat (docs/gateway.md, "Sessions"): None for
+    a single turn (no assistant message yet); else a key from the caller and the
+    conversation's opening, its messages up to and including the first user message.
+
+    A client sends the whole conversation each turn, appending the answer and its next
+    question, so the opening is the same in every turn of one conversation, and turn n+1
+    maps to turn n's key. Two conversations of one owner that open alike share a key: they
+    share the prompt's prefix too, which is what the host's cache keeps. Another owner
+    never shares one."""
+    if not any(message.get("role") == "assistant" for message in messages):
+        return None
+    opening = []
+    for message in messages:
+        opening.append([message.get("role"), message_text(message.get("content"))])
+        if message.get("role") == "user":
+            break
+    digest = hashlib.sha256(json.dumps(opening, ensure_ascii=False).encode()).hexdigest()
+    return f"chat:{owner_id}:{digest}"
 
 
 # ---- OpenAI's parameters ----------------------------------------------------------------

@@ -54,7 +54,14 @@ from django.db import connections
 from gateway import cache as result_cache
 from gateway.books import books as ledger_books
 from gateway.books import ms_since
-from gateway.chat import PLAIN, ChatOptions, StopCutter, cut_at_stop, logprob_entry
+from gateway.chat import (
+    PLAIN,
+    ChatOptions,
+    StopCutter,
+    chat_session,
+    cut_at_stop,
+    logprob_entry,
+)
 from gateway.errors import GatewayError
 from gateway.models.requests import RequestStatus
 from marketplace.client.errors import ClientError
@@ -183,7 +190,8 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         messages: list[dict] | None = None,
                         options: ChatOptions = PLAIN) -> InferenceResult:
     """Run and bill one request (see the module's docstring); raises GatewayError.
-    A chat passes its `messages` (an upstream gets them as they are) and its `options`
+    A chat passes its `messages` (an upstream gets them as they are; on the marketplace a
+    multi-turn chat's are its session, gateway.chat.chat_session) and its `options`
     (gateway.chat.chat_options); the cache serves and keeps only requests without options."""
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4()
@@ -244,8 +252,10 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
             outcome = await _run_upstream(model, prompt, max_tokens, temperature, price_wei,
                                           on_token, cancel, messages, options)
         else:
+            session = chat_session(owner_id=api_key.user_id, messages=messages) \
+                if messages is not None else None
             outcome = await _run_marketplace(api_key, model, prompt, max_tokens, temperature,
-                                             price_wei, on_token, cancel, options)
+                                             price_wei, on_token, cancel, options, session)
     except GatewayError as exc:
         failure = exc
     except ClientError as exc:
@@ -328,12 +338,16 @@ async def _run_upstream(model, prompt, max_tokens, temperature, price_wei, on_to
 
 
 async def _run_marketplace(api_key, model, prompt, max_tokens, temperature, price_cap_wei,
-                           on_token, cancel, options: ChatOptions) -> _Ran:
+                           on_token, cancel, options: ChatOptions,
+                           session: str | None = None) -> _Ran:
     from marketplace.services import JobSpec, run_job
     from marketplace.wallet import platform_chain
 
+    # The prompt holds the whole conversation (gateway.chat.messages_to_prompt): the
+    # session only prefers the host that answered its last turn, any other can take over.
     spec = JobSpec(model=model, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
-                   max_price_per_token_wei=price_cap_wei, owner_id=api_key.user_id)
+                   max_price_per_token_wei=price_cap_wei, owner_id=api_key.user_id,
+                   session=session)
     # Stop sequences: the text is cut before the first one and the job cancelled there;
     # the tokens the host sent until it stopped are billed, as for any cancelled job.
     cutter = StopCutter(options.stop) if options.stop else None

@@ -10,11 +10,13 @@ class GenerationAdmin(admin.ModelAdmin):
     list_display = ("created", "user", "content_type", "status", "model", "tokens", "cost",
                     "cached")
     list_filter = ("content_type", "status", "cached", "model")
-    search_fields = ("prompt", "text", "user__username")
+    search_fields = ("prompt", "text", "instruction", "user__username")
     date_hierarchy = "created"
     cost = admin_column("cost_wei", "cost")
-    readonly_fields = ("id", "user", "full_prompt", "job_id", "host", "tokens", "cost",
-                       "cache_key", "created", "finished", "ttft_ms")
+    # A follow-up's links are what its prompt was made from: shown, never re-pointed.
+    readonly_fields = ("id", "user", "root", "parent", "instruction", "full_prompt",
+                       "job_id", "host", "tokens", "cost", "cache_key", "created",
+                       "finished", "ttft_ms")
 
     def delete_model(self, request, obj):
         services.generation_delete(generation=obj)  # stops it first if it is running

@@ -3,6 +3,7 @@ from django.conf import settings
 
 from accounts import money
 from marketplace.services import price_ceiling_parse
+from writer.conversation import MAX_INSTRUCTION_CHARS, PRESETS, PRESETS_BY_TYPE
 from writer.models import LENGTH_CHOICES, STYLE_CHOICES, TYPE_CHOICES
 from writer.services import MAX_PROMPT_CHARS
 
@@ -48,3 +49,37 @@ class GenerateForm(forms.Form):
 
 class EditForm(forms.Form):
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 16}), strip=False)
+
+
+class FollowupForm(forms.Form):
+    """A change asked of a finished version: one of its type's buttons (`preset`, which
+    wins when both are sent) or the person's own words (`instruction`). `change` in the
+    cleaned data is the instruction sent."""
+
+    preset = forms.CharField(required=False, max_length=20)
+    instruction = forms.CharField(
+        required=False, max_length=MAX_INSTRUCTION_CHARS, strip=True,
+        widget=forms.Textarea(attrs={"rows": 2, "maxlength": MAX_INSTRUCTION_CHARS,
+                                     "placeholder": "e.g. Mention that the office is closed "
+                                                    "on Friday"}),
+        error_messages={"max_length": f"Keep the change under {MAX_INSTRUCTION_CHARS} "
+                                      "characters (it has %(show_value)d)."})
+
+    def __init__(self, *args, content_type: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.content_type = content_type
+
+    def clean(self):
+        data = super().clean()
+        preset = data.get("preset")
+        if preset:
+            if preset not in PRESETS_BY_TYPE.get(self.content_type, ()):
+                raise forms.ValidationError("That change is not offered for this piece.",
+                                            code="unknown_preset")
+            data["change"] = PRESETS[preset][1]
+        elif data.get("instruction"):
+            data["change"] = data["instruction"]
+        elif "instruction" not in self.errors:
+            self.add_error("instruction", forms.ValidationError(
+                "Write the change you want, or pick one of the buttons.", code="required"))
+        return data

@@ -1,4 +1,12 @@
-"""Generations: what a person asked for in the browser and got."""
+"""Generations: what a person asked for in the browser and got.
+
+A document is a conversation: its first generation, and the follow-ups asked of it
+("Shorter", "More formal", a change in the person's words; writer.conversation), each a
+generation of its own with its own stream, bill and text. A follow-up links to the
+document's first generation (`root`) and to the version it changed (`parent`), and keeps
+the change asked (`instruction`). The page of any version shows the document's versions;
+asking a change on an earlier one continues from that version. Deleting a version deletes
+the follow-ups made from it."""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from content.models import (  # noqa: F401  (GenerationProfile and Status: the w
     GenerationProfile,
     Status,
 )
+from writer.conversation import presets_for
 
 
 class Generation(models.Model):
@@ -47,6 +56,13 @@ class Generation(models.Model):
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE,
+                             related_name="+",
+                             help_text="The document's first generation (none on itself)")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE,
+                               related_name="followups",
+                               help_text="The version this follow-up changed")
+    instruction = models.TextField(blank=True, help_text="The change a follow-up asked")
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     finished = models.DateTimeField(null=True, blank=True)
 
@@ -55,6 +71,25 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_content_type_display()}: {self.prompt[:40]}"
+
+    @property
+    def document_id(self):
+        return self.root_id or self.id
+
+    @property
+    def session(self) -> str:
+        """The marketplace session of the document's conversation (JobSpec.session): its
+        every prompt goes first to the host that answered the last one."""
+        return f"writer:{self.document_id}"
+
+    @property
+    def is_followup(self) -> bool:
+        return self.parent_id is not None or self.root_id is not None
+
+    @property
+    def followup_presets(self) -> list[tuple[str, str]]:
+        """The buttons of the changes offered for this type (writer.conversation)."""
+        return presets_for(self.content_type)
 
     @property
     def final_text(self) -> str:

@@ -3,6 +3,8 @@
 Tokens go to the channel-layer group `job-<id>`. Channel layers may drop messages, so the
 text so far is also saved with its token count; a (re)connecting page and the end of the
 job send the whole text once. A Stop from any page reaches the job through the same group.
+Every generation of one document runs in the document's session (writer.models), so a
+follow-up goes first to the host that answered the turn before.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from content.postprocess import process
-from content.prompts import build_prompt
 from marketplace.client.errors import ClientError
 from marketplace.services import JobSpec, run_job
+from writer.conversation import clean_spec
 from writer.models import Generation, Status
 from writer.services import cache_store, generation_bill, group_name
 
@@ -95,7 +97,10 @@ async def run_generation(generation_id) -> None:
                    max_tokens=generation.max_tokens, temperature=generation.temperature,
                    content_type=generation.content_type, owner_id=generation.user_id,
                    max_price_per_token_wei=int(generation.price_cap_wei)
-                   if generation.price_cap_wei is not None else None)
+                   if generation.price_cap_wei is not None else None,
+                   # The document's conversation: its follow-ups go first to the host that
+                   # answered the last turn (the prompt holds the whole context).
+                   session=generation.session)
     billed = False
 
     async def bill(price: int, tokens: int) -> None:
@@ -130,8 +135,9 @@ async def run_generation(generation_id) -> None:
         price = outcome.cost_wei // outcome.tokens if outcome.tokens else 0
         await bill(price, outcome.tokens)
         # What the reader keeps has no line that repeats the template's instructions.
-        text = build_prompt(generation.content_type, generation.prompt,
-                            style=generation.style, length=generation.length).clean(outcome.text)
+        text = clean_spec(content_type=generation.content_type, prompt=generation.prompt,
+                          style=generation.style, length=generation.length,
+                          followup=generation.is_followup).clean(outcome.text)
         await save(status=Status.CANCELLED if outcome.cancelled else Status.DONE,
                    text=text, seq=outcome.tokens, tokens=outcome.tokens,
                    host=outcome.host, job_id=outcome.job_id,

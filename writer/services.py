@@ -1,5 +1,6 @@
-"""Writes of the writer: create a generation (or serve it from the cache), start it,
-edit it, delete it; and the cost estimate shown before anything is sent."""
+"""Writes of the writer: create a generation (or serve it from the cache), ask a
+follow-up of one (writer.conversation), start it, edit it, delete it; and the cost
+estimate shown before anything is sent."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from content.profiles import profile_for
 from content.prompts import build_prompt
 from marketplace.results import cache_key
 from observability.metrics import count_cache_lookup
+from writer import selectors
+from writer.conversation import MAX_INSTRUCTION_CHARS, Turn, followup_prompt
 from writer.models import Generation, Status
 
 CACHE_TTL_S = 3600
@@ -47,7 +50,13 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
         user=user, content_type=content_type, style=style, length=length, prompt=prompt,
         full_prompt=spec.text, model=chosen.model, max_tokens=chosen.max_tokens,
         temperature=chosen.temperature, cache_key=key)
-    hit = cache.get(f"writer:result:{key}")
+    return _generation_open(generation, user=user, price_cap_wei=price_cap_wei)
+
+
+def _generation_open(generation: Generation, *, user, price_cap_wei: int | None) -> Generation:
+    """Save a new generation: done at once from the cache, or with its worst case
+    reserved."""
+    hit = cache.get(f"writer:result:{generation.cache_key}")
     count_cache_lookup(hit=bool(hit), cache="writer")
     if hit:
         generation.text = hit["text"]
@@ -57,20 +66,66 @@ def generation_create(*, user, content_type: str, style: str, length: str, promp
         generation.cached = True
         generation.cost_wei = 0
         generation.status = Status.DONE
-        generation.processed = process(content_type, hit["text"], prompt=prompt)
+        generation.processed = process(generation.content_type, hit["text"],
+                                       prompt=generation.prompt)
         generation.finished = timezone.now()
         generation.save()
         return generation
     if price_cap_wei is None:
-        raise NoHosts(chosen.model)
+        raise NoHosts(generation.model)
     generation.price_cap_wei = price_cap_wei
     generation.save()
     account = account_get_or_create(user)
-    worst = price_for(account.tier, price_cap_wei, chosen.max_tokens).charge_wei
+    worst = price_for(account.tier, price_cap_wei, generation.max_tokens).charge_wei
     generation.reservation = balance_reserve(account, amount_wei=worst,
                                              reference=f"writer:{generation.id}")
     generation.save(update_fields=["reservation"])
     return generation
+
+
+class FollowupRefused(Exception):
+    """A follow-up that cannot be asked of this version; `code` says why."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@transaction.atomic
+def generation_followup(*, user, parent: Generation, instruction: str,
+                        price_cap_wei: int | None) -> Generation:
+    """A follow-up of `parent` (one of the user's generations): a new generation whose
+    prompt holds the document's conversation up to `parent` and the change asked
+    (writer.conversation.followup_prompt), with the model, budget and template of the
+    document, billed like any other. FollowupRefused (STILL_WRITING, NO_TEXT,
+    INSTRUCTION_EMPTY, INSTRUCTION_TOO_LONG), writer.conversation.ConversationTooLong,
+    InsufficientFunds or NoHosts when it cannot be; then nothing is created."""
+    # Under the row's lock: a version still being written has no text to change yet.
+    parent = Generation.objects.select_for_update().get(pk=parent.pk, user=user)
+    instruction = instruction.strip()
+    if not instruction:
+        raise FollowupRefused("INSTRUCTION_EMPTY", "Write the change you want first.")
+    if len(instruction) > MAX_INSTRUCTION_CHARS:
+        raise FollowupRefused("INSTRUCTION_TOO_LONG",
+                              f"Keep the change under {MAX_INSTRUCTION_CHARS} characters.")
+    if parent.is_live:
+        raise FollowupRefused("STILL_WRITING", "This version is still being written: wait "
+                                               "for it to finish, or stop it, then ask.")
+    if not parent.final_text.strip():
+        raise FollowupRefused("NO_TEXT", "This version has no text to change: start again "
+                                         "with a new prompt.")
+    versions = selectors.generation_conversation(generation=parent)
+    turns = [Turn(versions[0].full_prompt, versions[0].final_text)]
+    turns += [Turn(version.instruction, version.final_text) for version in versions[1:]]
+    full_prompt = followup_prompt(turns, instruction)
+    key = cache_key(owner_id=user.pk, model=parent.model, prompt=full_prompt,
+                    max_tokens=parent.max_tokens, temperature=parent.temperature)
+    generation = Generation(
+        user=user, content_type=parent.content_type, style=parent.style,
+        length=parent.length, prompt=versions[0].prompt, full_prompt=full_prompt,
+        model=parent.model, max_tokens=parent.max_tokens, temperature=parent.temperature,
+        cache_key=key, root_id=parent.document_id, parent=parent, instruction=instruction)
+    return _generation_open(generation, user=user, price_cap_wei=price_cap_wei)
 
 
 class NoHosts(Exception):
@@ -120,12 +175,14 @@ def generation_save_edit(*, generation: Generation, text: str) -> Generation:
 
 
 def generation_delete(*, generation: Generation) -> None:
-    """Forget a generation. One still running is stopped first (the Stop reaches its run
-    from any process, through the group); the run then bills the tokens delivered up to
-    the stop, through the reservation, although the row is gone."""
-    if generation.is_live:
-        async_to_sync(get_channel_layer().group_send)(group_name(generation.id),
-                                                      {"type": "gen.cancel"})
+    """Forget a generation and the follow-ups made from it. One still running is stopped
+    first (the Stop reaches its run from any process, through the group); the run then
+    bills the tokens delivered up to the stop, through the reservation, although the row
+    is gone."""
+    layer = get_channel_layer()
+    for version in selectors.generation_descendants(generation=generation):
+        if version.is_live:
+            async_to_sync(layer.group_send)(group_name(version.id), {"type": "gen.cancel"})
     generation.delete()
 
 

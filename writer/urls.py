@@ -10,6 +10,7 @@ urlpatterns = [
     path("g/<uuid:pk>/", views.detail, name="generation"),
     path("g/<uuid:pk>/save", views.save_edit, name="generation-save"),
     path("g/<uuid:pk>/export.md", views.export_markdown, name="generation-export"),
+    path("g/<uuid:pk>/followup", views.followup, name="generation-followup"),
     path("g/<uuid:pk>/delete", views.delete, name="generation-delete"),
     path("account/funds/", funds_views.add_funds, name="add_funds"),
     path("account/funds/progress", funds_views.deposit_progress, name="deposit_progress"),

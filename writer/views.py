@@ -14,7 +14,8 @@ from accounts import money
 from accounts.errors import InsufficientFunds
 from content.postprocess import process, to_markdown
 from writer import runner, selectors, services
-from writer.forms import EditForm, GenerateForm
+from writer.conversation import ConversationTooLong
+from writer.forms import EditForm, FollowupForm, GenerateForm
 from writer.models import TYPE_CHOICES, Generation
 
 # Templates read request.user lazily, a database query: async views render in a thread.
@@ -92,11 +93,81 @@ def _own(request, pk) -> Generation:
     return get_object_or_404(Generation, pk=pk, user=request.user)
 
 
+def _detail_context(generation: Generation, followup_form: FollowupForm | None = None) -> dict:
+    versions = selectors.document_versions(generation=generation)
+    numbers = {version.id: number for number, version in enumerate(versions, 1)}
+    for before, version in zip([None, *versions], versions, strict=False):
+        # A change asked of an earlier version than the one listed just before it.
+        version.branched_from = numbers.get(version.parent_id) \
+            if version.parent_id and (before is None or before.id != version.parent_id) \
+            else None
+    return {"generation": generation,
+            "form": EditForm(initial={"text": generation.final_text}),
+            "versions": versions if len(versions) > 1 else [],
+            "followup_form": followup_form}
+
+
 @login_required
 def detail(request, pk):
-    generation = _own(request, pk)
-    return render(request, "writer/detail.html", {
-        "generation": generation, "form": EditForm(initial={"text": generation.final_text})})
+    return render(request, "writer/detail.html", _detail_context(_own(request, pk)))
+
+
+# A refusal's HTTP status: a version not ready to be changed conflicts with the request.
+_REFUSED_STATUS = {"STILL_WRITING": 409, "NO_TEXT": 409}
+
+
+async def followup(request, pk):
+    """Ask a change of a finished version: a new generation in the document's
+    conversation (writer.conversation), streamed on its own page like a first one."""
+    if request.method != "POST":
+        return redirect("generation", pk=pk)
+    user = await request.auser()
+    if not user.is_authenticated:
+        return redirect("login")
+    # Another user's piece is indistinguishable from one that does not exist.
+    parent = await Generation.objects.filter(pk=pk, user=user).afirst()
+    if parent is None:
+        raise Http404("no such piece")
+    form = FollowupForm(request.POST, content_type=parent.content_type)
+
+    async def refused(status: int) -> HttpResponse:
+        context = await sync_to_async(_detail_context)(parent, form)
+        return await arender(request, "writer/detail.html", context, status=status)
+
+    if not form.is_valid():
+        return await refused(400)
+    if parent.is_live:  # before asking the hosts for prices: it cannot run anyway
+        form.add_error(None, "This version is still being written: wait for it to finish, "
+                             "or stop it, then ask for a change.")
+        return await refused(409)
+    estimate = await services.estimate_generation(
+        parent.content_type, parent.length, model=parent.model,
+        max_tokens=parent.max_tokens, user=user)
+    try:
+        generation = await sync_to_async(services.generation_followup)(
+            user=user, parent=parent, instruction=form.cleaned_data["change"],
+            price_cap_wei=estimate.price_cap_wei)
+    except services.FollowupRefused as exc:
+        form.add_error(None, exc.message)
+        return await refused(_REFUSED_STATUS.get(exc.code, 400))
+    except ConversationTooLong as exc:
+        form.add_error(None, f"This piece and its request are too long to ask a change of "
+                             f"({exc.chars} characters with the change; at most "
+                             f"{exc.limit}). Shorten the text with an edit first.")
+        return await refused(400)
+    except InsufficientFunds as exc:
+        form.add_error(None, f"Your balance ({money.coin_detail(exc.available_wei)}) does "
+                             "not cover this change's worst case "
+                             f"({money.coin_detail(exc.required_wei)}). Top up your "
+                             "balance first.")
+        return await refused(402)
+    except services.NoHosts as exc:
+        form.add_error(None, f"No host on the network serves {exc.model} right now. Try "
+                             "again in a little while.")
+        return await refused(503)
+    if not generation.cached:
+        runner.generation_start(generation.id)
+    return redirect("generation", pk=generation.id)
 
 
 @login_required

@@ -77,7 +77,9 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
     given = {name: value for name in CHAT_OPTIONS
              if (value := getattr(body, name)) is not None}
     options = chat_options(given, stream=body.stream, upstream=upstream)
-    run = {"messages": messages if upstream else None, "options": options}
+    # On the marketplace the messages name the conversation's session (gateway.chat.
+    # chat_session); the prompt is the transcript.
+    run = {"messages": messages, "options": options}
     # `is None`, not `or`: a max_tokens of 0 is refused (INVALID_MAX_TOKENS), not read as
     # "not given".
     max_tokens = next((given for given in (body.max_completion_tokens, body.max_tokens)
