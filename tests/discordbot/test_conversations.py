@@ -56,6 +56,7 @@ async def test_a_20_turn_mention_conversation_keeps_its_host_and_moves_with_its_
     # about where a conversation's turns go, many times faster without it.
     settings.MARKETPLACE_VERIFY_PROBATION = 0
     settings.MARKETPLACE_VERIFY_FRACTION = 0.0
+    settings.MARKETPLACE_CHANNELS = True  # the product's default
     guild, channel = config.guilds[0], config.channels[0]
     session = f"discord:{guild.id}:{channel.id}"
 
@@ -78,6 +79,12 @@ async def test_a_20_turn_mention_conversation_keeps_its_host_and_moves_with_its_
     assert all(len(h) == 1 for h in hosts), hosts
     assert len({h[0] for h in hosts[1:]}) == 1
     assert await cache.aget(_session_key(session)) == hosts[-1][0]
+    # Every turn was paid through one payment channel to that host: no job on chain.
+    attempts = [a async for a in JobAttempt.objects.filter(
+        job_id__in=[j.id for j in jobs])]
+    assert all(a.channel_id and a.chain_job_id is None and a.voucher_wei > 0
+               for a in attempts)
+    assert len({a.channel_id for a in attempts}) == 1
 
     # The channel's host dies between two turns: the next goes to the other one, with the
     # channel's turns in its prompt.

@@ -75,7 +75,8 @@ def test_a_20_turn_chat_keeps_its_host_and_moves_with_its_context(network, serve
     # The verifier re-scores each whole prompt again and has tests of its own; these are
     # about where a conversation's turns go, many times faster without it.
     url = servers.start({**network_env(network), "MARKETPLACE_VERIFY_PROBATION": "0",
-                         "MARKETPLACE_VERIFY_PERCENT": "0"})
+                         "MARKETPLACE_VERIFY_PERCENT": "0",
+                         "MARKETPLACE_CHANNELS": "1"})  # the product's default
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=alice.raw, max_retries=0)
     messages = [{"role": "system", "content": f"Answer in a few words. ({nonce()})"}]
     jobs = []
@@ -106,6 +107,11 @@ def test_a_20_turn_chat_keeps_its_host_and_moves_with_its_context(network, serve
     hosts = [hosts_of(job_id) for job_id in jobs]
     assert all(len(h) == 1 for h in hosts), hosts
     assert len({h[0] for h in hosts[1:]}) == 1
+    # Every turn was paid through a channel (turns 2 to 20 through one): no job on chain.
+    attempts = list(JobAttempt.objects.filter(job_id__in=jobs))
+    assert all(a.channel_id and a.chain_job_id is None and a.voucher_wei > 0
+               for a in attempts)
+    assert len({a.channel_id for a in attempts if str(a.job_id) in jobs[1:]}) == 1
     # ... because the server ran them in the conversation's session.
     session = chat_session(owner_id=alice.user.pk, messages=messages)
     assert remembered_host(session) == hosts[-1][0]

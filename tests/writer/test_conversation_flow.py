@@ -57,6 +57,7 @@ async def hosts_of(generation: Generation) -> list[str]:
 async def test_a_20_prompt_conversation_keeps_its_host_and_moves_with_its_context(
         network, async_client, alice, settings):
     no_verification(settings)
+    settings.MARKETPLACE_CHANNELS = True  # the product's default
     network.start_hosts({"host-1": PRICE, "host-2": PRICE})
     await async_client.aforce_login(alice)
     first = await sync_to_async(services.generation_create)(
@@ -81,6 +82,12 @@ async def test_a_20_prompt_conversation_keeps_its_host_and_moves_with_its_contex
     hosts = [await hosts_of(t) for t in turns]
     assert all(len(h) == 1 for h in hosts), hosts
     assert len({h[0] for h in hosts[1:]}) == 1 and hosts[1] == hosts[0]
+    # Every turn was paid through one channel to that host: no job on chain.
+    attempts = [a async for a in JobAttempt.objects.filter(
+        job_id__in=[t.job_id for t in turns])]
+    assert all(a.channel_id and a.chain_job_id is None and a.voucher_wei > 0
+               for a in attempts)
+    assert len({a.channel_id for a in attempts}) == 1
     # ... because they ran in the document's session, which remembers its host.
     assert first.session == f"writer:{first.id}"
     assert all(t.session == first.session for t in turns)
