@@ -8,9 +8,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from bench.common import free_port
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import Terms, deploy
 from marketplace.chain.devnet import anvil_args, bundled_model_approvals, dev_keys
@@ -39,7 +40,7 @@ class BenchChain:
 
     def chain(self, role: str) -> Chain:
         key = self.keys[role]
-        w3 = AsyncWeb3(AsyncHTTPProvider(self.url))
+        w3 = AsyncWeb3(http_provider(self.url))
         sender = Sender(w3, load_account(key.keystore, key.passphrase_file),
                         lock_dir=self.dir / "locks")
         return Chain(w3, self.deployment, sender) if self.deployment else sender

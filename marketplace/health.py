@@ -49,8 +49,9 @@ def _probe_chain() -> dict:
 
 async def _probe_hosts() -> dict:
     import aiohttp
-    from web3 import AsyncHTTPProvider, AsyncWeb3
+    from web3 import AsyncWeb3
 
+    from marketplace.chain.connect import http_provider
     from marketplace.chain.contracts import Chain
     from marketplace.chain.deploy import load_deployment
     from marketplace.client import pool
@@ -58,8 +59,8 @@ async def _probe_hosts() -> dict:
     from marketplace.client.hosturl import host_url_check
 
     # No retries: a health probe reports the node as it is now, and fast.
-    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC, exception_retry_configuration=None,
-                                     request_kwargs={"timeout": RPC_TIMEOUT_S}))
+    w3 = AsyncWeb3(http_provider(settings.CHAIN_RPC, exception_retry_configuration=None,
+                                 request_kwargs={"timeout": RPC_TIMEOUT_S}))
     try:
         deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
         if deployment is None:

@@ -16,8 +16,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import load_deployment
 from marketplace.chain.devnet import dev_keys, refuse_devnet_key
@@ -109,8 +110,8 @@ def arbitrator_account(chain_id: int) -> LocalAccount:
 
 
 def web3(rpc_url: str | None = None) -> AsyncWeb3:
-    return AsyncWeb3(AsyncHTTPProvider(rpc_url or settings.CHAIN_RPC,
-                                       request_kwargs={"timeout": 10}))
+    return AsyncWeb3(http_provider(rpc_url or settings.CHAIN_RPC,
+                                   request_kwargs={"timeout": 10}))
 
 
 async def platform_chain() -> Chain:

@@ -14,9 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from marketplace import wallet
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from marketplace.chain.deploy import Terms, deploy
 from marketplace.chain.devnet import anvil_args, bundled_model_approvals, dev_keys
@@ -77,7 +78,7 @@ class Anvil:
         self.made: list[AsyncWeb3] = []
 
     def w3(self) -> AsyncWeb3:
-        w3 = AsyncWeb3(AsyncHTTPProvider(self.url))
+        w3 = AsyncWeb3(http_provider(self.url))
         self.made.append(w3)
         return w3
 

@@ -15,8 +15,36 @@ from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import RPC_FAULTS, AuditHook, Sender, rpc_error
 
 
+class _NoLock:
+    """A lock that is never held (the `threading.Lock` interface web3 uses)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def locked(self) -> bool:
+        return False
+
+
+def http_provider(rpc_url: str, **options) -> AsyncHTTPProvider:
+    """web3's AsyncHTTPProvider, without the lock that can hang every chain call of the
+    process for good.
+
+    web3 7 guards each provider's session cache with one `threading.Lock` shared by every
+    provider in the process, taken in a thread pool around each request. A request
+    cancelled while it waits for that lock (a timeout, a cancelled job) can leave it held:
+    every later request of every provider then waits forever (web3.py issue #3867, open).
+    Each of our providers is used from one event loop, where the section the lock guards
+    runs without a thread switch, so it needs no lock at all."""
+    provider = AsyncHTTPProvider(rpc_url, **options)
+    provider._request_session_manager._lock = _NoLock()
+    return provider
+
+
 def web3(rpc_url: str, *, timeout_s: float = 10.0) -> AsyncWeb3:
-    return AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+    return AsyncWeb3(http_provider(rpc_url, request_kwargs={"timeout": timeout_s}))
 
 
 async def connect(rpc_url: str, *, deployments_dir: Path, lock_dir: Path,

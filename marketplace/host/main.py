@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import ZERO_HASH, Chain, Deployment
 from marketplace.chain.keystore import load_account
 from marketplace.chain.tx import Sender, TxRecord
@@ -131,7 +132,7 @@ def jsonl_audit(path: Path):
 
 async def build(options: HostOptions) -> HostNode:
     account = await asyncio.to_thread(load_account, options.keystore, options.passphrase_file)
-    w3 = AsyncWeb3(AsyncHTTPProvider(options.rpc_url, request_kwargs={"timeout": 10}))
+    w3 = AsyncWeb3(http_provider(options.rpc_url, request_kwargs={"timeout": 10}))
     deployment = Deployment.from_json(options.deployment_file.read_text())
     sender = Sender(w3, account, lock_dir=options.results_dir / "locks",
                     audit=jsonl_audit(options.results_dir / "transactions.jsonl"))

@@ -7,7 +7,7 @@ import io
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from accounts import funds
 from accounts.models import (
@@ -23,6 +23,7 @@ from accounts.models import (
 from accounts.selectors import ledger_invariant_violations
 from accounts.services import user_create
 from marketplace import funds as chain_funds
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from tests.conftest import free_port
 
@@ -120,7 +121,7 @@ async def test_a_restarted_watcher_credits_nothing_twice(on_anvil, alice):
     # two watchers at once.
     await DepositCursor.objects.all().adelete()
     assert await chain_funds.deposits_scan(platform) == 2
-    other = Chain(AsyncWeb3(AsyncHTTPProvider(on_anvil.url)), platform.deployment)
+    other = Chain(AsyncWeb3(http_provider(on_anvil.url)), platform.deployment)
     try:
         await DepositCursor.objects.all().adelete()
         assert await chain_funds.deposits_scan(other) == 2
@@ -201,7 +202,7 @@ async def test_the_rpc_down_leaves_a_payout_queued_and_the_next_try_sends_it(on_
     platform = on_anvil.chain("platform")
     await _fund(on_anvil, alice, 5 * 10**16)
     payout = await _linked_withdrawal(alice, on_anvil.keys["host-4"].address, 10**16)
-    dead_w3 = AsyncWeb3(AsyncHTTPProvider(f"http://127.0.0.1:{free_port()}"))
+    dead_w3 = AsyncWeb3(http_provider(f"http://127.0.0.1:{free_port()}"))
     sender = on_anvil.sender("platform", w3=dead_w3)
     dead = Chain(dead_w3, platform.deployment, sender)
     try:

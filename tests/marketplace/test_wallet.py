@@ -9,9 +9,10 @@ from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.db import connections
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
 from marketplace import wallet
+from marketplace.chain.connect import http_provider
 from marketplace.chain.deploy import Terms, deploy, deployment_path
 from marketplace.chain.devnet import CHAIN_ID, anvil_args, wait_for_rpc
 from marketplace.chain.errors import ChainError, DevnetKeyOnPublicChain
@@ -134,7 +135,7 @@ async def test_a_wallet_of_its_own_works_on_that_chain(on_public_chain, tmp_path
     passphrase.write_text("correct horse battery staple")
     write_keystore(keystore, account.key, "correct horse battery staple", kdf_iterations=2**4)
     settings.WALLET_KEYSTORE_FILE, settings.WALLET_PASSPHRASE_FILE = str(keystore), str(passphrase)
-    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC))
+    w3 = AsyncWeb3(http_provider(settings.CHAIN_RPC))
     try:
         await w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
         deployment = await deploy(w3, Sender(w3, account, lock_dir=tmp_path / "locks"),
@@ -225,7 +226,7 @@ async def test_deploy_contracts_gives_the_role_to_the_arbitrators_key_and_pins_t
     await asyncio.to_thread(call_command, "deploy_contracts", "--treasury",
                             network.anvil.keys["treasury"].address, "--model",
                             f"tiny-1m={gguf}")
-    w3 = AsyncWeb3(AsyncHTTPProvider(settings.CHAIN_RPC))
+    w3 = AsyncWeb3(http_provider(settings.CHAIN_RPC))
     try:
         deployment = await load_deployment(w3, settings.CHAIN_DEPLOYMENTS_DIR)
         assert deployment is not None and deployment != network.anvil.deployment

@@ -2,8 +2,9 @@
 
 import pytest
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from marketplace.chain.errors import ChainError
 from marketplace.chain.tx import Sender, TxRecord
@@ -33,7 +34,7 @@ async def test_a_receipt_that_does_not_come_times_out_with_the_hash(on_anvil):
 
 
 async def test_a_node_that_does_not_answer_is_a_transient_error(tmp_path):
-    w3 = AsyncWeb3(AsyncHTTPProvider(f"http://127.0.0.1:{free_port()}"))
+    w3 = AsyncWeb3(http_provider(f"http://127.0.0.1:{free_port()}"))
     sender = Sender(w3, Account.create(), lock_dir=tmp_path)
     with pytest.raises(ChainError) as info:
         await sender.transact("ETH", lambda: _Transfer())

@@ -5,8 +5,9 @@ import asyncio
 import threading
 
 import pytest
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from marketplace.chain.connect import http_provider
 from marketplace.client.errors import ClientError
 from marketplace.client.refunds import refund_abandoned
 from marketplace.models import AttemptState, Job, JobState, VerificationRecord, VerificationState
@@ -97,7 +98,7 @@ async def test_a_host_killed_mid_stream_is_replaced_and_its_text_taken_back(netw
     # Charged once: only the host that finished is paid, for the tokens it delivered.
     assert outcome.cost_wei == alive.tokens_billed * 2 * 10**9
     # The dead host's escrow comes back through the timeout path after its deadline.
-    w3 = AsyncWeb3(AsyncHTTPProvider(network.anvil.url))
+    w3 = AsyncWeb3(http_provider(network.anvil.url))
     await w3.provider.make_request("evm_increaseTime", [121])
     await w3.provider.make_request("evm_mine", [])
     await w3.provider.disconnect()

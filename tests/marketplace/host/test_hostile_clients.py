@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 
+from marketplace.chain.connect import http_provider
 from marketplace.chain.contracts import Chain
 from marketplace.client.errors import ClientError
 from marketplace.client.negotiation import negotiate
@@ -82,7 +83,7 @@ async def rpc(anvil):
 async def counted_host(on_anvil, llama, tmp_path, rpc, **config):
     """A host whose every chain call goes through the counting proxy; it does not watch
     the chain, so nothing but the streams' own work reaches the proxy."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc.url))
+    w3 = AsyncWeb3(http_provider(rpc.url))
     chain = Chain(w3, on_anvil.deployment, on_anvil.sender("host-1", w3))
     return await start_host(on_anvil, llama, tmp_path=tmp_path, chain=chain,
                             watch_chain=False, **config)
