@@ -335,6 +335,50 @@ async def _session_remember(session: str | None, host: str) -> None:
         log.warning("could not remember the session's host: %s", exc)
 
 
+class _Track:
+    """One attempt's record as it streams: its state changes, its time to first token
+    and its speed (marketplace.figures)."""
+
+    def __init__(self, attempt_id: int, progress: _Progress):
+        self.attempt_id = attempt_id
+        self.progress = progress
+        self.started = time.perf_counter()
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    async def note(self, **fields) -> None:
+        await sync_to_async(job_services.attempt_update)(attempt_id=self.attempt_id,
+                                                         **fields)
+
+    def start(self) -> None:
+        """The stream is opened now: its time to first token counts from here."""
+        self.started = time.perf_counter()
+
+    async def on_ready(self) -> None:
+        # The host answers the stream only once it holds the claim on chain (per-job) or
+        # has checked the channel (channel streams).
+        await self.note(state=AttemptState.CLAIMED)
+        await _transition(self.progress, JobState.CLAIMED)
+        await _transition(self.progress, JobState.PROCESSING)
+
+    async def on_piece(self, piece: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+            await self.note(state=AttemptState.STREAMING,
+                            ttft_ms=round((self.first_at - self.started) * 1000, 1))
+            await _transition(self.progress, JobState.STREAMING)
+        self.last_at = time.perf_counter()
+        await self.progress.token(piece)
+
+    def speed(self, delivered: int) -> float | None:
+        """The host's speed once it streams: the tokens after the first, over the time
+        from the first to the last. TTFT is measured apart."""
+        if self.first_at is None or self.last_at is None or delivered < 2:
+            return None
+        decoding = self.last_at - self.first_at
+        return round((delivered - 1) / decoding, 2) if decoding > 0 else None
+
+
 @dataclass
 class _AttemptResult:
     accepted: bool
@@ -371,9 +415,8 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         job_id=job_id, host_address=host.address, host_url=host.url,
         price_per_token_wei=price, start_index=start_index)
 
-    async def note(**fields) -> None:
-        await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
-
+    track = _Track(attempt.pk, progress)
+    note = track.note
     deadline = await _chain_wait(chain.block_time) + settings.MARKETPLACE_JOB_DEADLINE_S
     posted = await with_retries(lambda: _chain_wait(lambda: chain.post_job(
         model=spec.model, prompt_hash=request.digest(), max_tokens=remaining,
@@ -387,32 +430,13 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
         chain_id=chain.deployment.chain_id, chain_job_id=posted.job_id)
     await _transition(progress, JobState.POSTED)
     tx_hashes = [posted.tx_hash]
-    started = time.perf_counter()
-    first_at: float | None = None
-    streaming = False
-
-    async def on_ready() -> None:
-        # The host answers the stream only once it holds the claim on chain.
-        await note(state=AttemptState.CLAIMED)
-        await _transition(progress, JobState.CLAIMED)
-        await _transition(progress, JobState.PROCESSING)
-
-    async def on_piece(piece: str) -> None:
-        nonlocal streaming, first_at
-        if not streaming:
-            streaming = True
-            first_at = time.perf_counter()
-            await note(state=AttemptState.STREAMING,
-                       ttft_ms=round((first_at - started) * 1000, 1))
-            await _transition(progress, JobState.STREAMING)
-        await progress.token(piece)
-
+    track.start()
     try:
         end = await stream.stream_job(host.url, chain_job_id=posted.job_id,
                                       chain_id=chain.deployment.chain_id,
                                       node_id=host.address, request=request,
-                                      signer=signer(chain), on_token=on_piece,
-                                      on_ready=on_ready, cancel=cancel,
+                                      signer=signer(chain), on_token=track.on_piece,
+                                      on_ready=track.on_ready, cancel=cancel,
                                       compression=settings.MARKETPLACE_STREAM_COMPRESSION,
                                       on_metadata=progress.meta)
     except ClientError as exc:
@@ -427,11 +451,7 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
             raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
         raise
     delivered = len(progress.pieces) - start_index
-    # The host's speed once it streams (marketplace.figures): the tokens after the first,
-    # over the time from the first to the last. TTFT is measured apart.
-    decoding = time.perf_counter() - first_at if first_at is not None else 0.0
-    await note(tokens=delivered, tokens_per_s=round((delivered - 1) / decoding, 2)
-               if delivered > 1 and decoding > 0 else None)
+    await note(tokens=delivered, tokens_per_s=track.speed(delivered))
 
     submitted = await _wait_submitted(chain, posted.job_id)
     attempt_text = progress.text[len(prefix):]
@@ -539,9 +559,8 @@ async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
         job_id=job_id, host_address=host.address, host_url=host.url,
         price_per_token_wei=price, start_index=start_index)
 
-    async def note(**fields) -> None:
-        await sync_to_async(job_services.attempt_update)(attempt_id=attempt.pk, **fields)
-
+    track = _Track(attempt.pk, progress)
+    note = track.note
     stream_id = secrets.randbelow(2**62) + 1
     chain_id = chain.deployment.chain_id
     await note(channel_id=lease.channel_pk)
@@ -567,30 +586,12 @@ async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
     every = max(1, min(terms.vouchers_every, int(terms.credit_limit_wei) // max(price, 1)))
     payment = stream.Payment(channel_id=lease.channel_id, price_per_token_wei=price,
                              every=every, pay=pay)
-    started = time.perf_counter()
-    first_at: float | None = None
-    streaming = False
-
-    async def on_ready() -> None:
-        await note(state=AttemptState.CLAIMED)
-        await _transition(progress, JobState.CLAIMED)
-        await _transition(progress, JobState.PROCESSING)
-
-    async def on_piece(piece: str) -> None:
-        nonlocal streaming, first_at
-        if not streaming:
-            streaming = True
-            first_at = time.perf_counter()
-            await note(state=AttemptState.STREAMING,
-                       ttft_ms=round((first_at - started) * 1000, 1))
-            await _transition(progress, JobState.STREAMING)
-        await progress.token(piece)
-
+    track.start()
     try:
         end = await stream.stream_job(host.url, chain_job_id=stream_id, chain_id=chain_id,
                                       node_id=host.address, request=request,
-                                      signer=signer(chain), on_token=on_piece,
-                                      on_ready=on_ready, cancel=cancel, encrypt=True,
+                                      signer=signer(chain), on_token=track.on_piece,
+                                      on_ready=track.on_ready, cancel=cancel, encrypt=True,
                                       on_metadata=progress.meta, payment=payment)
     except ClientError as exc:
         # What arrived was paid for (at most the host's credit limit more than that was
@@ -606,7 +607,6 @@ async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
         await sync_to_async(channel_services.channel_release)(
             lease=lease, unused_wei=max(lease.reserved_wei - paid, 0))
     delivered = len(progress.pieces) - start_index
-    decoding = time.perf_counter() - first_at if first_at is not None else 0.0
     attempt_text = progress.text[len(request.prefix):]
     key = job_result_key(request.seed, chain_id, stream_id)
     verdict = verify_result(text=attempt_text, result_hash=end.result_hash, key=key,
@@ -617,9 +617,7 @@ async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
                                 max_tokens=remaining)
     await note(state=AttemptState.SUBMITTED, tokens=delivered, tokens_billed=end.tokens,
                result_hash=end.result_hash or "", result_cid=end.cid or "",
-               quality=verdict.score,
-               tokens_per_s=round((delivered - 1) / decoding, 2)
-               if delivered > 1 and decoding > 0 else None)
+               quality=verdict.score, tokens_per_s=track.speed(delivered))
     gates = verdict.checks.get("hash") == 1.0 and end.tokens == delivered
     checked = await result_check(record.pk, host.address, end,
                                  progress.pieces[start_index:], request,
