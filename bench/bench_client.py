@@ -31,42 +31,24 @@ def setup_django(var_dir: Path) -> None:
 
 
 async def main(var_dir: Path) -> None:
-    from aiohttp import web
     from django.conf import settings
 
     from bench.bench_host import direct
-    from bench.chainkit import BenchChain
-    from bench.common import free_port, report
+    from bench.chainkit import BenchMarket
+    from bench.common import report
     from marketplace import wallet
     from marketplace.client import discovery, pool
-    from marketplace.host.backends import LlamaCppBackend
-    from marketplace.host.cid import ResultStore
-    from marketplace.host.server import HostConfig, HostNode
     from marketplace.protocol import GenerationRequest
     from marketplace.services import JobSpec, run_job
 
-    net = BenchChain()
+    market = BenchMarket(var_dir)
     try:
-        await net.deploy()
-        (var_dir / "deployments").mkdir()
-        (var_dir / "deployments" / "31337.json").write_text(net.deployment.to_json())
-        settings.CHAIN_RPC = net.url
-        settings.CHAIN_DEPLOYMENTS_DIR = var_dir / "deployments"
-        settings.WALLET_KEYSTORE_FILE = str(net.keys["platform"].keystore)
-        settings.WALLET_PASSPHRASE_FILE = str(net.keys["platform"].passphrase_file)
+        await market.start()
         # The per-job flow (post with escrow, claim, submit, accept); bench_conversation
         # measures the payment channels.
         settings.MARKETPLACE_CHANNELS = False
-
-        backend = LlamaCppBackend()
-        port = free_port()
-        node = HostNode(backend=backend, chain=net.chain("host-1"),
-                        store=ResultStore(var_dir / "results"),
-                        config=HostConfig(public_url=f"http://127.0.0.1:{port}",
-                                          price_per_token_wei=10**9, withdraw_every_s=3600))
-        runner = web.AppRunner(node.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        node = market.node
+        backend = node.backend
         request = GenerationRequest(model=backend.model_id, prompt=PROMPT,
                                     maxTokens=MAX_TOKENS, temperature=0.0)
         platform = await wallet.platform_chain()
@@ -110,11 +92,10 @@ async def main(var_dir: Path) -> None:
             values = [p[state] for p in phases if state in p]
             if values:
                 report(f"client time to {state.lower()}", statistics.median(values), "ms")
-        await runner.cleanup()
         await platform.close()
         await pool.close()
     finally:
-        net.close()
+        await market.close()
 
 
 if __name__ == "__main__":

@@ -30,40 +30,21 @@ QUESTIONS = ["Name a colour.", "Why is the sky blue?", "Say it shorter.",
 
 
 async def main(var_dir: Path) -> None:
-    from aiohttp import web
     from asgiref.sync import sync_to_async
     from django.conf import settings
 
-    from bench.chainkit import BenchChain
-    from bench.common import free_port, report
+    from bench.chainkit import BenchMarket
+    from bench.common import report
     from marketplace import wallet
     from marketplace.client import discovery, pool
-    from marketplace.host.backends import LlamaCppBackend
-    from marketplace.host.cid import ResultStore
-    from marketplace.host.server import HostConfig, HostNode
     from marketplace.models import PaymentChannel, PaymentChannelState
     from marketplace.services import JobSpec, run_job
 
-    net = BenchChain()
+    market = BenchMarket(var_dir)
     try:
-        await net.deploy()
-        (var_dir / "deployments").mkdir()
-        (var_dir / "deployments" / "31337.json").write_text(net.deployment.to_json())
-        settings.CHAIN_RPC = net.url
-        settings.CHAIN_DEPLOYMENTS_DIR = var_dir / "deployments"
-        settings.WALLET_KEYSTORE_FILE = str(net.keys["platform"].keystore)
-        settings.WALLET_PASSPHRASE_FILE = str(net.keys["platform"].passphrase_file)
-        settings.MARKETPLACE_CHANNELS = True
-
-        backend = LlamaCppBackend()
-        port = free_port()
-        node = HostNode(backend=backend, chain=net.chain("host-1"),
-                        store=ResultStore(var_dir / "results"),
-                        config=HostConfig(public_url=f"http://127.0.0.1:{port}",
-                                          price_per_token_wei=10**9, withdraw_every_s=3600))
-        runner = web.AppRunner(node.app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await market.start()
+        node = market.node
+        backend = node.backend
         platform = await wallet.platform_chain()
         w3 = platform.w3
         ours = {platform.address.lower(), node.address.lower()}
@@ -151,11 +132,10 @@ async def main(var_dir: Path) -> None:
                round(statistics.median(first_wait), 1), "ms")
         report("first prompt ttft ms, per-job", round(statistics.median(first_per_job), 1),
                "ms")
-        await runner.cleanup()
         await platform.close()
         await pool.close()
     finally:
-        net.close()
+        await market.close()
 
 
 if __name__ == "__main__":

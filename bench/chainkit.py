@@ -56,3 +56,46 @@ class BenchChain:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class BenchMarket:
+    """A throwaway market for the benchmarks that run the whole flow: anvil with our
+    contracts, the platform wallet in Django's settings, and a host on the bundled model
+    serving in this process (channels on or off as the host's defaults say)."""
+
+    def __init__(self, var_dir: Path):
+        self.var_dir = var_dir
+        self.net = BenchChain()
+        self.node = None
+        self.runner = None
+
+    async def start(self, price_per_token_wei: int = 10**9) -> None:
+        from aiohttp import web
+        from django.conf import settings
+
+        from marketplace.host.backends import LlamaCppBackend
+        from marketplace.host.cid import ResultStore
+        from marketplace.host.server import HostConfig, HostNode
+
+        await self.net.deploy()
+        deployments = self.var_dir / "deployments"
+        deployments.mkdir()
+        (deployments / "31337.json").write_text(self.net.deployment.to_json())
+        settings.CHAIN_RPC = self.net.url
+        settings.CHAIN_DEPLOYMENTS_DIR = deployments
+        settings.WALLET_KEYSTORE_FILE = str(self.net.keys["platform"].keystore)
+        settings.WALLET_PASSPHRASE_FILE = str(self.net.keys["platform"].passphrase_file)
+        port = free_port()
+        self.node = HostNode(backend=LlamaCppBackend(), chain=self.net.chain("host-1"),
+                             store=ResultStore(self.var_dir / "results"),
+                             config=HostConfig(public_url=f"http://127.0.0.1:{port}",
+                                               price_per_token_wei=price_per_token_wei,
+                                               withdraw_every_s=3600))
+        self.runner = web.AppRunner(self.node.app())
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.net.close()
