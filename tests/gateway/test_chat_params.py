@@ -199,20 +199,30 @@ def test_upstream_chat_goes_to_the_upstreams_chat_endpoint_with_its_parameters(
                 {"role": "user", "content": f"And of Italy? ({nonce()})"}]
     same = {"model": MODEL, "messages": messages, "max_tokens": 24, "temperature": 0}
 
+    def direct_answers(asked: dict) -> set[str]:
+        """The upstream's own answers to a request, asked straight before and after ours:
+        at temperature 0 the server's reuse of its cached prompt can change a greedy
+        choice between two identical requests, so either is its answer."""
+        return {direct.chat.completions.create(**asked).choices[0].message.content
+                for _ in range(2)}
+
     # The messages reach the upstream as they are: its own template, its own answer.
     expected = direct.chat.completions.create(**same)
     answer = client.chat.completions.create(**same)
-    assert answer.choices[0].message.content == expected.choices[0].message.content
-    assert answer.usage.completion_tokens == expected.usage.completion_tokens
+    answers = {expected.choices[0].message.content} | direct_answers(same)
+    assert answer.choices[0].message.content in answers
+    if answer.choices[0].message.content == expected.choices[0].message.content:
+        assert answer.usage.completion_tokens == expected.usage.completion_tokens
     # With a `user`, a request is not served from the cache: the upstream streams these.
     got, _, usage, finish = streamed(client.chat.completions.create(**same, stream=True,
                                                                     user="a"))
-    assert got == expected.choices[0].message.content
-    assert usage.completion_tokens == expected.usage.completion_tokens
-    assert finish == expected.choices[0].finish_reason
+    assert got in answers
+    if got == expected.choices[0].message.content:
+        assert usage.completion_tokens == expected.usage.completion_tokens
+        assert finish == expected.choices[0].finish_reason
     got, _, usage, _ = streamed(client.chat.completions.create(
         **same, stream=True, stream_options={"include_usage": False}, user="b"))
-    assert got == expected.choices[0].message.content and usage is None
+    assert got in answers and usage is None
 
     # stop, penalties, JSON mode (a grammar the upstream samples by): the upstream's own
     # answer to them. (A seed is passed on as sent, tested below; this server's sampling
@@ -223,7 +233,7 @@ def test_upstream_chat_goes_to_the_upstreams_chat_endpoint_with_its_parameters(
                   {**formatted, "response_format": {"type": "json_object"}}):
         asked = {**same, **extra}
         assert (client.chat.completions.create(**asked).choices[0].message.content
-                == direct.chat.completions.create(**asked).choices[0].message.content), extra
+                in direct_answers(asked)), extra
 
     json_mode = client.chat.completions.create(**formatted,
                                                response_format={"type": "json_object"})
