@@ -7,7 +7,11 @@ vouchers in the stream, and the host's close at the end.
   Baseline in the same run: one prompt through the per-job flow (post, claim, submit,
   accept).
 - `session added ttft ms`: prompts 2 to 20, the client's time to first token (from the
-  call to run_job) less the host's own (from the request's arrival to its first token).
+  call to run_job) less the host's own (from the request's arrival to its first token),
+  with the client's discovery cache as the product keeps it (10 s: the prompts of this
+  conversation come faster). `... discovery each prompt` empties that cache before each
+  prompt: the chain's registry and the host's capabilities read again, as for a
+  conversation whose turns are more than 10 s apart.
 - The first prompt to a host with no channel: waiting for the open against going per-job
   (MARKETPLACE_CHANNEL_FIRST_PROMPT), each the median of 3.
 """
@@ -49,14 +53,15 @@ async def main(var_dir: Path) -> None:
         w3 = platform.w3
         ours = {platform.address.lower(), node.address.lower()}
 
-        async def first_token_ms(spec: JobSpec) -> float:
+        async def first_token_ms(spec: JobSpec, *, fresh: bool = True) -> float:
             first: list[float] = []
 
             async def on_token(index, text):
                 if not first:
                     first.append(time.perf_counter())
 
-            discovery.invalidate()  # every prompt discovers as a fresh client would
+            if fresh:
+                discovery.invalidate()  # the prompt discovers hosts as a new client would
             started = time.perf_counter()
             await run_job(spec, on_token=on_token)
             return (first[0] - started) * 1000
@@ -103,21 +108,25 @@ async def main(var_dir: Path) -> None:
         block = await w3.eth.block_number
         context = ""
         added: list[float] = []
-        for n in range(PROMPTS):
+        added_fresh: list[float] = []
+        for n in range(2 * PROMPTS):
             question = QUESTIONS[n % len(QUESTIONS)]
             prompt = f"{context}User: {question}\nAssistant:"
             spec = JobSpec(model=backend.model_id, prompt=prompt[-4000:],
                            max_tokens=MAX_TOKENS, temperature=0.0, session="bench")
-            client_ms = await first_token_ms(spec)
+            fresh = n >= PROMPTS  # the same conversation's next 20 prompts, rediscovering
+            client_ms = await first_token_ms(spec, fresh=fresh)
             session = max((s for s in node.sessions.values() if s.channel_id is not None),
                           key=lambda s: s.opened_at)
             host_ms = (session.timestamps[0] - session.opened_at) * 1000
             if n > 0:
-                added.append(client_ms - host_ms)
+                (added_fresh if fresh else added).append(client_ms - host_ms)
             context = f"{prompt} {session.text}\n"
-        channel = await PaymentChannel.objects.aget(state=PaymentChannelState.OPEN)
-        await node.channel_watch.redeem(channel.channel_id)
-        txs, gas = await txs_since(block)
+            if n == PROMPTS - 1:  # the 20-prompt conversation ends: the host closes
+                channel = await PaymentChannel.objects.aget(state=PaymentChannelState.OPEN)
+                await node.channel_watch.redeem(channel.channel_id)
+                txs, gas = await txs_since(block)
+                await sync_to_async(forget_channels)()
 
         report("session txs per prompt", round(txs / PROMPTS, 3), "txs (target <= 0.1)")
         report("session gas per prompt", gas // PROMPTS, "gas (target <= 15,000)")
@@ -128,6 +137,8 @@ async def main(var_dir: Path) -> None:
                "ms (median of prompts 2-20; target <= 30)")
         report("session added ttft ms p90", round(statistics.quantiles(added, n=10)[-1], 1),
                "ms")
+        report("session added ttft ms, discovery each prompt",
+               round(statistics.median(added_fresh), 1), "ms (median of prompts 22-40)")
         report("first prompt ttft ms, waiting for the channel's open",
                round(statistics.median(first_wait), 1), "ms")
         report("first prompt ttft ms, per-job", round(statistics.median(first_per_job), 1),

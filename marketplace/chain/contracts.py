@@ -235,11 +235,14 @@ class Chain:
 
     async def get_node(self, address: str, model: str | None = None) -> NodeInfo:
         address = to_checksum_address(address)
-        n = dict(zip(_fields("NodeRegistry", "getNode"),
-                     await self.registry.functions.getNode(address).call(), strict=True))
-        price = 0
-        if model is not None:
-            price = int(await self.registry.functions.activePrice(address, model_key(model)).call())
+        node = self.registry.functions.getNode(address).call()
+        if model is None:
+            raw, price = await node, 0
+        else:  # both reads at once: one round trip's wait, not two
+            raw, price = await asyncio.gather(
+                node, self.registry.functions.activePrice(address, model_key(model)).call())
+        n = dict(zip(_fields("NodeRegistry", "getNode"), raw, strict=True))
+        price = int(price)
         try:
             metadata = json.loads(n["metadata"]) if n["metadata"] else {}
         except ValueError:
