@@ -5,7 +5,8 @@ item run.
                             temperature: float, reference: str, on_token=None,
                             cancel: asyncio.Event | None = None,
                             endpoint: str = "inference", request_id=None,
-                            recorded: asyncio.Event | None = None) -> InferenceResult
+                            recorded: asyncio.Event | None = None,
+                            timing: Timing | None = None) -> InferenceResult
 
 `api_key` is the accounts.ApiKey of the caller (its user and account loaded, as
 accounts.selectors.api_key_authenticate returns it). `reference` names the reservation
@@ -14,7 +15,8 @@ reuses the reservation, never charges twice). `on_token(index, text)` is awaited
 piece as it arrives; a set `cancel` stops the job and bills only what arrived. `endpoint`
 goes into the request record (pass "batch" for batch items); `request_id` is the record's
 id (made when not given); `recorded` is set once the money is reserved and the record
-exists (a refusal raises instead).
+exists (a refusal raises instead); `timing` gets the time of the money and of the upstream
+or the marketplace (the request's Server-Timing, gateway.timing).
 
 In order:
   1. validate: UNKNOWN_MODEL, PROMPT_TOO_LONG, INVALID_MAX_TOKENS, INVALID_TEMPERATURE,
@@ -64,6 +66,7 @@ from gateway.chat import (
 )
 from gateway.errors import GatewayError
 from gateway.models.requests import RequestStatus
+from gateway.timing import MONEY, UPSTREAM, Timing, timed
 from marketplace.client.errors import ClientError
 
 log = logging.getLogger(__name__)
@@ -188,7 +191,8 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                         recorded: asyncio.Event | None = None,
                         max_price_per_token: int | str | None = None,
                         messages: list[dict] | None = None,
-                        options: ChatOptions = PLAIN) -> InferenceResult:
+                        options: ChatOptions = PLAIN,
+                        timing: Timing | None = None) -> InferenceResult:
     """Run and bill one request (see the module's docstring); raises GatewayError.
     A chat passes its `messages` (an upstream gets them as they are; on the marketplace a
     multi-turn chat's are its session, gateway.chat.chat_session) and its `options`
@@ -240,7 +244,8 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
             cheapest_price_per_token=str(cheapest))
         await books.record_failure(error=error, **base)
         raise error
-    held = await books.open(price_wei=price_wei, reference=reference, **base)
+    held = await timed(timing, MONEY,
+                       books.open(price_wei=price_wei, reference=reference, **base))
     if recorded is not None:
         recorded.set()  # on a refusal, the task's end is the signal
 
@@ -249,13 +254,15 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
     failure: GatewayError | None = None
     try:
         if upstream:
-            outcome = await _run_upstream(model, prompt, max_tokens, temperature, price_wei,
-                                          on_token, cancel, messages, options)
+            outcome = await timed(timing, UPSTREAM, _run_upstream(
+                model, prompt, max_tokens, temperature, price_wei, on_token, cancel,
+                messages, options))
         else:
             session = chat_session(owner_id=api_key.user_id, messages=messages) \
                 if messages is not None else None
-            outcome = await _run_marketplace(api_key, model, prompt, max_tokens, temperature,
-                                             price_wei, on_token, cancel, options, session)
+            outcome = await timed(timing, UPSTREAM, _run_marketplace(
+                api_key, model, prompt, max_tokens, temperature, price_wei, on_token, cancel,
+                options, session))
     except GatewayError as exc:
         failure = exc
     except ClientError as exc:
@@ -278,7 +285,7 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
                 fields["end_user"] = options.user
             closing = books.close(held, request_id=request_id, price_wei=price_wei,
                                   tokens=0, fee_bps=0, fields=fields)
-            await asyncio.shield(asyncio.ensure_future(closing))
+            await asyncio.shield(asyncio.ensure_future(timed(timing, MONEY, closing)))
     if failure is not None:
         raise failure
     tokens = min(outcome.tokens, max_tokens)
@@ -290,9 +297,9 @@ async def inference_run(*, api_key, model: str, prompt: str, max_tokens: int,
               "duration_ms": ms_since(started)}
     if options.user:
         fields["end_user"] = options.user
-    charged = await asyncio.shield(asyncio.ensure_future(books.close(
+    charged = await asyncio.shield(asyncio.ensure_future(timed(timing, MONEY, books.close(
         held, request_id=request_id, price_wei=outcome.price_wei, tokens=tokens,
-        fee_bps=outcome.fee_bps, fields=fields)))
+        fee_bps=outcome.fee_bps, fields=fields))))
     if key is not None and tokens and not cancelled and outcome.verified:
         await result_cache.cache_result(key, text=outcome.text, tokens=tokens,
                                         host=outcome.host,

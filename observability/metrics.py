@@ -6,12 +6,14 @@ every process (web replicas, workers) reports the same truth: the Celery queue's
 here, the marketplace's jobs, payments and gas in marketplace.metrics (a collector it
 registers). Counts that only the code sees as they happen (result cache hits and misses,
 rate-limit rejections) go through `count_cache_lookup` and `count_rate_limit_rejection`,
-which add to Redis so that all processes share one total.
+which add to Redis so that all processes share one total; so does the gateway's time per
+phase (`observe_gateway_phases`, a histogram kept as bucket counts).
 """
 
 from __future__ import annotations
 
 import atexit
+import bisect
 import logging
 import threading
 import time
@@ -25,7 +27,7 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 log = logging.getLogger(__name__)
 registry = CollectorRegistry()
@@ -68,6 +70,13 @@ class _SharedCounts:
     def add(self, field: str, amount: int = 1) -> None:
         with self.lock:
             self.local[field] += amount
+        if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+            self.flush()
+
+    def add_many(self, amounts: dict[str, int]) -> None:
+        """Several fields at once (one lock, one look at the clock)."""
+        with self.lock:
+            self.local.update(amounts)
         if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
             self.flush()
 
@@ -134,6 +143,46 @@ def count_rate_limit_rejection(*, tier: str) -> None:
     rate_limit_counts.add(tier or "unknown")
 
 
+# The gateway's time per phase (gateway.timing): fine enough below a millisecond.
+PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 0.5, 1.0)
+GATEWAY_PHASES = ("gw", "money", "upstream", "upstream_first", "total")
+_PHASE_BOUNDS_NS = tuple(round(b * 1e9) for b in PHASE_BUCKETS)
+phase_counts = _SharedCounts("inkmarket:metrics:gateway_phase")
+
+
+def observe_gateway_phases(figures: dict[str, int]) -> None:
+    """One /v1 request's time per phase, in nanoseconds (names from GATEWAY_PHASES; others
+    are ignored). Each goes to one bucket ("phase:index", the index of the first bound at
+    or above it; len(PHASE_BUCKETS) past the last) and to the phase's sum ("phase:sum",
+    nanoseconds)."""
+    amounts: dict[str, int] = {}
+    for phase, ns in figures.items():
+        if phase in GATEWAY_PHASES:
+            amounts[f"{phase}:{bisect.bisect_left(_PHASE_BOUNDS_NS, ns)}"] = 1
+            amounts[f"{phase}:sum"] = ns
+    phase_counts.add_many(amounts)
+
+
+def gateway_phase_histogram() -> HistogramMetricFamily:
+    """The shared bucket counts as a Prometheus histogram (cumulative, seconds)."""
+    read = phase_counts.read()
+    family = HistogramMetricFamily("inkmarket_gateway_phase_seconds",
+                                   "Time of /v1 requests by phase: gw (the gateway's own), "
+                                   "money, upstream, upstream_first (streams), total",
+                                   labels=["phase"])
+    for phase in GATEWAY_PHASES:
+        per_bucket = [read.get(f"{phase}:{i}", 0) for i in range(len(PHASE_BUCKETS) + 1)]
+        if not any(per_bucket):
+            continue
+        running, buckets = 0, []
+        for bound, n in zip((*map(str, PHASE_BUCKETS), "+Inf"), per_bucket, strict=True):
+            running += n
+            buckets.append((bound, running))
+        family.add_metric([phase], buckets, sum_value=read.get(f"{phase}:sum", 0) / 1e9)
+    return family
+
+
 # ---- figures read at scrape time ----------------------------------------------------------
 
 
@@ -156,6 +205,7 @@ class _CountsCollector:
         for tier, n in sorted(rate_limit_counts.read().items()):
             limited.add_metric([tier], n)
         yield limited
+        yield gateway_phase_histogram()
 
         length = celery_queue_length()
         if length is not None:

@@ -96,8 +96,11 @@ async def chat_completions(request: HttpRequest, body: ChatIn):
         return completion(task.result(), created)
 
     queue: asyncio.Queue = asyncio.Queue()
+    timing = getattr(request, "timing", None)
 
     async def on_token(index: int, text: str, extra: dict | None = None) -> None:
+        if timing is not None and timing.first_ns is None:
+            timing.first_piece()
         queue.put_nowait(text if extra is None else (text, extra))
 
     task, cancel, recorded, request_id = await start(

@@ -61,7 +61,8 @@ async def start(request: HttpRequest, *, endpoint: str, model: str, prompt: str,
                            temperature=temperature, reference=f"gateway:{request_id}",
                            on_token=on_token, cancel=cancel, endpoint=endpoint,
                            request_id=request_id, recorded=recorded,
-                           max_price_per_token=ceiling, **chat)
+                           max_price_per_token=ceiling,
+                           timing=getattr(request, "timing", None), **chat)
     _cancels[request_id] = cancel
     task.add_done_callback(lambda _: _cancels.pop(request_id, None))
     return task, cancel, recorded, request_id

@@ -1,6 +1,7 @@
 """What every /v1 request goes through before its endpoint: the body size limit, the
-API key lookup and the rate limit; and after it: X-RateLimit-* headers, and the one JSON
-error shape for answers Django makes itself (an unknown path, a wrong method).
+API key lookup and the rate limit; and after it: X-RateLimit-* headers, the
+Server-Timing header (gateway.timing: the request's recorder is request.timing), and the
+one JSON error shape for answers Django makes itself (an unknown path, a wrong method).
 
 The key is looked up once here (one query), for the limit and for the endpoint's auth
 (request.api_key); the limit is counted in Redis by key, or by client address for a
@@ -21,6 +22,7 @@ from gateway.api.auth import raw_key
 from gateway.api.errors import _BY_STATUS, error_body, error_response
 from gateway.db import db_sync
 from gateway.keys import api_key_lookup
+from gateway.timing import Timing, timing_answer
 
 PREFIX = "/v1/"
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
@@ -96,6 +98,7 @@ def _finish(request, response, limit):
         response.content = body
         response["Content-Type"] = "application/json"
         response["Content-Length"] = str(len(body))
+    timing_answer(request.timing, response)
     return response
 
 
@@ -121,6 +124,7 @@ class GatewayMiddleware:
             return self.__acall__(request)
         if not request.path.startswith(PREFIX):
             return self.get_response(request)
+        request.timing = Timing()
         # On the gateway's threads even here: a connection opened in this request's own
         # thread would be a new connection for every request.
         request.api_key, limit = db_sync(_admit, raw_key(request),
@@ -131,6 +135,7 @@ class GatewayMiddleware:
     async def __acall__(self, request):
         if not request.path.startswith(PREFIX):
             return await self.get_response(request)
+        request.timing = Timing()
         request.api_key, limit = await _admit_async(raw_key(request),
                                                     request.META.get("REMOTE_ADDR", ""))
         refused = _limited(limit) or _read_body(request)
