@@ -41,10 +41,6 @@ HEADER = "Server-Timing"
 MONEY, UPSTREAM = "money", "upstream"
 
 
-def _ms(ns: int) -> str:
-    return f"{ns / 1e6:.2f}"
-
-
 class Timing:
     """The phases of one /v1 request, in nanoseconds."""
 
@@ -71,22 +67,23 @@ class Timing:
         if began is not None and self.first_ns is None:
             self.first_ns = _now() - began
 
-    def phases(self, now: int) -> tuple[int, dict[str, int], set[str]]:
-        """The total, each phase reached (a running one: so far), and which still run."""
-        spent = dict(self.spent)
-        for phase, began in self.running.items():
-            spent[phase] = spent.get(phase, 0) + now - began
-        return now - self.started, spent, set(self.running)
+    def phases(self, now: int) -> tuple[int, dict[str, int]]:
+        """The total, and the time of each phase reached (a running one: so far)."""
+        spent = self.spent
+        if self.running:
+            spent = dict(spent)
+            for phase, began in self.running.items():
+                spent[phase] = spent.get(phase, 0) + now - began
+        return now - self.started, spent
 
-    def header(self, now: int | None = None) -> str:
-        total, spent, running = self.phases(now or _now())
-        own = max(total - sum(spent.values()), 0)
-        parts = [f"gw;dur={_ms(own)}"]
+    def header(self) -> str:
+        total, spent = self.phases(_now())
+        parts = [f"gw;dur={max(total - sum(spent.values()), 0) / 1e6:.2f}"]
         for phase in (MONEY, UPSTREAM):
             if phase in spent:
-                desc = 'desc="so far";' if phase in running else ""
-                parts.append(f"{phase};{desc}dur={_ms(spent[phase])}")
-        parts.append(f"total;dur={_ms(total)}")
+                desc = 'desc="so far";' if phase in self.running else ""
+                parts.append(f"{phase};{desc}dur={spent[phase] / 1e6:.2f}")
+        parts.append(f"total;dur={total / 1e6:.2f}")
         return ", ".join(parts)
 
     def observe(self) -> None:
@@ -94,7 +91,7 @@ class Timing:
         if self.observed:
             return
         self.observed = True
-        total, spent, _ = self.phases(_now())
+        total, spent = self.phases(_now())
         figures = {"gw": max(total - sum(spent.values()), 0), "total": total, **spent}
         if self.first_ns is not None:
             figures["upstream_first"] = self.first_ns

@@ -148,6 +148,8 @@ PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
                  0.25, 0.5, 1.0)
 GATEWAY_PHASES = ("gw", "money", "upstream", "upstream_first", "total")
 _PHASE_BOUNDS_NS = tuple(round(b * 1e9) for b in PHASE_BUCKETS)
+_PHASE_FIELDS = {phase: (tuple(f"{phase}:{i}" for i in range(len(PHASE_BUCKETS) + 1)),
+                         f"{phase}:sum") for phase in GATEWAY_PHASES}
 phase_counts = _SharedCounts("inkmarket:metrics:gateway_phase")
 
 
@@ -158,9 +160,10 @@ def observe_gateway_phases(figures: dict[str, int]) -> None:
     nanoseconds)."""
     amounts: dict[str, int] = {}
     for phase, ns in figures.items():
-        if phase in GATEWAY_PHASES:
-            amounts[f"{phase}:{bisect.bisect_left(_PHASE_BOUNDS_NS, ns)}"] = 1
-            amounts[f"{phase}:sum"] = ns
+        fields = _PHASE_FIELDS.get(phase)
+        if fields is not None:
+            amounts[fields[0][bisect.bisect_left(_PHASE_BOUNDS_NS, ns)]] = 1
+            amounts[fields[1]] = ns
     phase_counts.add_many(amounts)
 
 
