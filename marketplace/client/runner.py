@@ -370,6 +370,19 @@ class _Track:
         self.last_at = time.perf_counter()
         await self.progress.token(piece)
 
+    async def abandon(self, exc: ClientError, start_index: int,
+                      cancel: asyncio.Event) -> ClientError:
+        """The host's part ended short: recorded as abandoned and its text taken back
+        before anyone else goes on. Returns the error to raise (CANCELLED when the job
+        was cancelled)."""
+        await self.note(state=AttemptState.ABANDONED, error_code=exc.code,
+                        tokens=len(self.progress.pieces) - start_index)
+        if len(self.progress.pieces) > start_index:
+            await self.progress.rewind(start_index)
+        if cancel.is_set():
+            return ClientError("CANCELLED", "the job was cancelled", permanent=True)
+        return exc
+
     def speed(self, delivered: int) -> float | None:
         """The host's speed once it streams: the tokens after the first, over the time
         from the first to the last. TTFT is measured apart."""
@@ -442,14 +455,11 @@ async def _attempt(spec: JobSpec, job_id: uuid.UUID, number: int, host: Candidat
     except ClientError as exc:
         # The host died, stalled or sent what the protocol refuses: it is paid nothing;
         # its escrow comes back through the contract's timeout path once the deadline
-        # passes (see refunds.py). Its text is taken back before anyone else goes on.
-        await note(state=AttemptState.ABANDONED, error_code=exc.code,
-                   tokens=len(progress.pieces) - start_index)
-        if len(progress.pieces) > start_index:
-            await progress.rewind(start_index)
-        if cancel.is_set():
-            raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
-        raise
+        # passes (see refunds.py).
+        error = await track.abandon(exc, start_index, cancel)
+        if error is exc:
+            raise
+        raise error from exc
     delivered = len(progress.pieces) - start_index
     await note(tokens=delivered, tokens_per_s=track.speed(delivered))
 
@@ -594,15 +604,12 @@ async def _attempt_channel(spec: JobSpec, job_id: uuid.UUID, host: Candidate,
                                       on_ready=track.on_ready, cancel=cancel, encrypt=True,
                                       on_metadata=progress.meta, payment=payment)
     except ClientError as exc:
-        # What arrived was paid for (at most the host's credit limit more than that was
-        # never sent); the text is taken back all the same, and the platform bears it.
-        await note(state=AttemptState.ABANDONED, error_code=exc.code,
-                   tokens=len(progress.pieces) - start_index)
-        if len(progress.pieces) > start_index:
-            await progress.rewind(start_index)
-        if cancel.is_set():
-            raise ClientError("CANCELLED", "the job was cancelled", permanent=True) from exc
-        raise
+        # What arrived was paid for by vouchers (the host sent no more than its credit
+        # limit beyond them); the text is taken back all the same, at the platform's cost.
+        error = await track.abandon(exc, start_index, cancel)
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         await sync_to_async(channel_services.channel_release)(
             lease=lease, unused_wei=max(lease.reserved_wei - paid, 0))
