@@ -105,10 +105,6 @@ def _timestamp(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _hex(value: Any) -> str:
-    return value.to_0x_hex() if hasattr(value, "to_0x_hex") else str(value)
-
-
 # ---- leases and payments (the stream's side) --------------------------------------------
 
 
@@ -217,19 +213,12 @@ def _channel_set(pk: int, *, state_was: str | None = None, log_entry: dict | Non
         return True
 
 
-async def _opened_event(channels: Channels, *, channel_id: int | None = None,
-                        payer: str | None = None, host: str | None = None) -> list[dict]:
-    filters: dict[str, Any] = {}
-    if channel_id is not None:
-        filters["channelId"] = channel_id
-    if payer is not None:
-        filters["payer"] = to_checksum_address(payer)
-    if host is not None:
-        filters["host"] = to_checksum_address(host)
+async def _opened_event(channels: Channels, *, payer: str, host: str) -> list[dict]:
+    filters = {"payer": to_checksum_address(payer), "host": to_checksum_address(host)}
     logs = await channels.contract.events.ChannelOpened().get_logs(
         from_block=channels.chain.deployment.block, argument_filters=filters)
     return [{"channel_id": int(e["args"]["channelId"]), "deposit": int(e["args"]["deposit"]),
-             "tx": _hex(e["transactionHash"])} for e in logs]
+             "tx": Chain._hash(e)} for e in logs]
 
 
 async def channel_ensure(chain: Chain, host_address: str) -> PaymentChannel | None:
@@ -254,7 +243,7 @@ async def _channel_open(chain: Chain, channel: PaymentChannel) -> PaymentChannel
     deposit = settings.MARKETPLACE_CHANNEL_DEPOSIT_WEI
     channels = Channels(chain)
     try:
-        channel_id = await channels.open(channel.host_address, deposit)
+        channel_id, tx = await channels.open_with_tx(channel.host_address, deposit)
     except ChainError as exc:
         if exc.permanent:  # refused (the host is not active, the wallet is short): nothing sent
             await sync_to_async(_channel_set)(channel.pk, state_was=PaymentChannelState.OPENING,
@@ -266,10 +255,9 @@ async def _channel_open(chain: Chain, channel: PaymentChannel) -> PaymentChannel
             await sync_to_async(_channel_set)(channel.pk, error=str(exc)[:2000])
         log.warning("could not open a channel to %s: %s", channel.host_address, exc)
         return None
-    events = await _opened_event(channels, channel_id=channel_id)
     await sync_to_async(_channel_set)(
         channel.pk, state_was=PaymentChannelState.OPENING, state=OPEN, channel_id=channel_id,
-        deposit_wei=deposit, open_tx=events[0]["tx"] if events else "", error="",
+        deposit_wei=deposit, open_tx=tx, error="",
         last_used_at=timezone.now())
     log.info("channel %s opened to %s with %s wei", channel_id, channel.host_address, deposit)
     return await PaymentChannel.objects.aget(pk=channel.pk)
@@ -366,7 +354,7 @@ async def _closed_event(channels: Channels, channel_id: int) -> dict | None:
         return None
     args = logs[-1]["args"]
     return {"host_amount": int(args["hostAmount"]), "fee": int(args["fee"]),
-            "refund": int(args["refund"]), "tx": _hex(logs[-1]["transactionHash"]),
+            "refund": int(args["refund"]), "tx": Chain._hash(logs[-1]),
             "by_exit": bool(args["byExit"])}
 
 

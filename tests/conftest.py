@@ -3,6 +3,7 @@ and a whole local network of real host processes."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -278,16 +279,18 @@ async def secret_rpc(network, settings, unused_port, monkeypatch):
     return settings.CHAIN_RPC
 
 
-@pytest.fixture(scope="module")
-def llama_server():
-    """llama-cpp-python's OpenAI-compatible server on the bundled model: a real upstream."""
+@contextlib.contextmanager
+def llama_server_running(log_path: Path | None = None, *args: str):
+    """llama-cpp-python's OpenAI-compatible server on the bundled model, on a free port:
+    a real upstream. Its output goes to `log_path` (shown if it does not start)."""
     from marketplace.weights import bundled_model_path
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log_path or os.devnull, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", *args],
+            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -297,7 +300,16 @@ def llama_server():
             time.sleep(0.1)
     else:
         proc.kill()
-        raise RuntimeError("llama_cpp.server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+        raise RuntimeError(log_path.read_text() if log_path else
+                           "llama_cpp.server did not start")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    with llama_server_running() as url:
+        yield url

@@ -91,6 +91,14 @@ class FollowupRefused(Exception):
         self.code, self.message = code, message
 
 
+def followup_not_ready(parent: Generation) -> FollowupRefused | None:
+    """Why a change cannot be asked of `parent` yet: it is still being written."""
+    if parent.is_live:
+        return FollowupRefused("STILL_WRITING", "This version is still being written: wait "
+                                                "for it to finish, or stop it, then ask.")
+    return None
+
+
 @transaction.atomic
 def generation_followup(*, user, parent: Generation, instruction: str,
                         price_cap_wei: int | None) -> Generation:
@@ -108,9 +116,9 @@ def generation_followup(*, user, parent: Generation, instruction: str,
     if len(instruction) > MAX_INSTRUCTION_CHARS:
         raise FollowupRefused("INSTRUCTION_TOO_LONG",
                               f"Keep the change under {MAX_INSTRUCTION_CHARS} characters.")
-    if parent.is_live:
-        raise FollowupRefused("STILL_WRITING", "This version is still being written: wait "
-                                               "for it to finish, or stop it, then ask.")
+    not_ready = followup_not_ready(parent)
+    if not_ready is not None:
+        raise not_ready
     if not parent.final_text.strip():
         raise FollowupRefused("NO_TEXT", "This version has no text to change: start again "
                                          "with a new prompt.")

@@ -136,10 +136,10 @@ async def followup(request, pk):
 
     if not form.is_valid():
         return await refused(400)
-    if parent.is_live:  # before asking the hosts for prices: it cannot run anyway
-        form.add_error(None, "This version is still being written: wait for it to finish, "
-                             "or stop it, then ask for a change.")
-        return await refused(409)
+    not_ready = services.followup_not_ready(parent)
+    if not_ready is not None:  # before asking the hosts for prices: it cannot run anyway
+        form.add_error(None, not_ready.message)
+        return await refused(_REFUSED_STATUS[not_ready.code])
     estimate = await services.estimate_generation(
         parent.content_type, parent.length, model=parent.model,
         max_tokens=parent.max_tokens, user=user)

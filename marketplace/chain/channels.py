@@ -177,9 +177,13 @@ class Channels:
         return dict(event["args"])
 
     async def open(self, host: str, deposit_wei: int) -> int:
+        return (await self.open_with_tx(host, deposit_wei))[0]
+
+    async def open_with_tx(self, host: str, deposit_wei: int) -> tuple[int, str]:
+        """The new channel's id and the hash of the transaction that opened it."""
         receipt = await self._send(self.contract.functions.open, to_checksum_address(host),
                                    value=deposit_wei)
-        return int(self._event(receipt, "ChannelOpened")["channelId"])
+        return int(self._event(receipt, "ChannelOpened")["channelId"]), Chain._hash(receipt)
 
     async def top_up(self, channel_id: int, wei: int) -> str:
         return Chain._hash(await self._send(self.contract.functions.topUp, channel_id,

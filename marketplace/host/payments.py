@@ -44,14 +44,12 @@ class Credit:
         """The channel a stream is paid from, checked: it exists, pays this host, is open,
         and `payer` (the stream's signer) is its payer."""
         try:
-            info = await self.desk.channel(channel_id)
+            info = await self.desk.ours(channel_id)
+        except VoucherRefused as exc:
+            raise StreamRefused(exc.code, str(exc)) from None
         except (ChainError, *RPC_FAULTS) as exc:
             raise StreamRefused(Code.CHAIN_UNAVAILABLE, f"cannot read channel {channel_id}: "
                                 f"{exc}") from None
-        if int(info.payer, 16) == 0:
-            raise StreamRefused("UNKNOWN_CHANNEL", f"no channel {channel_id}")
-        if info.host.lower() != self.desk.host:
-            raise StreamRefused("NOT_YOUR_CHANNEL", f"channel {channel_id} pays another host")
         if info.state != ChannelState.OPEN:
             raise StreamRefused("CHANNEL_CLOSED", f"channel {channel_id} is "
                                 f"{info.state.value}; open another")

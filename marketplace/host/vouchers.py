@@ -144,16 +144,21 @@ class VoucherDesk:
         self._info[channel_id] = (info, time.monotonic())
         return info
 
+    async def ours(self, channel_id: int) -> ChannelInfo:
+        """The channel as last read, if it exists and pays this host; VoucherRefused
+        UNKNOWN_CHANNEL or NOT_YOUR_CHANNEL if not."""
+        info = await self.channel(channel_id)
+        if int(info.payer, 16) == 0:
+            raise VoucherRefused("UNKNOWN_CHANNEL", f"no channel {channel_id}")
+        if info.host.lower() != self.host:
+            raise VoucherRefused("NOT_YOUR_CHANNEL", f"channel {channel_id} pays another host")
+        return info
+
     async def accept(self, voucher: Voucher) -> Held:
         """Check `voucher` and keep it; returns what is now held for its channel. Raises
         VoucherRefused with a code: UNKNOWN_CHANNEL, NOT_YOUR_CHANNEL, CHANNEL_CLOSED,
         BAD_VOUCHER, STALE_VOUCHER, OVER_DEPOSIT."""
-        info = await self.channel(voucher.channel_id)
-        if int(info.payer, 16) == 0:
-            raise VoucherRefused("UNKNOWN_CHANNEL", f"no channel {voucher.channel_id}")
-        if info.host.lower() != self.host:
-            raise VoucherRefused("NOT_YOUR_CHANNEL",
-                                 f"channel {voucher.channel_id} pays another host")
+        info = await self.ours(voucher.channel_id)
         if info.state == ChannelState.CLOSED:
             raise VoucherRefused("CHANNEL_CLOSED", f"channel {voucher.channel_id} is closed")
         try:

@@ -12,10 +12,7 @@ bench/bench_batch.py, not here.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -31,9 +28,8 @@ from accounts.services import (
     user_create,
 )
 from gateway.models import Batch, BatchItem, BatchState, GatewayRequest, ItemState
-from marketplace.host.backends import bundled_model_path
 from marketplace.webhooks import webhook_verify
-from tests.conftest import MODEL, free_port
+from tests.conftest import MODEL, llama_server_running
 from tests.gateway.batchkit import celery_worker, in_thread, nonce
 from tests.marketplace.receiver import Receiver
 
@@ -44,25 +40,9 @@ PRICE = 10**9
 
 @pytest.fixture
 def llama_server(tmp_path):
-    port = free_port()
-    with open(tmp_path / "llama-server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()),
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--interrupt_requests", "False"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"{url}/v1/models", timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError((tmp_path / "llama-server.log").read_text())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with llama_server_running(tmp_path / "llama-server.log",
+                              "--interrupt_requests", "False") as url:
+        yield url
 
 
 @pytest.fixture
