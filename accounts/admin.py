@@ -78,11 +78,19 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("tier",)
     search_fields = ("user__username", "user__email")
     list_select_related = ("user",)
-    fields = ("user", "tier", "available", "held", "adjust_wei", "adjust_memo",
+    fields = ("user", "tier", "available", "held", "in_till", "adjust_wei", "adjust_memo",
               "created_at", "updated_at")
-    readonly_fields = ("user", "available", "held", "created_at", "updated_at")
+    readonly_fields = ("user", "available", "held", "in_till", "created_at", "updated_at")
     available = money.admin_column("balance_wei", "available")
     held = money.admin_column("held_wei", "held")
+
+    @admin.display(description="gateway till")
+    def in_till(self, account):
+        # accounts.till: while mirrored, "available" lags the gateway's latest requests
+        # by the rows not yet written (milliseconds); an adjustment takes it back first.
+        if not account.till:
+            return "not mirrored"
+        return f"mirrored in Redis (generation {account.till}); figures may lag by a batch"
 
     def has_add_permission(self, request):
         return False  # accounts are made with their user, with the sign-up credit

@@ -30,6 +30,9 @@ class Account(models.Model):
     # What this account's on-chain deposits name it by (0x + 64 hex digits); given on
     # first use (accounts.funds.account_deposit_ref).
     deposit_ref = models.CharField(max_length=66, unique=True, null=True, blank=True)
+    # The generation of the gateway's mirror of this balance in Redis, while there is one
+    # (accounts.till); what the gateway writes for another generation moves no money.
+    till = models.CharField(max_length=16, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

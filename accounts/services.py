@@ -35,6 +35,7 @@ from accounts.models import (
     User,
 )
 from accounts.tiers import Tier
+from accounts.till import till_detach, till_release
 
 KEY_PREFIX = "sk_"
 KEY_RANDOM_BYTES = 32
@@ -85,7 +86,13 @@ def account_set_tier(account: Account, *, tier: str) -> Account:
 
 
 def _lock(account_id: int) -> Account:
-    return Account.objects.select_for_update().get(pk=account_id)
+    """The account's row, locked; its money taken back from the gateway's till first,
+    if it is there (accounts.till), so that this change and the till's never meet."""
+    till_release(account_id)
+    account = Account.objects.select_for_update().get(pk=account_id)
+    if account.till:  # mirrored again meanwhile, or Redis was away
+        till_detach(account)
+    return account
 
 
 def _append(account: Account, kind: str, amount_wei: int, **fields) -> LedgerEntry:

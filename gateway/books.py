@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -157,12 +158,12 @@ _REQUEST_COLUMNS = ("id, user_id, api_key_id, endpoint, model, status, max_token
                     "error_code, error_message, text, host, job_id, reference, created_at, "
                     "finished_at, duration_ms")
 
-RESERVE = f"""
+_RESERVE = f"""
 WITH account AS (
     UPDATE {_ACCOUNT}
        SET balance_wei = balance_wei - %(amount)s, held_wei = held_wei + %(amount)s,
            updated_at = now()
-     WHERE id = %(account)s AND tier = %(tier)s AND balance_wei >= %(amount)s
+     WHERE id = %(account)s AND tier = %(tier)s AND balance_wei >= %(amount)s {{guard}}
  RETURNING id, balance_wei, held_wei
 ), reservation AS (
     INSERT INTO {_RESERVATION} (account_id, reference, amount_wei, tier, state, charged_wei,
@@ -186,6 +187,14 @@ WITH account AS (
 )
 SELECT id FROM reservation
 """
+# The guards: this path moves an account's money only while the till does not hold it
+# (accounts.till); the till's own statements (gateway.till) only for the generation of
+# the mirror they come from.
+_NOT_IN_TILL = "AND till = ''"
+_RESERVATION_NOT_IN_TILL = (f"AND NOT EXISTS (SELECT 1 FROM {_ACCOUNT} a "
+                            f"WHERE a.id = account_id AND a.till <> '')")
+RESERVE = _RESERVE.replace("{guard}", _NOT_IN_TILL)
+TILL_RESERVE = _RESERVE.replace("{guard}", "AND till = %(gen)s")
 
 RECORD = f"""
 INSERT INTO {_REQUEST} ({_REQUEST_COLUMNS})
@@ -198,7 +207,7 @@ VALUES (%(request)s, %(user)s, %(key)s, %(endpoint)s, %(model)s, %(status)s,
 # Settle: the charge leaves the hold, then the rest of the hold goes back to the balance;
 # each entry with the account's figures right after it (the refund only when there is
 # one), in that order.
-SETTLE = f"""
+_SETTLE = f"""
 WITH reservation AS (
     UPDATE {_RESERVATION}
        SET state = 'settled', charged_wei = %(charged)s,
@@ -206,6 +215,7 @@ WITH reservation AS (
            protocol_fee_wei = %(protocol)s, platform_fee_wei = %(platform)s,
            closed_at = now()
      WHERE id = %(reservation)s AND state = 'held' AND amount_wei >= %(charged)s
+           {{guard}}
  RETURNING id, account_id, amount_wei - %(charged)s AS refund, reference
 ), account AS (
     UPDATE {_ACCOUNT}
@@ -236,12 +246,12 @@ WITH reservation AS (
 SELECT id FROM reservation
 """
 
-RELEASE = f"""
+_RELEASE = f"""
 WITH reservation AS (
     UPDATE {_RESERVATION}
        SET state = 'released', refunded_wei = amount_wei, reason = %(reason)s,
            closed_at = now()
-     WHERE id = %(reservation)s AND state = 'held'
+     WHERE id = %(reservation)s AND state = 'held' {{guard}}
  RETURNING id, account_id, amount_wei, reference
 ), account AS (
     UPDATE {_ACCOUNT}
@@ -261,6 +271,15 @@ WITH reservation AS (
 )
 SELECT id FROM reservation
 """
+
+SETTLE = _SETTLE.replace("{guard}", _RESERVATION_NOT_IN_TILL)
+RELEASE = _RELEASE.replace("{guard}", _RESERVATION_NOT_IN_TILL)
+# The till's close names its reservation by reference: it is queued right behind the
+# reservation's own rows, before their id is known.
+_BY_REFERENCE = ("WHERE id = %(reservation)s AND state = 'held'",
+                 "WHERE reference = %(reference)s AND state = 'held'")
+TILL_SETTLE = _SETTLE.replace("{guard}", "").replace(*_BY_REFERENCE)
+TILL_RELEASE = _RELEASE.replace("{guard}", "").replace(*_BY_REFERENCE)
 
 # What closing a request may write on its record, besides tokens, cost and finished_at.
 _FINISH_FIELDS = frozenset({"status", "text", "host", "job_id", "prompt_tokens",
@@ -349,8 +368,11 @@ class SqlBooks:
                     return Held(id=row[0], amount_wei=worst, tier=tier)
                 # Refused: short of money, or the tier changed since the key was read.
                 cursor = await conn.execute(
-                    f"SELECT balance_wei, tier FROM {_ACCOUNT} WHERE id = %s", (account_id,))
-                balance, now_tier = await cursor.fetchone()
+                    f"SELECT balance_wei, tier, till FROM {_ACCOUNT} WHERE id = %s",
+                    (account_id,))
+                balance, now_tier, till = await cursor.fetchone()
+                if till:
+                    break  # the till holds its money: accounts.services takes it back
                 if now_tier == tier:
                     error = insufficient(worst, int(balance))
                     await self.record_failure(
@@ -387,9 +409,18 @@ class SqlBooks:
 
 
 def books():
-    """SqlBooks on PostgreSQL (and GATEWAY_DIRECT_SQL), else OrmBooks."""
+    """On PostgreSQL (and GATEWAY_DIRECT_SQL) the till (gateway.till) where Redis is set
+    and GATEWAY_TILL on, else SqlBooks; OrmBooks elsewhere."""
     pool = pg_pool()
-    return SqlBooks(pool) if pool is not None else OrmBooks()
+    if pool is None:
+        return OrmBooks()
+    if settings.GATEWAY_TILL:
+        from gateway.till import TillBooks, till_for_loop
+
+        till = till_for_loop(pool)
+        if till is not None:
+            return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_S)
+    return SqlBooks(pool)
 
 
 __all__ = ["Held", "OrmBooks", "SqlBooks", "books", "insufficient", "ms_since"]

@@ -122,6 +122,9 @@ def redis_client():
 
 async def gateway_connections_close() -> None:
     """Close the running loop's database connections and Redis client (tests, shutdown)."""
+    from gateway.till import till_drain
+
+    await till_drain()  # the till's queue is written before its connections go
     loop = asyncio.get_running_loop()
     pool = _pools.pop(loop, None)
     if pool is not None:

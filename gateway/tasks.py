@@ -148,3 +148,16 @@ def batch_items_sweep() -> int:
         log.warning("requeueing %d batch items nobody was running", len(stuck))
         batch_services.batch_items_enqueue(item_ids=stuck)
     return len(stuck)
+
+
+@shared_task(name="gateway.tasks.till_reconcile", acks_late=True, time_limit=120,
+             soft_time_limit=100)
+def till_reconcile() -> dict[str, int]:
+    """Beat, every minute: the till's mirrors checked against PostgreSQL; idle ones, and
+    ones a dead process left with steps unwritten, taken back (accounts.till)."""
+    from accounts.till import till_enabled
+    from accounts.till import till_reconcile as reconcile
+
+    if not till_enabled():
+        return {}
+    return reconcile()

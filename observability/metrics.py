@@ -12,8 +12,10 @@ phase (`observe_gateway_phases`, a histogram kept as bucket counts).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import bisect
+import concurrent.futures
 import logging
 import threading
 import time
@@ -71,14 +73,26 @@ class _SharedCounts:
         with self.lock:
             self.local[field] += amount
         if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
-            self.flush()
+            self._flush_soon()
 
     def add_many(self, amounts: dict[str, int]) -> None:
         """Several fields at once (one lock, one look at the clock)."""
         with self.lock:
             self.local.update(amounts)
         if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flush now, or, called on an event loop, on the counts' own thread: a Redis
+        call (up to its timeout when Redis is slow) must not hold every request of the
+        loop."""
+        self._flushed_at = time.monotonic()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
             self.flush()
+            return
+        _flusher().submit(self.flush)
 
     def flush(self) -> None:
         client = self._client()
@@ -115,6 +129,16 @@ class _SharedCounts:
 
 
 _clients: dict[str, object] = {}
+_flush_thread: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _flusher() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread for every count's flushes from event loops (they queue behind each
+    other, never beside a request)."""
+    if not _flush_thread:
+        _flush_thread.append(concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="metrics-flush"))
+    return _flush_thread[0]
 
 
 def _redis_client(url: str):
@@ -130,6 +154,9 @@ def _redis_client(url: str):
 
 cache_counts = _SharedCounts("inkmarket:metrics:cache")
 rate_limit_counts = _SharedCounts("inkmarket:metrics:ratelimit")
+till_counts = _SharedCounts("inkmarket:metrics:till")
+TILL_EVENTS = ("installed", "released", "release_unwritten", "deferred", "written_off",
+               "reconcile_stuck", "reconcile_drift", "batches", "steps")
 
 
 def count_cache_lookup(*, hit: bool, cache: str = "result") -> None:
@@ -141,6 +168,11 @@ def count_cache_lookup(*, hit: bool, cache: str = "result") -> None:
 def count_rate_limit_rejection(*, tier: str) -> None:
     """Count one request refused by a rate limit, by the caller's tier."""
     rate_limit_counts.add(tier or "unknown")
+
+
+def count_till(event: str, amount: int = 1) -> None:
+    """Count an event of the gateway's till (accounts.till, gateway.till; TILL_EVENTS)."""
+    till_counts.add(event, amount)
 
 
 # The gateway's time per phase (gateway.timing): fine enough below a millisecond.
@@ -208,6 +240,15 @@ class _CountsCollector:
         for tier, n in sorted(rate_limit_counts.read().items()):
             limited.add_metric([tier], n)
         yield limited
+        till = CounterMetricFamily(
+            "inkmarket_gateway_till_events",
+            "The gateway's till: mirrors installed and released, steps and batches written, "
+            "reservations deferred or written off (the platform's), reconciliations",
+            labels=["event"])
+        read = till_counts.read()
+        for event in TILL_EVENTS:
+            till.add_metric([event], read.get(event, 0))
+        yield till
         yield gateway_phase_histogram()
 
         length = celery_queue_length()

@@ -184,6 +184,8 @@ CELERY_BEAT_SCHEDULE = {
                                    "schedule": 10 * OPS_BEAT_INTERVAL_S},
     "channels-maintain": {"task": "marketplace.tasks.channels_maintain",
                           "schedule": OPS_BEAT_INTERVAL_S},
+    "till-reconcile": {"task": "gateway.tasks.till_reconcile",
+                       "schedule": OPS_BEAT_INTERVAL_S},
 }
 
 # ---- Marketplace -------------------------------------------------------------------
@@ -397,6 +399,13 @@ GATEWAY_SYNCHRONOUS_COMMIT = env_bool("GATEWAY_SYNCHRONOUS_COMMIT", False)
 # POST /v1/inference and /v1/chat/completions through the ASGI handler's shorter way
 # (config.handler: the same middleware and views, less of Django's request cycle).
 GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
+# The till (docs/gateway.md, "Money"): a /v1 request's money reserved and settled in
+# Redis by one script each, the ledger's rows written behind in batches. Needs Redis and
+# the direct SQL path (PostgreSQL). A settled request's answer waits for its rows to be
+# written, at most GATEWAY_TILL_WAIT_S; mirrors idle GATEWAY_TILL_IDLE_S go back.
+GATEWAY_TILL = env_bool("GATEWAY_TILL", True)
+GATEWAY_TILL_WAIT_S = float(env_int("GATEWAY_TILL_WAIT_S", 5))
+GATEWAY_TILL_IDLE_S = env_int("GATEWAY_TILL_IDLE_S", 300)
 # Before the session and CSRF middleware: over-limit and oversized requests stop here.
 MIDDLEWARE.insert(MIDDLEWARE.index("observability.logging.RequestIdMiddleware") + 1,
                   "gateway.api.middleware.GatewayMiddleware")

@@ -41,10 +41,14 @@ def gateway_settings(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_rate_limits():
-    """Forget request counts an earlier test (or run) left in this run's Redis db."""
+    """Forget request counts and the till's mirrors an earlier test (or run) left in
+    this run's Redis db."""
     def clear():
         client = redis.Redis.from_url(django_settings.REDIS_URL)
         for name in client.scan_iter("inkmarket:ratelimit*"):
+            client.delete(name)
+        # The till's mirrors are named by account id, and ids start again in each test.
+        for name in client.scan_iter("inkmarket:till:*"):
             client.delete(name)
         client.close()
     clear()

@@ -191,3 +191,42 @@ def test_counting_often_costs_little(settings):
         counts.add("x")
     assert time.monotonic() - started < 1.0  # one Redis call a second, not one a count
     assert counts.read()["x"] >= 5000
+
+
+async def test_counting_on_an_event_loop_never_waits_for_a_redis_that_stalls(settings):
+    """A Redis that accepts and never answers: a flush waits out its timeout (0.5 s), but
+    on its own thread; the loop's requests go on."""
+    import asyncio
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    metrics._clients.clear()
+    counts = metrics._SharedCounts("inkmarket:metrics:test-stall")
+    try:
+        ticks, stop = [], asyncio.Event()
+
+        async def ticker():
+            while not stop.is_set():
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.005)
+
+        running = asyncio.ensure_future(ticker())
+        started = time.monotonic()
+        for _ in range(3):
+            counts.add("x")
+            await asyncio.sleep(counts.FLUSH_EVERY_S + 0.05)
+        counts.add("x")
+        stop.set()
+        await running
+        # The loop never stood still for the flushes' 0.5 s timeouts.
+        assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.2
+        assert time.monotonic() - started < 4
+        await asyncio.sleep(0.6)  # the last flush times out on its thread
+        with counts.lock:
+            assert counts.local["x"] == 4  # kept, to be added when Redis answers
+    finally:
+        metrics._clients.clear()
+        silent.close()
