@@ -93,9 +93,22 @@ local function str(a)
 end
 """
 
+# Steps of generation ARGV[g] written meanwhile, ARGV[g + 1] of them, told along with the
+# next script for the mirror (so that telling costs no call of its own under load).
+_TOLD = """
+local function told(g)
+  if ARGV[g] ~= '' and redis.call('HGET', KEYS[1], 'gen') == ARGV[g] then
+    local n = tonumber(redis.call('HGET', KEYS[1], 'n')) - tonumber(ARGV[g + 1])
+    if n < 0 then n = 0 end
+    redis.call('HSET', KEYS[1], 'n', n)
+  end
+end
+"""
+
 # Reserve ARGV[1] wei: {'ok', gen, balance after} | {'short', balance} | {'miss'} |
-# {'closed'}.
-RESERVE = _BIG + """
+# {'closed'}. ARGV[3], ARGV[4]: steps written, as _TOLD.
+RESERVE = _BIG + _TOLD + """
+told(3)
 local h = redis.call('HMGET', KEYS[1], 'bal', 'gen', 'closed', 'n')
 if not h[2] then return {'miss'} end
 if h[3] == '1' then return {'closed'} end
@@ -107,8 +120,9 @@ return {'ok', h[2], after}
 """
 
 # Give back ARGV[2] wei to generation ARGV[1] (a closing mirror too: its steps are
-# waited for): 1, or 0 when that generation is gone.
-REFUND = _BIG + """
+# waited for): 1, or 0 when that generation is gone. ARGV[4], ARGV[5]: as _TOLD.
+REFUND = _BIG + _TOLD + """
+told(4)
 local h = redis.call('HMGET', KEYS[1], 'bal', 'gen', 'n')
 if h[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'bal', str(add(big(h[1]), big(ARGV[2]))),

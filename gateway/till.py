@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # How long a reservation whose write finds PostgreSQL's balance short is tried again.
 DEFER_S = 2.0
+# Steps written are told to their mirror with its next script, or after this long.
+TELL_AFTER_S = 0.02
 # Waiting for a mirror being taken back, between looks.
 CLOSED_PAUSE_S = 0.002
 
@@ -94,6 +96,9 @@ class Till:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.writing = False
+        # Steps written, by (account, generation), that no script has told the mirror of.
+        self.untold: dict[tuple[int, str], int] = {}
+        self.telling: asyncio.Task | None = None
         self._scripts = {name: redis.register_script(getattr(mirror, name))
                          for name in ("RESERVE", "REFUND", "WRITTEN", "INSTALL")}
 
@@ -155,22 +160,45 @@ class Till:
                     (step.account_id, step.gen), 0) + 1
         count_till("batches")
         count_till("steps", len(batch) - len(deferred))
-        if written:
-            told = asyncio.ensure_future(self._tell_written(written))
-            _pending.add(told)
-            told.add_done_callback(_pending.discard)
+        for account_gen, count in written.items():
+            self.untold[account_gen] = self.untold.get(account_gen, 0) + count
+        if self.untold and (self.telling is None or self.telling.done()):
+            self.telling = asyncio.ensure_future(self._tell_written())
+            _pending.add(self.telling)
+            self.telling.add_done_callback(_pending.discard)
         if deferred:
             self.queue[:0] = deferred
             await asyncio.sleep(0.001)
             self.wake.set()
 
-    async def _tell_written(self, written: dict[tuple[int, str], int]) -> None:
-        keys = [mirror.key(account_id) for account_id, _ in written]
-        args = [v for (_, gen), n in written.items() for v in (gen, n)]
-        try:
-            await self._scripts["WRITTEN"](keys=keys, args=args)
-        except Exception as exc:  # the reconcile finds the mirror stuck and resets it
-            log.warning("till: steps written, mirrors not told: %s", exc)
+    def _told_with(self, account_id: int) -> list[str]:
+        """The arguments that tell a script for this account's mirror of its steps
+        written since (taken off `untold`; given back by `_untold` if the call fails)."""
+        for (account, gen), count in self.untold.items():
+            if account == account_id:
+                del self.untold[(account, gen)]
+                return [gen, str(count)]
+        return ["", "0"]
+
+    def _untold(self, account_id: int, told: list[str]) -> None:
+        if told[0]:
+            key = (account_id, told[0])
+            self.untold[key] = self.untold.get(key, 0) + int(told[1])
+
+    async def _tell_written(self) -> None:
+        """Tell the mirrors of their steps written that no script of theirs has carried
+        within TELL_AFTER_S (a quiet account's)."""
+        while self.untold:
+            await asyncio.sleep(TELL_AFTER_S)
+            written, self.untold = self.untold, {}
+            if not written:
+                continue
+            keys = [mirror.key(account_id) for account_id, _ in written]
+            args = [v for (_, gen), n in written.items() for v in (gen, n)]
+            try:
+                await self._scripts["WRITTEN"](keys=keys, args=args)
+            except Exception as exc:  # the reconcile finds the mirror stuck, resets it
+                log.warning("till: steps written, mirrors not told: %s", exc)
 
     async def _execute(self, batch: list[_Step]) -> list[tuple | None]:
         """Every step's first row (None: none), written in one transaction; a batch that
@@ -199,6 +227,9 @@ class Till:
 
     async def _transaction(self, batch: list[_Step]) -> list[tuple | None]:
         async with self.pool.connection() as conn:
+            if len(batch) == 1:  # one statement commits alone: no BEGIN, no COMMIT
+                cursor = await conn.execute(batch[0].statement, batch[0].params)
+                return [await cursor.fetchone() if cursor.description is not None else None]
             async with conn.transaction():
                 async with conn.pipeline():
                     cursors = [await conn.execute(s.statement, s.params) for s in batch]
@@ -236,13 +267,24 @@ class Till:
     # ---- the mirror ------------------------------------------------------------------
 
     async def reserve(self, account_id: int, amount: int) -> list:
-        answer = await self._scripts["RESERVE"](keys=[mirror.key(account_id)],
-                                                args=[str(amount), mirror.now_ms()])
+        told = self._told_with(account_id)
+        try:
+            answer = await self._scripts["RESERVE"](
+                keys=[mirror.key(account_id)], args=[str(amount), mirror.now_ms(), *told])
+        except BaseException:
+            self._untold(account_id, told)
+            raise
         return [part.decode() if isinstance(part, bytes) else part for part in answer]
 
     async def refund(self, slip: Slip, amount: int) -> bool:
-        return bool(await self._scripts["REFUND"](
-            keys=[mirror.key(slip.account_id)], args=[slip.gen, str(amount), mirror.now_ms()]))
+        told = self._told_with(slip.account_id)
+        try:
+            return bool(await self._scripts["REFUND"](
+                keys=[mirror.key(slip.account_id)],
+                args=[slip.gen, str(amount), mirror.now_ms(), *told]))
+        except BaseException:
+            self._untold(slip.account_id, told)
+            raise
 
     async def install(self, account_id: int) -> None:
         """Mirror the account's balance, unless the mirror PostgreSQL names is there.
