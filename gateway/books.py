@@ -419,7 +419,7 @@ def books():
 
         till = till_for_loop(pool)
         if till is not None:
-            return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_S)
+            return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_MS / 1000)
     return SqlBooks(pool)
 
 

@@ -100,6 +100,8 @@ def pg_pool() -> PgPool | None:
         # of a statement; Django turns them off for the sake of connection poolers).
         for name in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(name, None)
+        # Named in pg_stat_activity, apart from Django's own connections.
+        params.setdefault("application_name", "inkmarket-gateway")
         pool = _pools[loop] = PgPool(params, settings.GATEWAY_DB_CONNECTIONS,
                                      synchronous_commit=settings.GATEWAY_SYNCHRONOUS_COMMIT)
     return pool

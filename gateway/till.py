@@ -6,7 +6,7 @@
              TILL_RESERVE statement) go into this process's queue.
     settle   one Lua script gives the refund back to the mirror; the settle or release
              rows go into the queue, and the answer waits until they are written
-             (at most GATEWAY_TILL_WAIT_S), so a client that reads its balance, usage or
+             (at most GATEWAY_TILL_WAIT_MS), so a client that reads its balance, usage or
              request after an answer finds it there.
 
 The queue is written by one task per event loop: everything queued since the last write
@@ -17,7 +17,7 @@ time. Then one script tells the mirrors how many of their steps are written.
 What a reservation's write can find, and what follows:
   * written: the request goes on as any other;
   * PostgreSQL's balance short for now: another process's refund that made the room is
-    not written yet. Tried again with the next batches, for GATEWAY_TILL_WAIT_S;
+    not written yet. Tried again with the next batches, for DEFER_S;
   * the mirror's generation is no longer PostgreSQL's (its money was taken back while
     this step was unwritten, or Redis lost the mirror), or short for longer: written
     off. No money moves: the user is not charged for the request, which the platform
@@ -34,11 +34,14 @@ import weakref
 from dataclasses import dataclass, field
 
 import psycopg
+import redis
 
 from accounts import till as mirror
 from accounts.tiers import price_for, settlement_for
 from gateway.books import (
     _ACCOUNT,
+    _REQUEST,
+    _RESERVATION,
     RECORD,
     TILL_RELEASE,
     TILL_RESERVE,
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 
 # How long a reservation whose write finds PostgreSQL's balance short is tried again.
 DEFER_S = 2.0
+_NOT_WRITTEN = object()
 # Steps written are told to their mirror with its next script, or after this long.
 TELL_AFTER_S = 0.02
 # Waiting for a mirror being taken back, between looks.
@@ -120,6 +124,10 @@ class Till:
                 self.writing = True
                 try:
                     await self._write(batch)
+                except Exception:  # never lose the queue to a bug: log, and try again
+                    log.exception("till: writing %s steps failed", len(batch))
+                    self.queue[:0] = [step for step in batch if not step.done.done()]
+                    await asyncio.sleep(0.1)
                 finally:
                     self.writing = False
 
@@ -147,9 +155,10 @@ class Till:
         rows = await self._execute(batch)
         deferred: list[_Step] = []
         written: dict[tuple[int, str], int] = {}
+        looked: dict = {}  # one look at each account, for many refused steps
         for step, row in zip(batch, rows, strict=True):
             if step.reserve and row is None:
-                if await self._defer(step):
+                if await self._defer(step, looked):
                     deferred.append(step)
                     continue
                 step.done.set_result(None)
@@ -201,29 +210,62 @@ class Till:
                 log.warning("till: steps written, mirrors not told: %s", exc)
 
     async def _execute(self, batch: list[_Step]) -> list[tuple | None]:
-        """Every step's first row (None: none), written in one transaction; a batch that
-        fails on one step is written step by step, and PostgreSQL being away is waited
-        out (the answers waiting on it give up at GATEWAY_TILL_WAIT_S, their rows do
-        not)."""
+        """Every step's first row (None: none), written in one transaction. PostgreSQL
+        being away, or a connection cut, is waited out (the answers waiting on it go at
+        GATEWAY_TILL_WAIT_MS, their rows do not); a transaction whose commit may or may
+        not have happened is looked up step by step before anything is sent again, so
+        no step is ever written twice. A batch that fails on one step's own data is
+        written step by step, and that step is given up (None, logged)."""
+        rows: dict[int, tuple | None] = {}
+        todo = list(range(len(batch)))
         pause = 0.05
-        while True:
+        while todo:
             try:
-                return await self._transaction(batch)
-            except (psycopg.OperationalError, OSError) as exc:
-                log.warning("till: PostgreSQL away, %s steps waiting: %s", len(batch), exc)
+                for index, row in zip(todo, await self._transaction([batch[i] for i in todo]),
+                                      strict=True):
+                    rows[index] = row
+                todo = []
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                log.warning("till: PostgreSQL away, %s steps waiting: %s", len(todo), exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
-            except psycopg.Error:
-                if len(batch) == 1:
-                    raise
-                rows = []
-                for step in batch:
-                    try:
-                        rows.extend(await self._execute([step]))
-                    except psycopg.Error as exc:
-                        log.error("till: step not written (%s): %s", step.statement[:40], exc)
-                        rows.append(None)
-                return rows
+                try:
+                    for index in list(todo):
+                        found = await self._already(batch[index])
+                        if found is not _NOT_WRITTEN:
+                            rows[index] = found
+                            todo.remove(index)
+                except (psycopg.Error, OSError):
+                    continue  # still away: look again after the next pause
+            except psycopg.Error as exc:
+                if len(todo) == 1:
+                    log.error("till: step not written (%s): %s",
+                              batch[todo[0]].statement.strip()[:60], exc)
+                    rows[todo[0]] = None
+                    todo = []
+                else:
+                    for index in todo:
+                        rows[index] = (await self._execute([batch[index]]))[0]
+                    todo = []
+        return [rows[index] for index in range(len(batch))]
+
+    async def _already(self, step: _Step):
+        """The row a step's statement returned, if it is written already; else
+        _NOT_WRITTEN."""
+        async with self.pool.connection() as conn:
+            if step.statement is RECORD:
+                cursor = await conn.execute(f"SELECT 1 FROM {_REQUEST} WHERE id = %s",
+                                            (step.params["request"],))
+                return None if await cursor.fetchone() else _NOT_WRITTEN
+            cursor = await conn.execute(
+                f"SELECT id, state FROM {_RESERVATION} WHERE reference = %s",
+                (step.params["reference"],))
+            found = await cursor.fetchone()
+        if found is None:
+            return _NOT_WRITTEN
+        if step.reserve:
+            return (found[0],)
+        return (found[0],) if found[1] != "held" else _NOT_WRITTEN
 
     async def _transaction(self, batch: list[_Step]) -> list[tuple | None]:
         async with self.pool.connection() as conn:
@@ -236,13 +278,21 @@ class Till:
                 return [await c.fetchone() if c.description is not None else None
                         for c in cursors]
 
-    async def _defer(self, step: _Step) -> bool:
-        """A reservation not written: try it again later (True), or write it off."""
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(f"SELECT till FROM {_ACCOUNT} WHERE id = %s",
-                                        (step.account_id,))
-            row = await cursor.fetchone()
-        same = row is not None and row[0] == step.gen
+    async def _defer(self, step: _Step, looked: dict) -> bool:
+        """A reservation not written: try it again later (True), or write it off.
+        `looked`: the accounts' generations read for this batch (and "detached" once its
+        mirror is dropped), so a burst of refused steps costs one look an account."""
+        named = looked.get(step.account_id)
+        if named is None:
+            try:
+                async with self.pool.connection() as conn:
+                    cursor = await conn.execute(
+                        f"SELECT till FROM {_ACCOUNT} WHERE id = %s", (step.account_id,))
+                    row = await cursor.fetchone()
+            except (psycopg.Error, OSError):  # away again: try the step again
+                return True
+            named = looked[step.account_id] = row[0] if row is not None else ""
+        same = named == step.gen
         if same and time.monotonic() - step.queued < DEFER_S:
             count_till("deferred")
             return True
@@ -252,7 +302,13 @@ class Till:
                   "short" if same else "generation gone")
         # Either way this mirror is done: off PostgreSQL's figure, or of a generation
         # PostgreSQL no longer names. The next request mirrors the balance afresh.
-        await self._detach(step.account_id, step.gen)
+        if (step.account_id, step.gen) not in looked:
+            looked[(step.account_id, step.gen)] = True
+            try:
+                await self._detach(step.account_id, step.gen)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("till: mirror of account %s not detached: %s", step.account_id,
+                            exc)
         return False
 
     async def _detach(self, account_id: int, gen: str) -> None:
@@ -371,7 +427,7 @@ class TillBooks(SqlBooks):
             # Shielded: a reservation the script made is always queued, even when the
             # request is cancelled meanwhile (then it is swept as any reservation left).
             answer = await asyncio.shield(self._reserve(record))
-        except Exception as exc:  # Redis away: the request goes the way of one statement
+        except redis.RedisError as exc:  # Redis away: the way of one statement
             log.warning("till unavailable, reserving in PostgreSQL: %s", exc)
             return await super().open(**args)
         if isinstance(answer, Slip):
@@ -412,7 +468,7 @@ class TillBooks(SqlBooks):
                     fee_bps: int, fields: dict) -> int:
         """Give the refund back to the mirror and queue the settlement (or release) right
         behind the reservation's rows; the answer waits for it to be written at most
-        GATEWAY_TILL_WAIT_S (0: not at all). Returns what is charged."""
+        GATEWAY_TILL_WAIT_MS (0: not at all). Returns what is charged."""
         if not isinstance(held, Slip):
             return await super().close(held, request_id=request_id, price_wei=price_wei,
                                        tokens=tokens, fee_bps=fee_bps, fields=fields)
@@ -436,7 +492,7 @@ class TillBooks(SqlBooks):
                           protocol=split.protocol_fee_wei, platform=split.platform_fee_wei)
         try:
             told = await self.till.refund(held, held.amount_wei - charged)
-        except Exception as exc:  # the mirror missed this refund: it is taken back below
+        except redis.RedisError as exc:  # the mirror missed this refund: taken back below
             log.warning("till: refund not given to the mirror: %s", exc)
             told = False
         step = _Step(statement, params, asyncio.get_running_loop().create_future(),

@@ -402,9 +402,10 @@ GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
 # The till (docs/gateway.md, "Money"): a /v1 request's money reserved and settled in
 # Redis by one script each, the ledger's rows written behind in batches. Needs Redis and
 # the direct SQL path (PostgreSQL). A settled request's answer waits for its rows to be
-# written, at most GATEWAY_TILL_WAIT_S; mirrors idle GATEWAY_TILL_IDLE_S go back.
+# written, at most GATEWAY_TILL_WAIT_MS (a PostgreSQL that stalls longer holds no
+# answer); mirrors idle GATEWAY_TILL_IDLE_S go back.
 GATEWAY_TILL = env_bool("GATEWAY_TILL", True)
-GATEWAY_TILL_WAIT_S = float(env_int("GATEWAY_TILL_WAIT_S", 5))
+GATEWAY_TILL_WAIT_MS = env_int("GATEWAY_TILL_WAIT_MS", 250)
 GATEWAY_TILL_IDLE_S = env_int("GATEWAY_TILL_IDLE_S", 300)
 # Before the session and CSRF middleware: over-limit and oversized requests stop here.
 MIDDLEWARE.insert(MIDDLEWARE.index("observability.logging.RequestIdMiddleware") + 1,

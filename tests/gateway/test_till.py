@@ -289,13 +289,28 @@ async def test_redis_losing_its_data_under_load_loses_no_money(upstream, servers
 
     answers, _ = await asyncio.gather(_burst(urls, who, 120, f"loss {nonce()}"), flusher())
     assert {a.status_code for a in answers} <= {200, 402}
-    account = await Account.objects.aget(user=who.user)
-    billed = sum(int(a.json()["cost"]) for a in answers if a.status_code == 200)
+    served = {a.json()["id"]: int(a.json()["cost"]) for a in answers if a.status_code == 200}
+    start = 40 * worst + worst - 1
+    # The rows follow the answers (each waits for its own at most GATEWAY_TILL_WAIT_MS).
+    for _ in range(200):
+        account = await Account.objects.aget(user=who.user)
+        records = {str(r.id): r async for r in GatewayRequest.objects.filter(
+            user=who.user, status="done")}
+        if account.held_wei == 0 and set(served) <= set(records):
+            break
+        await asyncio.sleep(0.05)
     assert account.held_wei == 0 and account.balance_wei >= 0
-    assert account.balance_wei == 40 * worst + worst - 1 - billed
-    records = [r async for r in GatewayRequest.objects.filter(user=who.user, status="done")]
-    assert sum(r.cost_wei for r in records) == billed
+    charged = start - account.balance_wei
+    assert charged == sum(r.cost_wei for r in records.values())
+    # Each request served was billed what its answer said, or, admitted by a mirror
+    # that was lost before its reservation was written, not at all (the platform's).
+    for request_id, cost in served.items():
+        record = records[request_id]
+        assert record.cost_wei == cost or (record.error_code == "NOT_BILLED"
+                                           and record.cost_wei == 0), (record, cost)
     assert await sync_to_async(ledger_invariant_violations)() == []
+    # What the losses left off PostgreSQL's figure is taken back; then all agree.
+    await sync_to_async(mirror.till_reconcile)()
     assert (await sync_to_async(mirror.till_reconcile)())["drift"] == 0
 
 
@@ -306,25 +321,37 @@ async def test_postgresql_connections_cut_under_load_delay_the_rows_but_lose_non
     who, worst = await sync_to_async(_poor)("jude", 1000)
     database = django_settings.DATABASES["default"]["NAME"]
 
-    def cut():
+    def cut() -> int:
         from django.db import connection
 
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s AND pid <> pg_backend_pid() "
-                           "AND backend_type = 'client backend'", [database])
+                           "WHERE datname = %s AND application_name = 'inkmarket-gateway'",
+                           [database])
+            return len(cursor.fetchall())
 
-    async def cutter():
+    async def cutter() -> int:
+        cuts = 0
         for _ in range(4):
             await asyncio.sleep(0.15)
-            await sync_to_async(cut)()
+            cuts += await sync_to_async(cut)()
+        return cuts
 
-    answers, _ = await asyncio.gather(_burst([url], who, 80, f"cut {nonce()}"), cutter())
+    answers, cuts = await asyncio.gather(_burst([url], who, 80, f"cut {nonce()}"), cutter())
+    assert cuts >= 4  # the gateway's connections, cut while it worked
     served = [a for a in answers if a.status_code == 200]
     assert len(served) >= 40, sorted(a.status_code for a in answers)
-    assert all(a.status_code in (200, 500, 503) for a in answers)
+    # A request whose key was being read on a connection as it was cut fails (500), with
+    # nothing reserved; every other is served.
+    assert all(a.status_code in (200, 500) for a in answers)
     billed = sum(int(a.json()["cost"]) for a in served)
-    account = await Account.objects.aget(user=who.user)
-    assert account.held_wei == 0
-    assert account.balance_wei == 1000 * worst + worst - 1 - billed
+    # An answer waits for its rows at most GATEWAY_TILL_WAIT_MS; the rest follow as soon
+    # as PostgreSQL takes them.
+    expected = 1000 * worst + worst - 1 - billed
+    for _ in range(200):
+        account = await Account.objects.aget(user=who.user)
+        if (account.balance_wei, account.held_wei) == (expected, 0):
+            break
+        await asyncio.sleep(0.05)
+    assert (account.balance_wei, account.held_wei) == (expected, 0)
     assert await sync_to_async(ledger_invariant_violations)() == []
