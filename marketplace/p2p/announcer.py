@@ -111,4 +111,5 @@ class Announcer:
                     self.node.publish(model_topic(model), goodbye)
                 except P2PError:
                     pass
+            time.sleep(0.5)  # publish only queues: let the goodbye leave before the node does
         self.node.stop()

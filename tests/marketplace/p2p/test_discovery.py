@@ -7,13 +7,15 @@ import os
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 from eth_account import Account
 
 from marketplace.chain.contracts import Chain
 from marketplace.chain.tx import Sender
 from marketplace.client import discovery
 from marketplace.p2p import client as p2p
-from observability.metrics import p2p_records_rejected
+from observability.health import run_checks
+from observability.metrics import p2p_fallbacks, p2p_records_rejected
 from tests.conftest import MODEL
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -123,7 +125,7 @@ async def test_a_forged_record_of_an_unstaked_key_is_never_used(network, light_h
 
 
 async def test_discovery_falls_back_to_the_registry_when_the_bootstrap_node_is_stopped(
-        network, p2p_on, settings, client):
+        network, p2p_on, settings):
     network.start_hosts({"host-1": 10**9})
     p2p_on.stop()
     p2p.reset()
@@ -133,3 +135,7 @@ async def test_discovery_falls_back_to_the_registry_when_the_bootstrap_node_is_s
     status = p2p.status()
     assert status["mode"] == "registry"
     assert "unreachable" in status["warning"] or "did not start" in status["warning"]
+    healthy, checks = await sync_to_async(run_checks)(only={"discovery"})
+    assert checks["discovery"]["ok"] and checks["discovery"]["mode"] == "registry"
+    assert checks["discovery"]["warning"].startswith("discovery fell back to the registry")
+    assert p2p_fallbacks._value.get() > 0
