@@ -72,8 +72,10 @@ class Announcer:
         record = self.record()
         for model in self.models():
             try:
-                self.node.provide(model_key(model))
+                # Gossip first: it reaches subscribed clients in a heartbeat, while providing
+                # walks the DHT and waits on any peer in it that has gone.
                 self.node.publish(model_topic(model), record)
+                self.node.provide(model_key(model))
             except P2PError as exc:
                 log.warning("could not announce %s: %s", model, exc)
         self._last = self.capabilities()

@@ -26,9 +26,6 @@ from observability.metrics import p2p_rate_limited, p2p_records_rejected
 
 log = logging.getLogger(__name__)
 
-FETCH_CONCURRENCY = 16
-
-
 @dataclass(frozen=True)
 class Limits:
     max_record_bytes: int = 8192
@@ -110,27 +107,31 @@ class View:
                 self._records.popitem(last=False)
         return record
 
-    async def _fetch(self, provider: Provider, gate: asyncio.Semaphore) -> None:
+    def _wanted(self, provider: Provider) -> bool:
+        """Fetch a provider's record unless we hold a current one from that peer (gossip
+        keeps it live) with more than half its time to live left; at the peer's rate."""
+        address = peer_address(provider.peer_id)
+        with self._lock:
+            held = self._records.get(address) if address else None
+        if held is not None and held.expires_at - time.time() > held.ttl_s / 2:
+            return False
         if not self.peer_limit.hit(provider.peer_id, "record"):
             p2p_rate_limited.labels("record").inc()
-            return
-        async with gate:
-            try:
-                data = await asyncio.to_thread(self.node.fetch_record, provider)
-            except (P2PError, OSError, Exception) as exc:  # noqa: BLE001 - a peer's failure
-                log.debug("no record from %s: %r", provider.peer_id, exc)
-                return
-        if data:
-            self.take(data, provider.peer_id)
+            return False
+        return True
 
     async def lookup(self, model: str) -> int:
-        """Ask the DHT who provides `model` and fetch each provider's record."""
+        """Ask the DHT who provides `model` and fetch the records we do not hold."""
         self.lookups += 1
         await asyncio.to_thread(self.node.subscribe, model_topic(model))
         providers = await asyncio.to_thread(self.node.find_providers, model_key(model))
         unique = {p.peer_id: p for p in providers}
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-        await asyncio.gather(*(self._fetch(p, gate) for p in unique.values()))
+        wanted = [p for p in unique.values() if self._wanted(p)]
+        if wanted:
+            fetched = await asyncio.to_thread(self.node.fetch_records, wanted)
+            for peer, data in fetched.items():
+                if data:
+                    self.take(data, peer)
         self._looked_up[model] = time.monotonic()
         return len(unique)
 
