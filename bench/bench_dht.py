@@ -147,7 +147,7 @@ async def main(var_dir: Path) -> None:
                 started = time.perf_counter()
                 await fresh.lookup(MODEL)
                 cold.append((time.perf_counter() - started) * 1000)
-                if len(fresh.records(MODEL)) < HOSTS:
+                if len(fresh.records(MODEL)) < HOSTS + JOINS:
                     raise RuntimeError(f"a first lookup found {len(fresh.records(MODEL))}")
             finally:
                 await asyncio.to_thread(fresh.stop)

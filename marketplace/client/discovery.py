@@ -138,6 +138,11 @@ async def _from_dht(model: str, chain: Chain) -> list[Candidate] | None:
     for record, registered_price in records:
         try:
             capabilities = SeenCapabilities.model_validate(record.capabilities)
+            await host_url_check(record.url)  # the same URL policy as a registered URL's
+        except ClientError as exc:
+            hosts_refused.labels(exc.code).inc()
+            log.warning("host %s skipped: %s", record.address, exc)
+            continue
         except ValueError:
             continue
         good, bad = local.get(record.address, (0, 0))

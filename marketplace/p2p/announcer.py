@@ -75,7 +75,7 @@ class Announcer:
                 # Gossip first: it reaches subscribed clients in a heartbeat, while providing
                 # walks the DHT and waits on any peer in it that has gone.
                 self.node.publish(model_topic(model), record)
-                self.node.provide(model_key(model))
+                self.node.provide(model_key(model, self.address))
             except P2PError as exc:
                 log.warning("could not announce %s: %s", model, exc)
         self._last = self.capabilities()

@@ -232,8 +232,31 @@ class Node:
     def provide(self, key: str) -> bool:
         return bool(self._call(self.dht.provide, key))
 
-    def find_providers(self, key: str, count: int = 50) -> list[Provider]:
-        found = self._call(self.dht.find_providers, key, count)
+    def find_providers(self, keys: list[str], count: int = 20,
+                       per_key_s: float = 3.0) -> list[Provider]:
+        """The providers of any of `keys`, looked up together. A key's walk that takes
+        longer than `per_key_s` (py-libp2p waits on peers that have gone, see
+        docs/discovery.md) is cut short, with what it had found by then: each answer is
+        kept in the node's own provider store as it arrives."""
+        from libp2p.kad_dht.kad_dht import _encode_key
+
+        async def find_all() -> list:
+            found: list = []
+
+            async def one(key: str) -> None:
+                with trio.move_on_after(per_key_s):
+                    try:
+                        found.extend(await self.dht.find_providers(key, count))
+                    except Exception as exc:  # noqa: BLE001 - that key's lookup only
+                        log.debug("providers of %s: %r", key, exc)
+                found.extend(self.dht.provider_store.get_providers(_encode_key(key)))
+
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(one, key)
+            return found
+
+        found = self._call(find_all)
         return [Provider(str(p.peer_id), tuple(str(a) for a in p.addrs)) for p in found]
 
     def fetch_record(self, provider: Provider, timeout: float = 5.0) -> bytes:
@@ -332,8 +355,8 @@ class AsyncNode:
     def __init__(self, node: Node):
         self.node = node
 
-    async def find_providers(self, key: str, count: int = 50) -> list[Provider]:
-        return await asyncio.to_thread(self.node.find_providers, key, count)
+    async def find_providers(self, keys: list[str]) -> list[Provider]:
+        return await asyncio.to_thread(self.node.find_providers, keys)
 
     async def fetch_record(self, provider: Provider) -> bytes:
         return await asyncio.to_thread(self.node.fetch_record, provider)

@@ -111,11 +111,22 @@ def verify(data: bytes, *, max_bytes: int, max_ttl_s: int,
                       leaving=leaving)
 
 
-def model_key(model: str) -> str:
-    """The DHT key a model's providers are announced under."""
+# py-libp2p keeps at most k = 20 providers per key on each node and ignores newer ones
+# until the old records expire (48 h): a model's providers are spread over this many keys,
+# each host on the one its address picks, so 20 x SHARDS hosts fit.
+SHARDS = 4
+
+
+def model_keys(model: str) -> list[str]:
+    """The DHT keys a model's providers are announced under, one a shard."""
     from eth_utils import keccak
 
-    return keccak(text=f"inkmarket/model/{model}").hex()
+    return [keccak(text=f"inkmarket/model/{model}/{shard}").hex() for shard in range(SHARDS)]
+
+
+def model_key(model: str, address: str) -> str:
+    """The DHT key this host provides `model` under."""
+    return model_keys(model)[int(address.lower(), 16) % SHARDS]
 
 
 def model_topic(model: str) -> str:

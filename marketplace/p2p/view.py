@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from marketplace.p2p.gate import RegistryGate
 from marketplace.p2p.node import Node, P2PError, Provider, peer_address
 from marketplace.p2p.ratelimit import PeerLimit
-from marketplace.p2p.records import BadRecord, HostRecord, model_key, model_topic, verify
+from marketplace.p2p.records import BadRecord, HostRecord, model_keys, model_topic, verify
 from observability.metrics import p2p_rate_limited, p2p_records_rejected
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class View:
         """Ask the DHT who provides `model` and fetch the records we do not hold."""
         self.lookups += 1
         await asyncio.to_thread(self.node.subscribe, model_topic(model))
-        providers = await asyncio.to_thread(self.node.find_providers, model_key(model))
+        providers = await asyncio.to_thread(self.node.find_providers, model_keys(model))
         unique = {p.peer_id: p for p in providers}
         wanted = [p for p in unique.values() if self._wanted(p)]
         if wanted:

@@ -75,9 +75,9 @@ class Hosts:
         self.started: list[LightHost] = []
 
     async def join(self, role: str, price: int, *, ttl_s: int = 30, register: bool = True,
-                   chain=None) -> LightHost:
+                   chain=None, url: str | None = None) -> LightHost:
         chain = chain or self.network.anvil.chain(role)
-        host = LightHost(chain=chain, url=f"http://127.0.0.1:{free_port()}", model=MODEL,
+        host = LightHost(chain=chain, url=url or f"http://127.0.0.1:{free_port()}", model=MODEL,
                          price=price, bootstrap=self.bootstrap.addrs, ttl_s=ttl_s)
         if register:
             await host.register(STAKE)

@@ -15,7 +15,7 @@ from marketplace.chain.tx import Sender
 from marketplace.client import discovery
 from marketplace.p2p import client as p2p
 from observability.health import run_checks
-from observability.metrics import p2p_fallbacks, p2p_records_rejected
+from observability.metrics import hosts_refused, p2p_fallbacks, p2p_records_rejected
 from tests.conftest import MODEL
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -122,6 +122,20 @@ async def test_a_forged_record_of_an_unstaked_key_is_never_used(network, light_h
     assert honest.address in addresses(candidates)
     assert forged.address in {r.address for r in p2p.view().records(MODEL)}  # seen, not used
     assert p2p_records_rejected.labels("unstaked")._value.get() > before
+
+
+async def test_a_record_pointing_where_we_do_not_send_is_skipped(network, light_hosts,
+                                                                  monkeypatch):
+    """A registered, staked host whose signed record names a cloud metadata address."""
+    honest = await light_hosts.join("host-1", 10**9)
+    await light_hosts.join("host-2", 10**9, url="http://169.254.169.254/latest")
+    registry_list_disabled(monkeypatch)
+    platform = network.anvil.chain("platform")
+    before = hosts_refused.labels("HOST_URL_REFUSED")._value.get()
+    await found(platform, until=lambda c: False, within=2)
+    candidates = await discovery.candidates(MODEL, chain=platform, fresh=True)
+    assert addresses(candidates) == {honest.address}
+    assert hosts_refused.labels("HOST_URL_REFUSED")._value.get() > before
 
 
 async def test_discovery_falls_back_to_the_registry_when_the_bootstrap_node_is_stopped(
