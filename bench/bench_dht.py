@@ -23,6 +23,7 @@ JOBS = 20
 MODEL = "smollm2-135m-instruct"
 STAKE = 10**16
 
+ROOT = Path(__file__).resolve().parent.parent
 counting = contextvars.ContextVar("counting", default=False)
 
 
@@ -64,6 +65,7 @@ async def per_job(candidates, chain, calls: list[int]) -> float:
 
 async def main(var_dir: Path) -> None:
     from django.conf import settings
+
     from bench.chainkit import BenchChain
     from bench.common import free_port, percentile, report
     from marketplace.client import discovery
@@ -89,7 +91,7 @@ async def main(var_dir: Path) -> None:
         # trio loops sharing this process's GIL would slow the client's side too.
         hosts_proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.bench_dht", "hosts", net.url, str(var_dir),
-            *boot.addrs, cwd=Path(__file__).resolve().parent.parent,
+            *boot.addrs, cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         procs.append(hosts_proc)
 

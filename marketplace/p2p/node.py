@@ -25,8 +25,8 @@ import multiaddr
 import trio
 from eth_utils import keccak, to_checksum_address
 from libp2p import new_host
-from libp2p.crypto.secp256k1 import Secp256k1PrivateKey, Secp256k1PublicKey
 from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.secp256k1 import Secp256k1PrivateKey, Secp256k1PublicKey
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.stream.exceptions import StreamEOF
@@ -136,7 +136,7 @@ class Node:
     def _run(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as exc:  # noqa: BLE001 - reported to start() and the log
+        except BaseException as exc:
             self._failed = exc
             log.warning("libp2p node stopped: %r", exc)
         finally:
@@ -181,7 +181,7 @@ class Node:
                     await self.host.connect(info)
                 await self.dht.routing_table.add_peer(info.peer_id)
                 ok = True
-            except Exception as exc:  # noqa: BLE001 - any failure: try the next one
+            except Exception as exc:
                 log.info("bootstrap %s unreachable: %r", addr, exc)
         self.bootstrapped = ok or not self.bootstrap
 
@@ -247,7 +247,7 @@ class Node:
                 with trio.move_on_after(per_key_s):
                     try:
                         found.extend(await self.dht.find_providers(key, count))
-                    except Exception as exc:  # noqa: BLE001 - that key's lookup only
+                    except Exception as exc:
                         log.debug("providers of %s: %r", key, exc)
                 found.extend(self.dht.provider_store.get_providers(_encode_key(key)))
 
@@ -275,7 +275,7 @@ class Node:
                     with trio.move_on_after(timeout):
                         try:
                             found[provider.peer_id] = await self._fetch(provider)
-                        except Exception as exc:  # noqa: BLE001 - that peer's failure only
+                        except Exception as exc:
                             log.debug("no record from %s: %r", provider.peer_id, exc)
 
             async with trio.open_nursery() as nursery:
@@ -330,7 +330,7 @@ class Node:
             if self.on_gossip is not None and msg.from_id != self.host.get_id().to_bytes():
                 try:
                     self.on_gossip(topic, bytes(msg.data), str(ID(msg.from_id)))
-                except Exception:  # noqa: BLE001 - one bad message never stops delivery
+                except Exception:
                     log.exception("gossip handler failed")
 
     def connect(self, addr: str) -> None:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from marketplace.p2p.gate import RegistryGate
-from marketplace.p2p.node import Node, P2PError, Provider, peer_address
+from marketplace.p2p.node import Node, Provider, peer_address
 from marketplace.p2p.ratelimit import PeerLimit
 from marketplace.p2p.records import BadRecord, HostRecord, model_keys, model_topic, verify
 from observability.metrics import p2p_rate_limited, p2p_records_rejected
@@ -160,7 +160,7 @@ class View:
         for record in self.records(model):
             try:
                 price = await self.gate.price(chain, record.address, model)
-            except Exception as exc:  # noqa: BLE001 - the chain away: not used this round
+            except Exception as exc:
                 log.warning("registry check of %s failed: %s", record.address, exc)
                 continue
             if price <= 0:
