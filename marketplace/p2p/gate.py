@@ -30,14 +30,19 @@ class RegistryGate:
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._min_stake: int | None = None
+        self._next_block: int | None = None  # the first block the follower has not read
         self.rpc_reads = 0  # chain reads made for the gate (the benchmark reports them)
         self._follower: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
     async def price(self, chain: Chain, address: str, model: str) -> int:
         """The registered price per token for `model` if `address` may serve it; 0 if not."""
-        self.ensure_watching(chain)
         key = (address.lower(), model)
+        if self._next_block is None:
+            # The head before the first answer is cached: an event after it is followed.
+            self.rpc_reads += 1
+            self._next_block = await chain.w3.eth.block_number + 1
+        self.ensure_watching(chain)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -64,8 +69,11 @@ class RegistryGate:
 
     async def watch(self, chain: Chain, from_block: int, poll_s: float = 0.5) -> None:
         """Follow the registry's events and forget what they change (runs until stopped)."""
+        async def save_cursor(end: int) -> None:
+            self._next_block = end + 1
+
         async for event in follow(chain.registry, EVENTS, from_block=from_block,
-                                  poll_s=poll_s, stop=self._stop):
+                                  save_cursor=save_cursor, poll_s=poll_s, stop=self._stop):
             if event.name == "MinStakeChanged":
                 self.forget()
             else:
@@ -77,21 +85,14 @@ class RegistryGate:
     def ensure_watching(self, chain: Chain) -> None:
         """Follow the registry from the current event loop, unless that is done already.
         Each loop (the web process's, a Celery task's) reads with its own connection; when
-        the loop that was following goes away, the cache is dropped, since events may have
-        been missed, and the next loop follows from its head."""
+        the loop that was following has gone, the next one goes on from the block after the
+        last one read, so the cache is kept and no event is missed."""
         loop = asyncio.get_running_loop()
         if self._follower is not None and not self._follower.done() \
                 and self._follower.get_loop() is loop:
             return
-        if self._follower is not None:
-            self.forget()
         self._stop = asyncio.Event()
-        self._follower = loop.create_task(self._watch_from_head(chain))
-
-    async def _watch_from_head(self, chain: Chain) -> None:
-        self.rpc_reads += 1
-        head = await chain.w3.eth.block_number
-        await self.watch(chain, head + 1)
+        self._follower = loop.create_task(self.watch(chain, self._next_block))
 
     def stop(self) -> None:
         """Stop following (from the follower's own thread) and forget everything."""
@@ -99,4 +100,5 @@ class RegistryGate:
         follower, self._follower = self._follower, None
         if follower is not None and not follower.done() and not follower.get_loop().is_closed():
             follower.cancel()
+        self._next_block = None
         self.forget()

@@ -123,6 +123,25 @@ async def test_a_forged_record_of_an_unstaked_key_is_never_used(network, light_h
     assert p2p_records_rejected.labels("unstaked")._value.get() > before
 
 
+async def test_a_host_that_unregisters_is_dropped_by_the_registry_event(network, light_hosts,
+                                                                        monkeypatch):
+    """Its record is still live on the network; the gate hears the registry's event."""
+    stays = await light_hosts.join("host-1", 10**9)
+    leaves = await light_hosts.join("host-2", 10**9)
+    registry_list_disabled(monkeypatch)
+    platform = network.anvil.chain("platform")
+    assert len(await found(platform, until=lambda c: len(c) == 2)) == 2
+    reads = p2p.gate().rpc_reads
+    for _ in range(3):  # warm: the gate asks the chain nothing more
+        await discovery.candidates(MODEL, chain=platform, fresh=True)
+    assert p2p.gate().rpc_reads == reads
+    await leaves.chain.request_unregister()
+    candidates = await found(platform, until=lambda c: leaves.address not in addresses(c),
+                             within=5)
+    assert addresses(candidates) == {stays.address}
+    assert leaves.address in {r.address for r in p2p.view().records(MODEL)}
+
+
 async def test_a_record_pointing_where_we_do_not_send_is_skipped(network, light_hosts,
                                                                   monkeypatch):
     """A registered, staked host whose signed record names a cloud metadata address."""
