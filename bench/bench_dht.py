@@ -140,7 +140,7 @@ async def main(var_dir: Path) -> None:
 
         # A first lookup by a new client: the providers from the network (nothing in its
         # own provider store yet) and all 20+ records fetched.
-        cold = []
+        cold, cold_found = [], []
         for _ in range(COLD_LOOKUPS):
             fresh = await asyncio.to_thread(View(
                 private_key=os.urandom(32), bootstrap=boot.addrs, gate=p2p.gate(),
@@ -149,8 +149,7 @@ async def main(var_dir: Path) -> None:
                 started = time.perf_counter()
                 await fresh.lookup(MODEL)
                 cold.append((time.perf_counter() - started) * 1000)
-                if len(fresh.records(MODEL)) < HOSTS + JOINS:
-                    raise RuntimeError(f"a first lookup found {len(fresh.records(MODEL))}")
+                cold_found.append(len(fresh.records(MODEL)))
             finally:
                 await asyncio.to_thread(fresh.stop)
 
@@ -164,6 +163,8 @@ async def main(var_dir: Path) -> None:
         report("dht lookup p50 ms", percentile(lookups, 50), "ms")
         report("dht first lookup p95 ms", percentile(cold, 95), "ms")
         report("dht first lookup p50 ms", percentile(cold, 50), "ms")
+        # Each key's walk is cut short at 3 s (docs/discovery.md): gossip brings the rest.
+        report("dht first lookup hosts found min", min(cold_found), f"of {HOSTS + JOINS}")
         report("discovery rpc calls per job", dht_calls, "calls")
         report("discovery rpc calls per job registry path", registry_calls, "calls")
     finally:
