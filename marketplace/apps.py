@@ -12,6 +12,7 @@ class MarketplaceConfig(AppConfig):
 
         health.check_register("chain", market_health.check_chain)
         health.check_register("hosts", market_health.check_hosts)
+        health.check_register("discovery", market_health.check_discovery)
         health.summary_register(market_metrics.success_summary)
         metrics.registry.register(market_metrics.JobsCollector())
         metrics.before_scrape_register(market_metrics.hosts_gauge_refresh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,23 @@ def chain_up() -> None:
                                        audit=audit_recorder(CHAIN_ID)))
 
 
+def p2p_bootstrap_up() -> list[str]:
+    """The discovery network's bootstrap node (docs/discovery.md); its multiaddrs."""
+    addr_file = settings.DEVNET_DIR / "p2p-bootstrap.addr"
+    if group().running("p2p-bootstrap") is None:
+        addr_file.unlink(missing_ok=True)  # a stopped node's address would not answer
+    record = group().start("p2p-bootstrap", [sys.executable, "manage.py", "p2p", "bootstrap"],
+                           log=settings.DEVNET_DIR / "logs" / "p2p-bootstrap.log",
+                           url=None, cwd=settings.BASE_DIR)
+    for _ in range(300):
+        if addr_file.exists() and addr_file.read_text().strip():
+            return addr_file.read_text().split()
+        if group().running("p2p-bootstrap") is None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"the p2p bootstrap node did not start; see {record.log}")
+
+
 def hosts_up(count: int = 3) -> list[str]:
     processes = group()
     keys = dev_keys(settings.DEVNET_DIR / "keys")
@@ -82,6 +100,8 @@ def hosts_up(count: int = 3) -> list[str]:
 
 def up(hosts: int = 3) -> list[Status]:
     chain_up()
+    if settings.P2P_DISCOVERY and not settings.P2P_BOOTSTRAP:
+        p2p_bootstrap_up()
     if hosts:
         hosts_up(hosts)
     return status()

@@ -184,3 +184,12 @@ def hosts_by_model() -> dict[str, int]:
         return dict(_stored("hosts").get("by_model", {}))
     except CheckFailed:
         return {}
+
+
+def check_discovery() -> dict:
+    """Which path this process's discovery takes: the DHT, or the registry with a warning
+    when the DHT's bootstrap nodes are unreachable (marketplace.p2p.client). The fallback
+    works, so it does not fail the check; it is reported."""
+    from marketplace.p2p.client import status
+
+    return status()

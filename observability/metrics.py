@@ -40,6 +40,16 @@ hosts_available = Gauge("inkmarket_hosts_available", "Hosts that answered the la
 # Registered hosts discovery skipped unprobed: their URL points where we do not send.
 hosts_refused = Counter("inkmarket_hosts_refused", "Registered hosts skipped for their URL",
                         ["code"], registry=registry)
+# Host records from the DHT or gossip that were ignored (oversized, malformed, signature,
+# expired, peer: served by a peer of another key, unstaked: not registered and staked),
+# messages dropped from peers over their rate, and discoveries that fell back to the
+# registry because the DHT was unreachable (marketplace.p2p).
+p2p_records_rejected = Counter("inkmarket_p2p_records_rejected", "Host records ignored",
+                               ["reason"], registry=registry)
+p2p_rate_limited = Counter("inkmarket_p2p_rate_limited", "Peer messages over their rate",
+                           ["kind"], registry=registry)
+p2p_fallbacks = Counter("inkmarket_p2p_fallbacks", "Discoveries by the registry path "
+                        "because the DHT was unreachable", registry=registry)
 
 
 # ---- counts that code reports as they happen -------------------------------------------

@@ -199,6 +199,28 @@ DISCOVERY_CACHE_MAX_MODELS = env_int("DISCOVERY_CACHE_MAX_MODELS", 64)
 MARKETPLACE_FIGURES_WINDOW_S = env_int("MARKETPLACE_FIGURES_WINDOW_S", 3600)
 if MARKETPLACE_FIGURES_WINDOW_S < 60:
     raise ImproperlyConfigured("MARKETPLACE_FIGURES_WINDOW_S must be at least 60 seconds")
+# ---- Discovery over libp2p (docs/discovery.md) ----------------------------------------
+# Multiaddrs (/ip4/.../tcp/.../p2p/<peer id>) of the DHT's bootstrap nodes; empty: the
+# registry path only. The devnet's own bootstrap node is used when this is unset there.
+P2P_BOOTSTRAP = env_list("P2P_BOOTSTRAP", [])
+# Clients find hosts on the DHT (the registry still gates them); off: the registry path.
+P2P_DISCOVERY = env_bool("P2P_DISCOVERY", True)
+# The devnet's bootstrap node listens here (on 127.0.0.1).
+P2P_DEVNET_BOOTSTRAP_PORT = env_int("P2P_DEVNET_BOOTSTRAP_PORT", 4101)
+# Limits on what strangers send: one record's bytes, its time to live, records kept at
+# once, and records or gossip messages a peer may send per minute before being ignored.
+P2P_MAX_RECORD_BYTES = env_int("P2P_MAX_RECORD_BYTES", 8192)
+P2P_RECORD_TTL_S = env_int("P2P_RECORD_TTL_S", 30)
+P2P_MAX_RECORD_TTL_S = env_int("P2P_MAX_RECORD_TTL_S", 600)
+P2P_MAX_RECORDS = env_int("P2P_MAX_RECORDS", 10_000)
+P2P_MESSAGES_PER_PEER_PER_MINUTE = env_int("P2P_MESSAGES_PER_PEER_PER_MINUTE", 120)
+# A model's providers are looked up on the DHT again after this many seconds (gossip
+# keeps the view live in between).
+P2P_LOOKUP_INTERVAL_S = env_int("P2P_LOOKUP_INTERVAL_S", 10)
+if not 256 <= P2P_MAX_RECORD_BYTES <= 65536:
+    raise ImproperlyConfigured("P2P_MAX_RECORD_BYTES must be between 256 and 65536")
+if not 5 <= P2P_RECORD_TTL_S <= P2P_MAX_RECORD_TTL_S:
+    raise ImproperlyConfigured("P2P_RECORD_TTL_S must be between 5 and P2P_MAX_RECORD_TTL_S")
 DEVNET_PORT = env_int("DEVNET_PORT", 8545)
 DEVNET_DIR = VAR_DIR / "devnet"
 CHAIN_DEPLOYMENTS_DIR = VAR_DIR / "deployments"

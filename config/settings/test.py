@@ -32,6 +32,9 @@ os.environ.setdefault("OUTBOUND_ALLOWED_HOSTS", "localhost,127.0.0.0/8,::1")
 # ... and so do the tests' hosts; tests of the host URL policy set their own.
 os.environ.setdefault("MARKETPLACE_ALLOWED_HOST_NETWORKS", "localhost,127.0.0.0/8,::1")
 
+# The suite's discovery tests start their own bootstrap node; no other test joins a devnet's.
+os.environ.setdefault("P2P_DISCOVERY", "0")
+
 from config.settings.base import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -110,6 +110,55 @@ async def candidates(model: str, *, chain: Chain | None = None,
         from marketplace.wallet import platform_chain
 
         chain = await platform_chain()
+    found = await _from_dht(model, chain)
+    if found is None:
+        found = await _from_registry(model, chain, fresh)
+    _cache[model] = (time.monotonic(), found)
+    _cache.move_to_end(model)
+    while len(_cache) > settings.DISCOVERY_CACHE_MAX_MODELS:
+        _cache.popitem(last=False)
+    if model in settings.MARKETPLACE_MODELS or model in settings.GATEWAY_MODELS:
+        hosts_available.labels(model).set(len(found))  # a label per model: known ones only
+    return found
+
+
+async def _from_dht(model: str, chain: Chain) -> list[Candidate] | None:
+    """Hosts from the DHT's signed records, gated by the registry (docs/discovery.md); None
+    when the DHT is off or unreachable. No capability probe: the record carries what the
+    probe would say, kept live by gossip."""
+    from marketplace.p2p import client as p2p
+
+    records = await p2p.hosts(model, chain)
+    if records is None:
+        return None
+    addresses = [r.address for r, _ in records]
+    local = await sync_to_async(reputation.local_record)(addresses)
+    measured = await sync_to_async(figures.host_figures)(addresses)
+    found: list[Candidate] = []
+    for record, registered_price in records:
+        try:
+            capabilities = SeenCapabilities.model_validate(record.capabilities)
+            await host_url_check(record.url)  # the same URL policy as a registered URL's
+        except ClientError as exc:
+            hosts_refused.labels(exc.code).inc()
+            log.warning("host %s skipped: %s", record.address, exc)
+            continue
+        except ValueError:
+            continue
+        good, bad = local.get(record.address, (0, 0))
+        queue = capabilities.queue
+        # The host may say it charges more than it registered, never less: the chain's
+        # price is what escrow holds it to.
+        price = max(record.prices().get(model, 0), registered_price)
+        found.append(Candidate(
+            address=record.address, url=record.url, model=model, price_per_token_wei=price,
+            probe_ms=0.0, figures=measured[record.address], local_good=good, local_bad=bad,
+            queue_free=queue is None or queue.length < queue.capacity,
+            channels=capabilities.channels))
+    return found
+
+
+async def _from_registry(model: str, chain: Chain, fresh: bool) -> list[Candidate]:
     nodes = await chain.active_nodes(model)
     probes = await asyncio.gather(*(_probe(node.address, node.url) for node in nodes))
     await sync_to_async(figures.host_probes_record)(
@@ -138,10 +187,4 @@ async def candidates(model: str, *, chain: Chain | None = None,
             queue_free=queue is None or queue.length < queue.capacity,
             channels=capabilities.channels,
         ))
-    _cache[model] = (time.monotonic(), found)
-    _cache.move_to_end(model)
-    while len(_cache) > settings.DISCOVERY_CACHE_MAX_MODELS:
-        _cache.popitem(last=False)
-    if model in settings.MARKETPLACE_MODELS or model in settings.GATEWAY_MODELS:
-        hosts_available.labels(model).set(len(found))  # a label per model: known ones only
     return found

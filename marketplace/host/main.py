@@ -53,6 +53,9 @@ class HostOptions:
     credit_limit_wei: int | None = None
     vouchers_every: int = 16
     payment_wait_s: float = 30.0
+    # Multiaddrs of the discovery network's bootstrap nodes; empty: not on the network.
+    p2p_bootstrap: tuple[str, ...] = ()
+    p2p_port: int = 0
 
 
 # Hostile behaviours (for tests) that serve other weights under the model id: a dishonest
@@ -170,13 +173,33 @@ async def serve(options: HostOptions, *, ready: asyncio.Event | None = None,
     await site.start()
     log.info("host %s serving %s on %s:%s", node.address, node.backend.model_id, options.host,
              options.port)
+    announcer = await asyncio.to_thread(announce, node, options)
     stop = stop or asyncio.Event()
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
+        if announcer is not None:
+            await asyncio.to_thread(announcer.stop)
         await runner.cleanup()
+
+
+def announce(node: HostNode, options: HostOptions):
+    """Join the discovery network and announce this host (docs/discovery.md), or None."""
+    if not options.p2p_bootstrap:
+        return None
+    from marketplace.p2p.announcer import Announcer
+    from marketplace.p2p.node import P2PError
+
+    try:
+        return Announcer(private_key=bytes(node.chain.sender.account.key), address=node.address,
+                         url=node.config.public_url, capabilities=node.capabilities_body,
+                         bootstrap=list(options.p2p_bootstrap), port=options.p2p_port).start()
+    except P2PError as exc:
+        # Clients still find this host through the registry.
+        log.warning("not on the discovery network: %s", exc)
+        return None
 
 
 def run(options: HostOptions) -> None:

@@ -247,7 +247,11 @@ class HostNode:
                 "vouchersEvery": self.credit.terms.vouchers_every}
 
     async def capabilities(self, request: web.Request) -> web.Response:
-        return web.json_response({
+        return web.json_response(self.capabilities_body())
+
+    def capabilities_body(self) -> dict:
+        """GET /v1/capabilities; also the body of the host's signed record (marketplace.p2p)."""
+        return {
             "version": VERSION,
             "protocol": PROTOCOL_VERSION,
             "address": self.address,
@@ -259,7 +263,7 @@ class HostNode:
                      "served": self.worker.served},
             "queue": {"length": self.worker.queued, "capacity": self.worker.capacity},
             "channels": self.channel_terms(),
-        })
+        }
 
     async def quote(self, request: web.Request) -> web.Response:
         try:

@@ -59,7 +59,7 @@ def test_health_names_each_dependency_and_answers_200(client, marketplace, metri
     body = response.json()
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert set(checks) == {"database", "redis", "chain", "hosts"}
+    assert set(checks) == {"database", "redis", "chain", "hosts", "discovery"}
     assert all(check["ok"] for check in checks.values())
     assert checks["chain"]["block"] > 0
     assert (checks["hosts"]["registered"], checks["hosts"]["answering"]) == (1, 1)

@@ -54,12 +54,18 @@ class Command(BaseCommand):
                             help="tokens between a client's vouchers, at most")
         parser.add_argument("--payment-wait", type=float, default=settings.HOST_PAYMENT_WAIT_S,
                             help="seconds a channel stream waits for a voucher")
+        parser.add_argument("--p2p-bootstrap", action="append", default=None,
+                            help="a bootstrap node's multiaddr (repeatable; default: "
+                                 "P2P_BOOTSTRAP, or the devnet's node)")
+        parser.add_argument("--p2p-port", type=int, default=0,
+                            help="libp2p TCP port (0: any free one)")
         parser.add_argument("--behaviour", choices=sorted(BEHAVIOURS), default="honest",
                             help="a hostile host, for tests (marketplace/host/behaviours.py)")
 
     def handle(self, *args, **o):
         from marketplace.chain.devnet import CHAIN_ID
         from marketplace.host.main import HostOptions, run
+        from marketplace.p2p.client import bootstrap_addrs
 
         deployment = o["deployment"] or settings.CHAIN_DEPLOYMENTS_DIR / f"{CHAIN_ID}.json"
         if not deployment.exists():
@@ -81,6 +87,9 @@ class Command(BaseCommand):
             behaviour=o["behaviour"], channels=not o["no_channels"],
             credit_limit_wei=o["credit_limit"], vouchers_every=o["vouchers_every"],
             payment_wait_s=o["payment_wait"],
+            p2p_bootstrap=tuple(o["p2p_bootstrap"] if o["p2p_bootstrap"] is not None
+                                else bootstrap_addrs()),
+            p2p_port=o["p2p_port"],
         )
         try:
             run(options)
