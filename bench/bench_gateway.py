@@ -12,7 +12,8 @@ In order, after the 50 and 200 req/s figures (2 s warm-up, 8 s measured, each ta
     database (its backends in pg_stat_activity, sampled before and after, and the
     walwriter) and redis-server, from /proc through psutil, and their sum; the upstream's
     and the generator's own are printed apart. PostgreSQL and Redis serve other work on
-    this machine too, so their figures are only clean on a quiet machine.
+    this machine too, so their figures are only clean on a quiet machine; the share of the
+    machine's CPU that everything else used meanwhile is printed to tell.
   * the `Server-Timing` phases of that run's answers, p50 and p95 of each;
   * a stream's added time to its first token: `/v1/chat/completions` with `stream: true`
     against the upstream's own streamed `/v1/chat/completions`, from sending to the first
@@ -255,6 +256,11 @@ class Cpu:
                 except psutil.Error:
                     continue
                 seen[group][pid] = times.user + times.system
+        # The whole machine's busy CPU time and the clock, for what the rest of it used.
+        machine = psutil.cpu_times()
+        seen["machine"] = {0: machine.user + machine.nice + machine.system + machine.irq
+                           + machine.softirq + machine.steal}
+        seen["wall"] = {0: time.monotonic()}
         return seen
 
     @staticmethod
@@ -326,6 +332,10 @@ async def run(upstream: str, gateway: str, key: str, cpu: Cpu) -> None:
         report("gateway total cpu ms per request", total * 1000 / count, "ms")
         report("upstream cpu ms per request", spent["upstream"] * 1000 / count, "ms")
         report("generator cpu ms per request", watched.generator_cpu * 1000 / count, "ms")
+        # Everything else on the machine meanwhile: near 0 on a quiet machine.
+        others = spent["machine"] - total - spent["upstream"] - watched.generator_cpu
+        report(f"other processes cpu % of the machine at {RUNS_RATE} rps",
+               100 * max(others, 0.0) / (spent["wall"] * (os.cpu_count() or 1)), "%")
 
         # Where the gateway's time went, from each answer's Server-Timing header.
         phases = [server_timing(header) for header in watched.timings]
