@@ -105,6 +105,11 @@ def report(name: str, value: float, unit: str = "") -> None:
     print(f"{name}: {text} {unit}".rstrip(), flush=True)
 
 
+def report_values(name: str, values: list[float], unit: str = "") -> None:
+    """Several figures of one kind on one line (each run's, say), in the order given."""
+    print(f"{name}: {' '.join(f'{v:.3f}' for v in values)} {unit}".rstrip(), flush=True)
+
+
 def percentile(values: list[float], pct: float) -> float:
     if len(values) == 1:
         return values[0]
