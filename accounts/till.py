@@ -182,14 +182,6 @@ def now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
-def till_enabled() -> bool:
-    """The till runs where the gateway's direct SQL does (PostgreSQL) and Redis is set."""
-    from django.db import connection
-
-    return bool(settings.GATEWAY_TILL and settings.REDIS_URL
-                and settings.GATEWAY_DIRECT_SQL and connection.vendor == "postgresql")
-
-
 _client = None
 
 
@@ -307,5 +299,5 @@ def till_reconcile(*, idle_s: float | None = None, stuck_s: float = 30.0) -> dic
 
 
 __all__ = ["CLOSE", "DROP", "INSTALL", "REFUND", "RESERVE", "WRITTEN", "key",
-           "new_generation", "now_ms", "till_detach", "till_enabled", "till_reconcile",
+           "new_generation", "now_ms", "till_detach", "till_reconcile",
            "till_release"]

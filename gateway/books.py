@@ -28,7 +28,6 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -409,18 +408,10 @@ class SqlBooks:
 
 
 def books():
-    """On PostgreSQL (and GATEWAY_DIRECT_SQL) the till (gateway.till) where Redis is set
-    and GATEWAY_TILL on, else SqlBooks; OrmBooks elsewhere."""
+    """SqlBooks on PostgreSQL (and GATEWAY_DIRECT_SQL), else OrmBooks. (The till's books,
+    when it is on: gateway.till.ledger_books.)"""
     pool = pg_pool()
-    if pool is None:
-        return OrmBooks()
-    if settings.GATEWAY_TILL:
-        from gateway.till import TillBooks, till_for_loop
-
-        till = till_for_loop(pool)
-        if till is not None:
-            return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_MS / 1000)
-    return SqlBooks(pool)
+    return SqlBooks(pool) if pool is not None else OrmBooks()
 
 
 __all__ = ["Held", "OrmBooks", "SqlBooks", "books", "insufficient", "ms_since"]

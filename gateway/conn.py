@@ -122,11 +122,20 @@ def redis_client():
     return client
 
 
+_on_close: list = []
+
+
+def connections_on_close(hook) -> None:
+    """Await `hook()` first whenever a loop's connections are closed (the till's writer
+    registers its drain here)."""
+    if hook not in _on_close:
+        _on_close.append(hook)
+
+
 async def gateway_connections_close() -> None:
     """Close the running loop's database connections and Redis client (tests, shutdown)."""
-    from gateway.till import till_drain
-
-    await till_drain()  # the till's queue is written before its connections go
+    for hook in _on_close:
+        await hook()
     loop = asyncio.get_running_loop()
     pool = _pools.pop(loop, None)
     if pool is not None:

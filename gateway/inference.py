@@ -54,7 +54,6 @@ from django.conf import settings
 from django.db import connections
 
 from gateway import cache as result_cache
-from gateway.books import books as ledger_books
 from gateway.books import ms_since
 from gateway.chat import (
     PLAIN,
@@ -66,6 +65,7 @@ from gateway.chat import (
 )
 from gateway.errors import GatewayError
 from gateway.models.requests import RequestStatus
+from gateway.till import ledger_books
 from gateway.timing import MONEY, UPSTREAM, Timing, timed
 from marketplace.client.errors import ClientError
 

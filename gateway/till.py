@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 import redis
+from django.conf import settings
 
 from accounts import till as mirror
 from accounts.tiers import price_for, settlement_for
@@ -49,10 +50,11 @@ from gateway.books import (
     Held,
     SqlBooks,
     _closing,
+    books,
     insufficient,
     ms_since,
 )
-from gateway.conn import redis_client
+from gateway.conn import connections_on_close, pg_pool, redis_client
 from gateway.models.requests import RequestStatus
 from observability.metrics import count_till
 
@@ -366,6 +368,17 @@ class Till:
 _tills: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def ledger_books():
+    """The books a request's money goes through: the till's (TillBooks) on PostgreSQL
+    with Redis and GATEWAY_TILL on, else gateway.books.books()."""
+    pool = pg_pool()
+    if pool is not None and settings.GATEWAY_TILL:
+        till = till_for_loop(pool)
+        if till is not None:
+            return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_MS / 1000)
+    return books()
+
+
 def till_for_loop(pool) -> Till | None:
     redis = redis_client()
     if redis is None:
@@ -382,6 +395,9 @@ async def till_drain() -> None:
     till = _tills.pop(asyncio.get_running_loop(), None)
     if till is not None:
         await till.drain()
+
+
+connections_on_close(till_drain)  # the queue is written before the connections go
 
 
 class TillBooks(SqlBooks):
@@ -560,4 +576,4 @@ def _written_off_record(slip: Slip, request_id, tokens: int, fields: dict) -> di
             "duration_ms": fields.get("duration_ms")}
 
 
-__all__ = ["Slip", "Till", "TillBooks", "till_drain", "till_for_loop"]
+__all__ = ["Slip", "Till", "TillBooks", "ledger_books", "till_drain", "till_for_loop"]

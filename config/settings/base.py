@@ -421,12 +421,13 @@ GATEWAY_SYNCHRONOUS_COMMIT = env_bool("GATEWAY_SYNCHRONOUS_COMMIT", False)
 # POST /v1/inference and /v1/chat/completions through the ASGI handler's shorter way
 # (config.handler: the same middleware and views, less of Django's request cycle).
 GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
-# The till (docs/gateway.md, "Money"): a /v1 request's money reserved and settled in
-# Redis by one script each, the ledger's rows written behind in batches. Needs Redis and
-# the direct SQL path (PostgreSQL). A settled request's answer waits for its rows to be
-# written, at most GATEWAY_TILL_WAIT_MS (a PostgreSQL that stalls longer holds no
-# answer); mirrors idle GATEWAY_TILL_IDLE_S go back.
-GATEWAY_TILL = env_bool("GATEWAY_TILL", True)
+# The till (docs/gateway.md, "Money: the till"): a /v1 request's money reserved and
+# settled in Redis by one script each, the ledger's rows written behind in batches. Needs
+# Redis and the direct SQL path (PostgreSQL). A settled request's answer waits for its
+# rows to be written, at most GATEWAY_TILL_WAIT_MS (a PostgreSQL that stalls longer holds
+# no answer); mirrors idle GATEWAY_TILL_IDLE_S go back. Off by default: measured at
+# 200 req/s it costs more than one SQL statement each way (docs/gateway.md).
+GATEWAY_TILL = env_bool("GATEWAY_TILL", False)
 GATEWAY_TILL_WAIT_MS = env_int("GATEWAY_TILL_WAIT_MS", 250)
 GATEWAY_TILL_IDLE_S = env_int("GATEWAY_TILL_IDLE_S", 300)
 # Before the session and CSRF middleware: over-limit and oversized requests stop here.

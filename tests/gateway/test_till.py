@@ -27,6 +27,13 @@ from tests.gateway.conftest import _named, nonce
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MAX_TOKENS = 4
+
+
+@pytest.fixture(autouse=True)
+def till_on(settings):
+    """The till is off by default (docs/gateway.md says why): these tests turn it on, here
+    and in the server processes they start."""
+    settings.GATEWAY_TILL = True
 PRICE = 10**9
 
 
@@ -207,7 +214,8 @@ async def _burst(urls: list[str], who, count: int, prompt: str) -> list[httpx.Re
 
 async def test_two_server_processes_on_one_mirror_spend_a_balance_exactly_once(
         upstream, servers):
-    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE)}
+    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE),
+           "GATEWAY_TILL": "1"}
     urls = [servers.start(env), servers.start(env)]
     who, worst = await sync_to_async(_poor)("gina", 12)
     answers = await _burst(urls, who, 60, f"split {nonce()}")
@@ -225,7 +233,8 @@ async def test_a_worker_killed_mid_request_costs_its_user_nothing_and_is_reconci
     """SIGKILL while requests run: what they reserved is given back (by the reconcile of
     the mirror and the sweep of reservations), nobody is charged for an answer they never
     got, and the books add up."""
-    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE)}
+    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE),
+           "GATEWAY_TILL": "1"}
     url = servers.start(env)
     who, worst = await sync_to_async(_poor)("hugo", 400)
     account = await Account.objects.aget(user=who.user)
@@ -276,7 +285,8 @@ async def test_redis_losing_its_data_under_load_loses_no_money(upstream, servers
     the requests finish, the next ones mirror PostgreSQL afresh, the balance never goes
     below zero, and what the lost mirrors admitted is either billed or borne by the
     platform, never both and never twice."""
-    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE)}
+    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE),
+           "GATEWAY_TILL": "1"}
     urls = [servers.start(env), servers.start(env)]
     who, worst = await sync_to_async(_poor)("ines", 40)
     rng = random.Random(3)
@@ -316,7 +326,8 @@ async def test_redis_losing_its_data_under_load_loses_no_money(upstream, servers
 
 async def test_postgresql_connections_cut_under_load_delay_the_rows_but_lose_none(
         upstream, servers):
-    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE)}
+    env = {"GATEWAY_UPSTREAM_URL": upstream.url, "GATEWAY_UPSTREAM_PRICE_WEI": str(PRICE),
+           "GATEWAY_TILL": "1"}
     url = servers.start(env)
     who, worst = await sync_to_async(_poor)("jude", 1000)
     database = django_settings.DATABASES["default"]["NAME"]
