@@ -27,17 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 counting = contextvars.ContextVar("counting", default=False)
 
 
-def setup_django(var_dir: Path) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.dev"
-    os.environ["VAR_DIR"] = str(var_dir)
-    os.environ["LOG_LEVEL"] = "ERROR"
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-
-
 def counted(chain, calls: list[int]):
     """Count the JSON-RPC requests this chain's connection makes while `counting` is set."""
     provider = chain.w3.provider
@@ -232,6 +221,8 @@ if __name__ == "__main__":
         asyncio.run(hosts_main(sys.argv[2], Path(sys.argv[3]), sys.argv[4:]))
         sys.exit(0)
     with tempfile.TemporaryDirectory(prefix="bench-dht-") as tmp:
+        from bench.bench_client import setup_django
+
         setup_django(Path(tmp))
         asyncio.run(main(Path(tmp)))
     sys.exit(0)

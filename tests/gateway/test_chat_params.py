@@ -247,7 +247,10 @@ def test_upstream_chat_goes_to_the_upstreams_chat_endpoint_with_its_parameters(
     scored = client.chat.completions.create(**{**same, "messages": ask(f"Hi ({nonce()})")},
                                             logprobs=True, top_logprobs=2)
     content = scored.choices[0].logprobs.content
-    assert content and all(len(e.top_logprobs) == 2 for e in content)
+    # Up to the two asked for: llama-cpp-python keys a token's alternatives by their text,
+    # so two tokens that decode alike (byte pieces) come back as one.
+    assert content and all(1 <= len(e.top_logprobs) <= 2 for e in content)
+    assert any(len(e.top_logprobs) == 2 for e in content)
 
     refused(lambda: client.chat.completions.create(**same, n=2), "n")
     records = list(GatewayRequest.objects.filter(endpoint="chat"))
