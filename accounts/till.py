@@ -201,6 +201,8 @@ def till_release(account_id: int, *, wait_s: float = RELEASE_WAIT_S) -> None:
     written (they need the row). A no-op for an account that is not mirrored."""
     from accounts.models import Account
 
+    if not settings.REDIS_URL:  # no Redis, no mirror
+        return
     gen = Account.objects.filter(pk=account_id).values_list("till", flat=True).first()
     if not gen:
         return

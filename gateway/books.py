@@ -304,6 +304,17 @@ def _closing(template: str, fields: dict) -> str:
     return statement
 
 
+def failure_record(*, api_key, request_id, endpoint, model, max_tokens,
+                   error: GatewayError, started: float, stream: bool) -> dict:
+    """RECORD's parameters for a request refused or failed before its money moved."""
+    return {"request": request_id, "user": api_key.user_id, "key": api_key.pk,
+            "endpoint": endpoint, "model": model, "status": RequestStatus.FAILED.value,
+            "max_tokens": max_tokens, "tokens": 0, "cached": False, "stream": stream,
+            "finish_reason": "", "error_code": error.code,
+            "error_message": error.message[:500], "text": "", "host": "",
+            "duration_ms": ms_since(started)}
+
+
 class SqlBooks:
     def __init__(self, pool):
         self.pool = pool
@@ -320,13 +331,9 @@ class SqlBooks:
                              conn=None) -> None:
         """`conn`: a connection the caller holds (taking a second one from the pool while
         holding one could wait forever, once every caller holds one)."""
-        params = {
-            "request": request_id, "user": api_key.user_id, "key": api_key.pk,
-            "endpoint": endpoint, "model": model, "status": RequestStatus.FAILED.value,
-            "max_tokens": max_tokens, "tokens": 0, "cached": False, "stream": stream,
-            "finish_reason": "", "error_code": error.code,
-            "error_message": error.message[:500], "text": "", "host": "",
-            "duration_ms": ms_since(started)}
+        params = failure_record(api_key=api_key, request_id=request_id, endpoint=endpoint,
+                                model=model, max_tokens=max_tokens, error=error,
+                                started=started, stream=stream)
         if conn is not None:
             await conn.execute(RECORD, params)
         else:
@@ -414,4 +421,5 @@ def books():
     return SqlBooks(pool) if pool is not None else OrmBooks()
 
 
-__all__ = ["Held", "OrmBooks", "SqlBooks", "books", "insufficient", "ms_since"]
+__all__ = ["Held", "OrmBooks", "SqlBooks", "books", "failure_record", "insufficient",
+           "ms_since"]

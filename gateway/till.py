@@ -51,8 +51,8 @@ from gateway.books import (
     SqlBooks,
     _closing,
     books,
+    failure_record,
     insufficient,
-    ms_since,
 )
 from gateway.conn import connections_on_close, pg_pool, redis_client
 from gateway.models.requests import RequestStatus
@@ -307,13 +307,13 @@ class Till:
         if (step.account_id, step.gen) not in looked:
             looked[(step.account_id, step.gen)] = True
             try:
-                await self._detach(step.account_id, step.gen)
+                await self.detach(step.account_id, step.gen)
             except (psycopg.Error, OSError) as exc:
                 log.warning("till: mirror of account %s not detached: %s", step.account_id,
                             exc)
         return False
 
-    async def _detach(self, account_id: int, gen: str) -> None:
+    async def detach(self, account_id: int, gen: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(f"UPDATE {_ACCOUNT} SET till = '' WHERE id = %s AND till = %s",
                                (account_id, gen))
@@ -371,8 +371,10 @@ _tills: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def ledger_books():
     """The books a request's money goes through: the till's (TillBooks) on PostgreSQL
     with Redis and GATEWAY_TILL on, else gateway.books.books()."""
+    if not settings.GATEWAY_TILL:
+        return books()
     pool = pg_pool()
-    if pool is not None and settings.GATEWAY_TILL:
+    if pool is not None:
         till = till_for_loop(pool)
         if till is not None:
             return TillBooks(pool, till, settings.GATEWAY_TILL_WAIT_MS / 1000)
@@ -415,7 +417,7 @@ class TillBooks(SqlBooks):
     async def record_failure(self, **kwargs) -> None:
         if kwargs.get("conn") is not None:
             return await super().record_failure(**kwargs)
-        await self._put_record(_record_params(**kwargs))
+        await self._put_record(failure_record(**kwargs))
 
     async def _put_record(self, params: dict) -> None:
         try:
@@ -533,7 +535,7 @@ class TillBooks(SqlBooks):
         """What closing the reservation came to, once written: what was charged."""
         row = await step.done
         if not told:  # the mirror missed the refund: the next request mirrors afresh
-            await self.till._detach(held.account_id, held.gen)
+            await self.till.detach(held.account_id, held.gen)
         if row is not None:
             return step.params["charged"]
         # Nothing was held under that reference when the close was written: its
@@ -551,16 +553,6 @@ class TillBooks(SqlBooks):
 
 # The closes being written (the loop holds tasks only weakly).
 _pending: set[asyncio.Future] = set()
-
-
-def _record_params(*, api_key, request_id, endpoint, model, max_tokens, error,
-                   started, stream) -> dict:
-    return {"request": request_id, "user": api_key.user_id, "key": api_key.pk,
-            "endpoint": endpoint, "model": model, "status": RequestStatus.FAILED.value,
-            "max_tokens": max_tokens, "tokens": 0, "cached": False, "stream": stream,
-            "finish_reason": "", "error_code": error.code,
-            "error_message": error.message[:500], "text": "", "host": "",
-            "duration_ms": ms_since(started)}
 
 
 def _written_off_record(slip: Slip, request_id, tokens: int, fields: dict) -> dict:
