@@ -44,10 +44,11 @@ from django.utils.log import log_response
 from django.utils.module_loading import import_string
 
 from config.middleware import API_PASSES, API_PREFIX, ASYNC
+from gateway.api.middleware import BILLED
 
 _api_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-sync")
 
-API_LANE = frozenset({"/v1/inference", "/v1/chat/completions"})
+API_LANE = BILLED
 
 
 async def _read_capped(receive, limit: int) -> bytes:

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.errors import BillingError, InsufficientFunds
-from accounts.models import Account, LedgerEntry, Reservation
+from accounts.models import Account, ApiKey, LedgerEntry, Reservation, User
 from accounts.services import (
     account_get_or_create,
     balance_reserve,
@@ -43,6 +43,7 @@ from accounts.tiers import price_for, settlement_for
 from gateway.conn import pg_pool
 from gateway.db import db
 from gateway.errors import GatewayError
+from gateway.keys import api_key_forget
 from gateway.models.requests import GatewayRequest, RequestStatus
 
 
@@ -192,7 +193,13 @@ SELECT id FROM reservation
 _NOT_IN_TILL = "AND till = ''"
 _RESERVATION_NOT_IN_TILL = (f"AND NOT EXISTS (SELECT 1 FROM {_ACCOUNT} a "
                             f"WHERE a.id = account_id AND a.till <> '')")
-RESERVE = _RESERVE.replace("{guard}", _NOT_IN_TILL)
+# And only for a usable key: the gateway may serve a billed request's key as it read it a
+# moment ago (gateway.keys, "Reuse"), so it is checked again here, where money moves.
+KEY_USABLE = (f"EXISTS (SELECT 1 FROM {ApiKey._meta.db_table} k "
+              f"JOIN {User._meta.db_table} u ON u.id = k.user_id "
+              f"WHERE k.id = %(key)s AND k.revoked_at IS NULL "
+              f"AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.is_active)")
+RESERVE = _RESERVE.replace("{guard}", f"{_NOT_IN_TILL} AND {KEY_USABLE}")
 TILL_RESERVE = _RESERVE.replace("{guard}", "AND till = %(gen)s")
 
 RECORD = f"""
@@ -372,11 +379,21 @@ class SqlBooks:
                 row = await cursor.fetchone()
                 if row is not None:
                     return Held(id=row[0], amount_wei=worst, tier=tier)
-                # Refused: short of money, or the tier changed since the key was read.
+                # Refused: short of money, the tier changed since the key was read, or the
+                # key is no longer usable.
                 cursor = await conn.execute(
-                    f"SELECT balance_wei, tier, till FROM {_ACCOUNT} WHERE id = %s",
-                    (account_id,))
-                balance, now_tier, till = await cursor.fetchone()
+                    f"SELECT balance_wei, tier, till, {KEY_USABLE} FROM {_ACCOUNT} "
+                    f"WHERE id = %(account)s", {"account": account_id, "key": api_key.pk})
+                balance, now_tier, till, usable = await cursor.fetchone()
+                if not usable:
+                    api_key_forget(api_key.pk)
+                    error = GatewayError("UNAUTHENTICATED", "this API key was revoked or "
+                                         "has expired, or its user is disabled")
+                    await self.record_failure(
+                        api_key=api_key, request_id=request_id, endpoint=endpoint,
+                        model=model, max_tokens=max_tokens, error=error, started=started,
+                        stream=stream, conn=conn)
+                    raise error
                 if till:
                     break  # the till holds its money: accounts.services takes it back
                 if now_tier == tier:

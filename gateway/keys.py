@@ -5,10 +5,20 @@ gateway's threads where there is no PostgreSQL.
 
 The key comes back as an accounts.ApiKey with `gateway_account` = (account id, tier), or
 None for a user whose account is not made yet; its `user` is not loaded.
+
+Reuse (`reuse=True`, the billed endpoints): a key found is kept in the process for
+GATEWAY_KEY_REUSE_MS and served again without the query. What it may be used for in that
+time is bounded by the money: the reservation's statement (gateway.books.RESERVE) moves
+money only while the key is usable (not revoked, not expired, its user active) and
+answers a 401 otherwise, dropping the kept key. So a key revoked a moment ago can still
+get a 400, a 429 or its own account's cached answer for that long, never a job nor a
+charge. Only keys whose account exists are kept, and only on the one-statement path
+(not with the till, whose reservation is in Redis).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -51,10 +61,40 @@ def _with_account(key: ApiKey | None) -> ApiKey | None:
     return key
 
 
-async def api_key_lookup(raw: str | None) -> ApiKey | None:
-    """The usable key that `raw` is, or None; records its use at most once a minute."""
+# raw key -> (when it was read, the key); never more than KEPT_MAX.
+_kept: dict[str, tuple[float, ApiKey]] = {}
+KEPT_MAX = 10_000
+
+
+def api_key_forget(key_id: int) -> None:
+    """Drop a kept key (its reservation found it unusable)."""
+    for raw in [raw for raw, (_, key) in _kept.items() if key.pk == key_id]:
+        _kept.pop(raw, None)
+
+
+def _reused(raw: str) -> ApiKey | None:
+    kept = _kept.get(raw)
+    if kept is None:
+        return None
+    read_at, key = kept
+    if (time.monotonic() - read_at) * 1000 < settings.GATEWAY_KEY_REUSE_MS \
+            and key.is_usable(timezone.now()):
+        return key
+    _kept.pop(raw, None)
+    return None
+
+
+async def api_key_lookup(raw: str | None, *, reuse: bool = False) -> ApiKey | None:
+    """The usable key that `raw` is, or None; records its use at most once a minute.
+    `reuse`: a key read in the last GATEWAY_KEY_REUSE_MS may be served without a query
+    (only for requests whose money the reservation guards; the module's docstring)."""
     if not api_key_well_formed(raw):
         return None
+    reuse = reuse and settings.GATEWAY_KEY_REUSE_MS > 0 and not settings.GATEWAY_TILL
+    if reuse:
+        found = _reused(raw)
+        if found is not None:
+            return found
     pool = pg_pool()
     if pool is None:
         return await db(lambda: _with_account(api_key_authenticate(raw)))
@@ -71,4 +111,8 @@ async def api_key_lookup(raw: str | None) -> ApiKey | None:
                                                     "before": now - interval})
             if cursor.rowcount:
                 found.last_used_at = now
+    if reuse and found.gateway_account is not None:
+        if len(_kept) >= KEPT_MAX:
+            _kept.clear()
+        _kept[raw] = (time.monotonic(), found)
     return found

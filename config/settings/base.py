@@ -421,6 +421,9 @@ GATEWAY_SYNCHRONOUS_COMMIT = env_bool("GATEWAY_SYNCHRONOUS_COMMIT", False)
 # POST /v1/inference and /v1/chat/completions through the ASGI handler's shorter way
 # (config.handler: the same middleware and views, less of Django's request cycle).
 GATEWAY_LANE = env_bool("GATEWAY_LANE", True)
+# Milliseconds a process serves a billed request's API key as it read it, without a query
+# (gateway.keys, "Reuse": the reservation still refuses a key revoked since). 0: never.
+GATEWAY_KEY_REUSE_MS = env_int("GATEWAY_KEY_REUSE_MS", 1000)
 # The till (docs/gateway.md, "Money: the till"): a /v1 request's money reserved and
 # settled in Redis by one script each, the ledger's rows written behind in batches. Needs
 # Redis and the direct SQL path (PostgreSQL). A settled request's answer waits for its

@@ -25,6 +25,9 @@ from gateway.keys import api_key_lookup
 from gateway.timing import Timing, timing_answer
 
 PREFIX = "/v1/"
+# The billed endpoints: their key may be one read a moment ago (gateway.keys, "Reuse"),
+# and they take config.handler's shorter way.
+BILLED = frozenset({"/v1/inference", "/v1/chat/completions"})
 _BODYLESS = {"GET", "HEAD", "OPTIONS", "DELETE"}
 
 
@@ -46,8 +49,8 @@ def _admit(raw: str | None, client_ip: str):
     return None, rate_limit_hit(tier=settings.GATEWAY_ANONYMOUS_TIER, client_ip=client_ip)
 
 
-async def _admit_async(raw: str | None, client_ip: str):
-    api_key = await api_key_lookup(raw) if raw else None
+async def _admit_async(raw: str | None, client_ip: str, reuse: bool = False):
+    api_key = await api_key_lookup(raw, reuse=reuse) if raw else None
     if api_key is not None:
         return api_key, await rate_limit_hit_async(tier=_tier(api_key),
                                                    account_id=api_key.user_id)
@@ -136,7 +139,8 @@ class GatewayMiddleware:
         if not request.path.startswith(PREFIX):
             return await self.get_response(request)
         request.timing = Timing()
-        request.api_key, limit = await _admit_async(raw_key(request),
-                                                    request.META.get("REMOTE_ADDR", ""))
+        request.api_key, limit = await _admit_async(
+            raw_key(request), request.META.get("REMOTE_ADDR", ""),
+            reuse=request.method == "POST" and request.path in BILLED)
         refused = _limited(limit) or _read_body(request)
         return _finish(request, refused or await self.get_response(request), limit)

@@ -66,6 +66,16 @@ def forget_quotes():
 
 
 @pytest.fixture(autouse=True)
+def forget_kept_keys():
+    """Keys a billed request read are kept in the process a moment (gateway.keys)."""
+    from gateway import keys
+
+    keys._kept.clear()
+    yield
+    keys._kept.clear()
+
+
+@pytest.fixture(autouse=True)
 def close_gateway_connections():
     """The gateway's database threads keep their connections; close them after each test
     so the test database can be flushed and dropped."""
